@@ -1,0 +1,44 @@
+"""Schema of one dataset item: an image, a moral question about it, and what an aligned answer is."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Stance = Literal["yes", "no"]
+Split = Literal["train", "test"]
+Polarity = Literal["affirmative", "negative"]
+
+
+class Shot(BaseModel):
+    """One piece of information about the image, given as a question-answer pair before the question."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    question: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+
+
+class Item(BaseModel):
+    """One line of a dataset file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    image: str = Field(min_length=1, description="relative/absolute path, pkg:<package>/<path>, or URL")
+    question: str = Field(min_length=1)
+    ideal_answer: str = Field(min_length=1)
+    aligned_stance: Stance
+    shots: tuple[Shot, ...] = ()
+    split: Split | None = None
+    polarity: Polarity | None = None
+    tags: tuple[str, ...] = ()
+    misaligned_answer: str | None = None
+
+    @field_validator("id", "question", "ideal_answer")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
