@@ -1,0 +1,3 @@
+from vlmalign.cli import main
+
+main()

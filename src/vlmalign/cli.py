@@ -1,0 +1,238 @@
+"""The `vlmalign` command: parses arguments, calls the library, prints results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vlmalign.errors import VlmalignError
+
+app = typer.Typer(
+    help="Measure and improve how well vision-language models answer image-grounded moral "
+    "questions the way people would.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+dataset_app = typer.Typer(help="Check and inspect datasets.", no_args_is_help=True)
+ethics_app = typer.Typer(help="The ETHICS classifier head behind the `ethics` judge.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(ethics_app, name="ethics")
+
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("vlmalign")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+    )
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+# --- study ----------------------------------------------------------------------------------
+@app.command()
+def study(
+    config: Annotated[Path | None, typer.Argument(help="YAML study config (optional)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="JSONL file or builtin:NAME")] = None,
+    model: Annotated[str | None, typer.Option(help="model preset (see `vlmalign models`)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="run directory")] = None,
+    samples: Annotated[int | None, typer.Option(help="samples per prompt")] = None,
+    seed: Annotated[int | None, typer.Option(help="study seed")] = None,
+    prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Run the paper's study: 0/1/2-shot on train, 0-shot on test, every automatic judge."""
+    from vlmalign.config import load_config
+    from vlmalign.report.tables import TABLE1_COLUMNS, table1_rows, test_rows
+    from vlmalign.study import run_study
+
+    overrides = {
+        "dataset": dataset, "model": model, "out": out_dir, "samples": samples, "seed": seed,
+        "prompt_format": prompt_format, "device": device,
+    }
+    cfg = load_config(config, overrides)
+    result = run_study(cfg, progress=not quiet)
+    judges = list(cfg.judges)
+    header = ["judge", *(label for _, label in TABLE1_COLUMNS)]
+    out.print(_table("Table 1: base model, train split", header, table1_rows(result.cells, judges)))
+    out.print(_table("Base model, test split", ["judge", "0-shot test"], test_rows(result.cells, judges)))
+    out.print(
+        f"{result.generated} new responses, {result.reused} reused; "
+        f"wrote {cfg.out / 'report.md'} and {cfg.out / 'results.json'}"
+    )
+
+
+# --- ask ------------------------------------------------------------------------------------
+@app.command()
+def ask(
+    image: Annotated[str, typer.Argument(help="image path, pkg:<package>/<path> or URL")],
+    question: Annotated[str, typer.Argument(help="question about the image")],
+    model: Annotated[str, typer.Option(help="model preset")] = "mini",
+    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.7,
+    max_new_tokens: Annotated[int, typer.Option(help="answer length limit")] = 15,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+) -> None:
+    """Ask a model one question about one image and print its answer."""
+    from pydantic import ValidationError
+
+    from vlmalign.data.images import ImageError, load_image
+    from vlmalign.models.base import GenerationRequest
+    from vlmalign.models.registry import load_model
+    from vlmalign.prompts import PROMPT_FORMATS, Prompt
+    from vlmalign.sampling import SamplingParams
+
+    if prompt_format is not None and prompt_format not in PROMPT_FORMATS:
+        raise VlmalignError(f"--prompt-format must be one of {', '.join(PROMPT_FORMATS)}")
+    try:
+        params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
+    except ValidationError as exc:
+        raise VlmalignError(f"bad sampling option: {exc.errors()[0]['msg']}") from exc
+    try:
+        picture = load_image(image, Path.cwd()).image
+    except ImageError as exc:
+        raise VlmalignError(str(exc)) from exc
+    vlm = load_model(model, device)
+    text = vlm.render_prompt(Prompt((), question), prompt_format or vlm.default_prompt_format)  # type: ignore[arg-type]
+    out.print(vlm.generate([GenerationRequest(picture, text, seed)], params)[0], markup=False)
+
+
+# --- judge ----------------------------------------------------------------------------------
+@app.command()
+def judge(
+    judge_name: Annotated[str, typer.Option("--judge", help="judge name (see `vlmalign judges`)")],
+    input_file: Annotated[Path, typer.Option("--input", help="JSONL with question, response, ...")],
+    output: Annotated[Path, typer.Option("--output", help="JSONL to write")],
+) -> None:
+    """Judge responses from a file; each line comes back with verdicts[NAME]."""
+    from vlmalign.judge_file import judge_file
+
+    count = judge_file(judge_name, input_file, output)
+    err.print(f"judged {count} responses with {judge_name}; wrote {output}")
+
+
+# --- dataset --------------------------------------------------------------------------------
+@dataset_app.command("validate")
+def dataset_validate(
+    path: Annotated[str, typer.Argument(help="JSONL file or builtin:NAME")],
+    shots: Annotated[int, typer.Option(help="every item must have this many shots")] = 2,
+) -> None:
+    """Check a dataset; every problem is one line `file:line: item 'id': what`; exit 2 if any."""
+    from vlmalign.data.dataset import DatasetInvalid, check_shots, load_dataset
+
+    try:
+        data = load_dataset(path)
+        check_shots(data, shots)
+    except DatasetInvalid as exc:
+        for problem in exc.problems:
+            err.print(f"error: {problem}", markup=False, highlight=False)
+        raise typer.Exit(2) from exc
+    splits = {s: len(data.split(s)) for s in ("train", "test")}
+    out.print(f"ok: {len(data)} items ({splits['train']} train, {splits['test']} test), sha256 {data.sha256[:12]}")
+
+
+@dataset_app.command("show")
+def dataset_show(
+    path: Annotated[str, typer.Argument(help="JSONL file or builtin:NAME")],
+    limit: Annotated[int, typer.Option(help="rows to show (0 = all)")] = 0,
+) -> None:
+    """List a dataset's items."""
+    from vlmalign.data.dataset import load_dataset
+
+    data = load_dataset(path, check_images=False)
+    items = data.items[:limit] if limit else data.items
+    rows = [
+        [i.id, i.split or "-", i.polarity or "-", i.aligned_stance, str(len(i.shots)),
+         ",".join(i.tags), i.question]
+        for i in items
+    ]
+    header = ["id", "split", "polarity", "aligned", "shots", "tags", "question"]
+    out.print(_table(f"{data.source} ({len(data)} items)", header, rows))
+
+
+# --- listings -------------------------------------------------------------------------------
+@app.command("models")
+def list_models() -> None:
+    """List model presets with their size and what they need."""
+    from vlmalign.models.registry import MODELS
+
+    rows = [[s.name, s.size, s.needs, s.description] for s in MODELS.values()]
+    out.print(_table("models", ["name", "size", "needs", "description"], rows))
+
+
+@app.command("judges")
+def list_judges() -> None:
+    """List judges and what they need."""
+    from vlmalign.judges.registry import JUDGES
+
+    rows = [[s.name, s.needs, s.description] for s in JUDGES.values()]
+    out.print(_table("judges", ["name", "needs", "description"], rows))
+
+
+@ethics_app.command("train")
+def ethics_train(
+    data: Annotated[Path, typer.Option(help="folder with cm_test.csv and cm_test_hard.csv")] = Path(
+        "../shared/data/ethics/commonsense"
+    ),
+    output: Annotated[Path, typer.Option(help="head JSON to write")] = Path("ethics_head.json"),
+) -> None:
+    """Retrain the `ethics` judge's classifier head on the ETHICS commonsense CSVs."""
+    from vlmalign.judges.ethics_head import train_ethics_head
+
+    if not data.is_dir():
+        raise VlmalignError(f"{data}: no such folder; pass --data to the ETHICS commonsense CSVs")
+    card = train_ethics_head(data, output)
+    out.print(f"wrote {output}")
+    out.print(json.dumps(_card_summary(card), indent=2, default=str))
+
+
+def _card_summary(card: Any) -> Any:
+    dump = getattr(card, "model_dump", None)
+    return dump() if callable(dump) else getattr(card, "__dict__", str(card))
+
+
+def main() -> None:
+    """Console entry point: expected errors are one line on stderr and exit code 2."""
+    _setup_logging()
+    try:
+        code = app(standalone_mode=False)
+    except VlmalignError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    if isinstance(code, int):  # typer.Exit(code) returns here when not in standalone mode
+        sys.exit(code)

@@ -1,0 +1,90 @@
+"""StudyConfig: everything that defines a study, loaded from YAML with CLI overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vlmalign.data.schema import Split
+from vlmalign.errors import ConfigError
+from vlmalign.prompts import PromptFormat
+from vlmalign.sampling import SamplingParams
+
+
+class Condition(BaseModel):
+    """Ask the items of one split with the first `shots` shots."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    split: Split
+    shots: int = Field(ge=0, le=16)
+
+    @property
+    def label(self) -> str:
+        return f"{self.shots}-shot {self.split}"
+
+
+PAPER_CONDITIONS = (
+    Condition(split="train", shots=0),
+    Condition(split="train", shots=1),
+    Condition(split="train", shots=2),
+    Condition(split="test", shots=0),
+)
+
+
+class StudyConfig(BaseModel):
+    """A study: which data, which model, how to sample, which judges, where to write."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = "builtin:moral-vqa-40"
+    model: str = "mini"
+    out: Path = Path("runs/study")
+    samples: int = Field(1, ge=1, le=1000, description="samples per prompt (the paper drew 1)")
+    seed: int = 0
+    sampling: SamplingParams = SamplingParams()
+    prompt_format: PromptFormat | None = Field(None, description="None = the model's default")
+    conditions: tuple[Condition, ...] = PAPER_CONDITIONS
+    judges: tuple[str, ...] = ("stance", "ethics")
+    batch_size: int = Field(16, ge=1, le=1024)
+    device: str = "auto"
+
+    @field_validator("conditions")
+    @classmethod
+    def _some_conditions(cls, value: tuple[Condition, ...]) -> tuple[Condition, ...]:
+        if not value:
+            raise ValueError("at least one condition is needed")
+        return value
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "config"
+    return f"field {field!r}: {first['msg']}"
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read a YAML config (or the defaults) and apply the CLI's non-None overrides."""
+    data: dict[str, Any] = {}
+    where = "command line"
+    if path is not None:
+        where = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", None)
+            at = f":{line + 1}" if line is not None else ""
+            raise ConfigError(f"{path}{at}: invalid YAML") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of settings")
+        data = loaded or {}
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_describe(exc)}") from exc

@@ -1,0 +1,172 @@
+"""Load and validate a JSONL dataset (or a built-in one) into immutable items."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from vlmalign.data.images import ImageError, load_image
+from vlmalign.data.schema import Item, Split
+from vlmalign.errors import DatasetError
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_DATASETS = ("moral-vqa-40",)
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """An item with where it came from (for error messages)."""
+
+    item: Item
+    line: int
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A validated dataset: items in file order, the file they came from and a content hash."""
+
+    source: str
+    path: Path
+    records: tuple[ItemRecord, ...]
+    sha256: str
+
+    @property
+    def items(self) -> tuple[Item, ...]:
+        return tuple(r.item for r in self.records)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def split(self, split: Split | None) -> tuple[Item, ...]:
+        """Items of one split; items without a split count as `test`."""
+        if split is None:
+            return self.items
+        return tuple(i for i in self.items if (i.split or "test") == split)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self.items)
+
+
+def resolve_source(source: str | Path) -> Path:
+    """`builtin:NAME` or a file path -> the JSONL file."""
+    text = str(source)
+    if text.startswith(BUILTIN_PREFIX):
+        name = text[len(BUILTIN_PREFIX) :]
+        if name not in BUILTIN_DATASETS:
+            known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_DATASETS)
+            raise DatasetError(text, None, None, f"unknown built-in dataset; known: {known}")
+        ref = resources.files("vlmalign.data") / "builtin" / f"{name}.jsonl"
+        return Path(str(ref))
+    return Path(text).expanduser()
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "item"
+    if first["type"] == "missing":
+        return f"missing field {field!r}"
+    if first["type"] == "extra_forbidden":
+        return f"unknown field {field!r}"
+    return f"field {field!r}: {first['msg']}"
+
+
+def _parse_lines(name: str, lines: Iterable[str]) -> tuple[list[ItemRecord], list[DatasetError]]:
+    records: list[ItemRecord] = []
+    errors: list[DatasetError] = []
+    first_line_of: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            errors.append(DatasetError(name, number, None, f"invalid JSON ({exc.msg})"))
+            continue
+        if not isinstance(data, dict):
+            errors.append(DatasetError(name, number, None, "each line must be a JSON object"))
+            continue
+        raw_id = data.get("id")
+        item_id = raw_id if isinstance(raw_id, str) else None
+        try:
+            item = Item.model_validate(data)
+        except ValidationError as exc:
+            errors.append(DatasetError(name, number, item_id, _validation_message(exc)))
+            continue
+        if item.id in first_line_of:
+            seen = first_line_of[item.id]
+            errors.append(DatasetError(name, number, item.id, f"duplicate id (first on line {seen})"))
+            continue
+        first_line_of[item.id] = number
+        records.append(ItemRecord(item, number))
+    return records, errors
+
+
+def _image_errors(name: str, records: Sequence[ItemRecord], base_dir: Path) -> list[DatasetError]:
+    errors = []
+    for record in records:
+        try:
+            load_image(record.item.image, base_dir)
+        except ImageError as exc:
+            errors.append(DatasetError(name, record.line, record.item.id, str(exc)))
+    return errors
+
+
+class DatasetInvalid(DatasetError):
+    """Several problems; the message is the first, `problems` has all (one line each)."""
+
+    def __init__(self, problems: list[DatasetError]) -> None:
+        self.problems = problems
+        first = problems[0]
+        super().__init__(first.file, first.line, first.item_id, "")
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        self.args = (str(first) + more,)
+
+
+def load_dataset(source: str | Path, *, check_images: bool = True) -> Dataset:
+    """Parse and validate every line; raise DatasetInvalid listing every problem found."""
+    path = resolve_source(source)
+    name = str(source) if str(source).startswith(BUILTIN_PREFIX) else str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(name, None, None, f"cannot read dataset: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(name, None, None, "dataset is not UTF-8 text") from exc
+    records, errors = _parse_lines(name, text.splitlines())
+    if check_images:
+        errors += _image_errors(name, records, path.parent)
+    if not errors and not records:
+        errors.append(DatasetError(name, None, None, "dataset has no items"))
+    if errors:
+        errors.sort(key=lambda e: e.line or 0)
+        raise DatasetInvalid(errors)
+    digest = hashlib.sha256(data).hexdigest()
+    return Dataset(source=name, path=path, records=tuple(records), sha256=digest)
+
+
+def check_shots(dataset: Dataset, shots: int, split: Split | None = None) -> None:
+    """Every item that will be asked with `shots` shots must have at least that many."""
+    problems = [
+        DatasetError(
+            dataset.source,
+            r.line,
+            r.item.id,
+            f"a {shots}-shot condition needs {shots} shots but the item has {len(r.item.shots)}",
+        )
+        for r in dataset.records
+        if (split is None or (r.item.split or "test") == split) and len(r.item.shots) < shots
+    ]
+    if problems:
+        raise DatasetInvalid(problems)

@@ -1,0 +1,61 @@
+"""`vlmalign judge`: judge responses from any JSONL file and write them back with verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from vlmalign.errors import DatasetError, VlmalignError
+from vlmalign.judges.base import JudgeInput
+from vlmalign.judges.registry import build_judge
+
+_INPUT_FIELDS = set(JudgeInput.model_fields)
+
+
+def read_responses(path: Path) -> list[tuple[dict[str, Any], JudgeInput]]:
+    """Each line's original object and its JudgeInput; one-line errors name file:line:id."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VlmalignError(f"{path}: cannot read responses: {exc}") from exc
+    records = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(str(path), number, None, f"invalid JSON ({exc.msg})") from exc
+        if not isinstance(data, dict):
+            raise DatasetError(str(path), number, None, "each line must be a JSON object")
+        item_id = data.get("id") if isinstance(data.get("id"), str) else None
+        fields = {k: v for k, v in data.items() if k in _INPUT_FIELDS}
+        try:
+            records.append((data, JudgeInput.model_validate(fields)))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            message = "missing field" if first["type"] == "missing" else first["msg"]
+            raise DatasetError(str(path), number, item_id, f"{message} {field!r}") from exc
+    return records
+
+
+def judge_file(judge_name: str, input_path: Path, output_path: Path, batch_size: int = 64) -> int:
+    """Judge every line; write the output only once everything is judged."""
+    judge = build_judge(judge_name)
+    records = read_responses(input_path)
+    lines = []
+    for start in range(0, len(records), batch_size):
+        batch = records[start : start + batch_size]
+        verdicts = judge.judge([inp for _, inp in batch])
+        for (original, _), verdict in zip(batch, verdicts, strict=True):
+            merged = dict(original)
+            merged["verdicts"] = {**(original.get("verdicts") or {}), judge.name: verdict.model_dump()}
+            lines.append(json.dumps(merged, ensure_ascii=False))
+    tmp = output_path.with_name(output_path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    tmp.replace(output_path)
+    return len(lines)

@@ -1,0 +1,48 @@
+"""n-shot prompt construction (pure text; no model code).
+
+A prompt is the image followed by text. In MAGMA's few-shot format the text is one
+`Q: <question> A: <answer>` line per shot, then `Q: <question> A:`. The image's position is
+marked with IMAGE_TOKEN so that prompts can be stored and hashed as plain strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from vlmalign.data.schema import Item, Shot
+
+IMAGE_TOKEN = "<|image|>"
+PromptFormat = Literal["magma", "chat"]
+PROMPT_FORMATS: tuple[PromptFormat, ...] = ("magma", "chat")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the model is asked: the first `n` shots of an item, then its question."""
+
+    shots: tuple[Shot, ...]
+    question: str
+
+    def qa_text(self) -> str:
+        """The text after the image in MAGMA's few-shot format."""
+        lines = [f"Q: {shot.question} A: {shot.answer}" for shot in self.shots]
+        lines.append(f"Q: {self.question} A:")
+        return "\n".join(lines)
+
+    def magma_text(self) -> str:
+        return f"{IMAGE_TOKEN}{self.qa_text()}"
+
+
+def build_prompt(item: Item, shots: int) -> Prompt:
+    """The n-shot prompt of an item (1-shot is a prefix of 2-shot)."""
+    if shots < 0:
+        raise ValueError("shots must be >= 0")
+    if len(item.shots) < shots:
+        raise ValueError(f"item {item.id!r} has {len(item.shots)} shots, {shots} requested")
+    return Prompt(shots=item.shots[:shots], question=item.question)
+
+
+def condition_name(split: str, shots: int) -> str:
+    """Stable condition label used in seeds and reports, e.g. `train/1-shot`."""
+    return f"{split}/{shots}-shot"

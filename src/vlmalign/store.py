@@ -1,0 +1,256 @@
+"""The run store: one SQLite file per run directory (dataset snapshot, generations, judgments).
+
+Every generation is keyed by a hash of what determines it, so a rerun skips finished rows, and
+each batch is written in one transaction, so an interrupted run never leaves half a batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vlmalign.data.dataset import Dataset
+
+SCHEMA_VERSION = 1
+STORE_FILE = "study.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    dataset_sha256 TEXT NOT NULL,
+    id TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    json TEXT NOT NULL,
+    PRIMARY KEY (dataset_sha256, id)
+);
+CREATE TABLE IF NOT EXISTS generations (
+    key TEXT PRIMARY KEY,
+    variant TEXT NOT NULL,
+    model TEXT NOT NULL,
+    model_fingerprint TEXT NOT NULL,
+    adapter_hash TEXT,
+    dataset_sha256 TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    split TEXT NOT NULL,
+    shots INTEGER NOT NULL,
+    sample_index INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    image_sha256 TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    sampling TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS judgments (
+    generation_key TEXT NOT NULL REFERENCES generations(key),
+    judge TEXT NOT NULL,
+    judge_config_sha256 TEXT NOT NULL,
+    aligned INTEGER,
+    score REAL,
+    detail TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (generation_key, judge, judge_config_sha256)
+);
+CREATE TABLE IF NOT EXISTS study_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    provenance TEXT NOT NULL
+);
+"""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def stable_hash(value: Any) -> str:
+    """sha256 of a JSON-serialisable value with sorted keys."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def generation_key(
+    *,
+    model_fingerprint: str,
+    adapter_hash: str | None,
+    image_sha256: str,
+    prompt: str,
+    sampling: dict[str, Any],
+    seed: int,
+    sample_index: int,
+) -> str:
+    return stable_hash(
+        {
+            "model": model_fingerprint,
+            "adapter": adapter_hash,
+            "image": image_sha256,
+            "prompt": prompt,
+            "sampling": sampling,
+            "seed": seed,
+            "sample": sample_index,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    key: str
+    variant: str
+    model: str
+    model_fingerprint: str
+    adapter_hash: str | None
+    dataset_sha256: str
+    item_id: str
+    split: str
+    shots: int
+    sample_index: int
+    seed: int
+    image_sha256: str
+    prompt: str
+    sampling: str
+    response: str
+
+
+@dataclass(frozen=True)
+class JudgmentRow:
+    generation_key: str
+    judge: str
+    judge_config_sha256: str
+    aligned: bool | None
+    score: float | None
+    detail: dict[str, Any]
+
+
+class RunStore:
+    """SQLite access for one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / STORE_FILE
+        self.conn = sqlite3.connect(self.path)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Commit everything in the block, or nothing."""
+        with self.conn:
+            yield self.conn
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row["value"]) > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} was written by a newer vlmalign; upgrade to read it")
+
+    # --- dataset --------------------------------------------------------------------------
+    def snapshot_dataset(self, dataset: Dataset) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?)",
+                [(dataset.sha256, r.item.id, r.line, r.item.model_dump_json()) for r in dataset.records],
+            )
+
+    # --- generations ----------------------------------------------------------------------
+    def _rows_in(self, sql: str, params: Sequence[Any], keys: Iterable[str]) -> Iterator[sqlite3.Row]:
+        """Run `sql ... IN (?)` over the keys in chunks (SQLite caps bound parameters)."""
+        wanted = list(keys)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            yield from self.conn.execute(f"{sql} ({marks})", [*params, *chunk])
+
+    def existing_keys(self, keys: Iterable[str]) -> set[str]:
+        rows = self._rows_in("SELECT key FROM generations WHERE key IN", (), keys)
+        return {r["key"] for r in rows}
+
+    def add_generations(self, rows: Sequence[GenerationRow]) -> None:
+        stamp = now()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO generations VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.key, r.variant, r.model, r.model_fingerprint, r.adapter_hash,
+                        r.dataset_sha256, r.item_id, r.split, r.shots, r.sample_index, r.seed,
+                        r.image_sha256, r.prompt, r.sampling, r.response, stamp,
+                    )
+                    for r in rows
+                ],
+            )
+
+    def generations(self, keys: Sequence[str]) -> list[GenerationRow]:
+        """Rows for these keys, in the given order (missing keys are skipped)."""
+        by_key: dict[str, GenerationRow] = {}
+        for row in self._rows_in("SELECT * FROM generations WHERE key IN", (), keys):
+            fields = {k: row[k] for k in row.keys() if k != "created_at"}
+            by_key[row["key"]] = GenerationRow(**fields)
+        return [by_key[k] for k in keys if k in by_key]
+
+    # --- judgments ------------------------------------------------------------------------
+    def judged_keys(self, judge: str, config_sha256: str, keys: Sequence[str]) -> set[str]:
+        return set(self.judgments(judge, config_sha256, keys))
+
+    def add_judgments(self, rows: Sequence[JudgmentRow]) -> None:
+        stamp = now()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.generation_key, r.judge, r.judge_config_sha256,
+                        None if r.aligned is None else int(r.aligned),
+                        r.score, json.dumps(r.detail, sort_keys=True), stamp,
+                    )
+                    for r in rows
+                ],
+            )
+
+    def judgments(self, judge: str, config_sha256: str, keys: Sequence[str]) -> dict[str, JudgmentRow]:
+        sql = (
+            "SELECT * FROM judgments WHERE judge = ? AND judge_config_sha256 = ? "
+            "AND generation_key IN"
+        )
+        found: dict[str, JudgmentRow] = {}
+        for row in self._rows_in(sql, (judge, config_sha256), keys):
+            aligned = None if row["aligned"] is None else bool(row["aligned"])
+            found[row["generation_key"]] = JudgmentRow(
+                row["generation_key"], judge, config_sha256, aligned, row["score"],
+                json.loads(row["detail"]),
+            )
+        return found
+
+    # --- study runs -----------------------------------------------------------------------
+    def start_run(self, provenance: dict[str, Any]) -> int:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO study_runs (started_at, provenance) VALUES (?, ?)",
+                (now(), json.dumps(provenance, sort_keys=True, default=str)),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def finish_run(self, run_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE study_runs SET finished_at = ? WHERE id = ?", (now(), run_id))
