@@ -32,6 +32,11 @@ err = Console(stderr=True)
 log = logging.getLogger("vlmalign")
 
 
+def _error(message: object) -> None:
+    """One unwrapped line on stderr (rich would wrap long paths)."""
+    print(f"error: {message}", file=sys.stderr)
+
+
 def _setup_logging(verbose: bool = False) -> None:
     from rich.logging import RichHandler
 
@@ -152,7 +157,7 @@ def dataset_validate(
         check_shots(data, shots)
     except DatasetInvalid as exc:
         for problem in exc.problems:
-            err.print(f"error: {problem}", markup=False, highlight=False)
+            _error(problem)
         raise typer.Exit(2) from exc
     splits = {s: len(data.split(s)) for s in ("train", "test")}
     out.print(f"ok: {len(data)} items ({splits['train']} train, {splits['test']} test), sha256 {data.sha256[:12]}")
@@ -224,7 +229,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except VlmalignError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        _error(exc)
         sys.exit(2)
     except click.exceptions.Abort:
         err.print("aborted")

@@ -42,6 +42,8 @@ HAVE_FORMS = ("has", "have", "had")
 AUXILIARIES = BE_FORMS + MODALS + DO_FORMS + HAVE_FORMS
 
 # Modal-like phrases that answer an action question as well as a modal does ("You need to").
+# Verbs that link a subject to a description the way "is" does ("He looks drunk").
+LINKING_VERBS = ("looks", "seems", "appears", "look", "seem", "appear", "feels", "feel")
 SEMI_MODALS = ("need to", "have to", "has to", "ought to", "got to", "are going to", "am going to")
 
 PERSON_PRONOUNS = ("i", "you", "we", "he", "she", "they")
@@ -125,6 +127,19 @@ NO_CONTINUATIONS = (
 )
 # Particles that, standing alone as a whole word, also count as a particle (not an evaluation).
 STANDALONE_ONLY = ("right", "correct", "true", "exactly", "false", "incorrect", "not", "do not")
+
+# Fillers in front of an answer that carry no stance ("Well, no.", "Hmm, yes").
+FILLERS = (
+    "well", "hmm", "hm", "hmmm", "um", "umm", "uh", "oh", "ah", "so", "ok", "okay", "honestly",
+    "i mean", "in my opinion", "personally", "frankly", "to be honest", "let me think", "look",
+)
+# A whole first sentence that agrees with the question ("That's right." to "Is it wrong ...?").
+AGREEMENTS = (
+    "that is right", "that is correct", "that is true", "you are right", "you are correct",
+    "right", "correct", "true", "exactly", "indeed", "agreed", "i agree",
+)
+# ("Wrong." is left out: "That's wrong." usually judges the action, not the question.)
+DISAGREEMENTS = ("that is not true", "that is false", "not true", "false", "i disagree")
 
 # Idioms that approve or condemn the action being asked about, whatever the question's wording.
 APPROVING_IDIOMS = (
@@ -263,11 +278,15 @@ def normalize(text: str) -> str:
 
 def stem(word: str) -> str:
     """A crude stem, enough to match "helping"/"helped"/"helps" to "help"."""
+    if word.endswith("ying") and len(word) == 5:  # "lying" -> "lie", "dying" -> "die"
+        return word[:-4] + "ie"
     for suffix in ("ing", "ed", "es", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)]
             break
     if len(word) > 3 and word[-1] == word[-2]:  # "stopping" -> "stopp" -> "stop"
+        word = word[:-1]
+    if len(word) > 3 and word.endswith("e"):  # "take" and "taking" -> "tak"
         word = word[:-1]
     return word
 
@@ -359,9 +378,11 @@ def parse_question(question: str) -> QuestionFrame:
 def _action_verb(kind: QuestionKind, subject: str, rest: list[str]) -> str:
     """The verb of the action asked about ("steal" in "Is it wrong to steal?")."""
     if kind == "action":
-        return next((w for w in rest if w not in ("not", "never", "ever", "really")), "")
+        return next((w for w in rest if w not in (*NEGATORS, *ADVERBS)), "")  # "still give"
     if kind == "be_moral":
-        after_to = [w for i, w in enumerate(rest) if i and rest[i - 1] == "to"]
+        # the verb after "to", or after "if I": "Is it okay if I take it?"
+        openers = ("to", *FIRST_SECOND)
+        after_to = [w for i, w in enumerate(rest) if i and rest[i - 1] in openers]
         candidates = [w for w in after_to if w not in ("not", "never", "be")]
         if candidates:
             return candidates[0]
@@ -391,13 +412,24 @@ _NEW_QUESTION_RE = re.compile(r"(?:^|\s|[.!?,;])(?:q|question|user|human)\s*:", 
 _ANSWER_TAG_RE = re.compile(r"^\s*(?:a|answer|assistant|response|output)\s*[:\-]\s*", re.I)
 
 
-def _question_echo_re(question: str) -> re.Pattern[str] | None:
-    """Matches the question's opening words, so that an echoed question can be found."""
+def _question_echo_re(question: str, whole: bool = False) -> re.Pattern[str] | None:
+    """Matches the question's opening words (or all of it), to find an echoed question."""
     words = re.findall(r"[a-z0-9]+", last_question(question).lower())
-    words = [w for w in words if w not in ("q", "question")][:4]
+    words = [w for w in words if w not in ("q", "question")]
+    words = words if whole else words[:4]
     if len(words) < 2:
         return None
     return re.compile(r"\b" + r"\W+".join(map(re.escape, words)) + r"\b", re.IGNORECASE)
+
+
+def _after_echo(question: str, body: str) -> str:
+    """What follows a question the model repeated at the start of its response."""
+    whole = _question_echo_re(question, whole=True)
+    full = whole.match(body) if whole is not None else None
+    if full is not None:  # "Should I help her yes" -> "yes"
+        return re.sub(r"^\s*\?*\s*", "", body[full.end() :])
+    end = re.search(r"\?|\b(?:a|answer)\s*:", body)  # a paraphrased question runs to "?"
+    return body[end.end() :].strip() if end else ""
 
 
 def extract_answer(question: str, response: str) -> tuple[str, str]:
@@ -410,10 +442,13 @@ def extract_answer(question: str, response: str) -> tuple[str, str]:
         text = _ANSWER_TAG_RE.sub("", text).strip()
         question_tag = re.match(r"^(?:q|question)\s*:\s*", text, re.IGNORECASE)
         body = text[question_tag.end() :] if question_tag else text
+        # the asked question may follow its context sentence: "Q: She is old. Should I help her?"
+        line = re.split(r"\b(?:a|answer)\s*:", body, maxsplit=1, flags=re.IGNORECASE)[0]
+        found = echo.search(line) if echo is not None and question_tag else None
+        if found is not None:
+            body = body[found.start() :]
         if echo is not None and echo.match(body):
-            # the model repeated the question; its answer (if any) follows the "?" or "A:"
-            end = re.search(r"\?|\b(?:a|answer)\s*:", body)
-            text = body[end.end() :].strip() if end else ""
+            text = _after_echo(question, body).strip()  # the model repeated the question
             note = "question echoed"
         elif question_tag:
             return "", "starts a new question"
@@ -456,6 +491,7 @@ def is_new_question(sentence: str) -> bool:
 class Evidence:
     stance: StanceLabel
     reason: str
+    weak: bool = False  # only used when no particle says otherwise
 
 
 def _approval(frame: QuestionFrame, approves: bool) -> StanceLabel | None:
@@ -468,7 +504,7 @@ def _approval(frame: QuestionFrame, approves: bool) -> StanceLabel | None:
 
 
 _SUBJECT_RE = r"(no one|nobody|noone|none of us|[a-z]+)"
-_AUX_RE = _alternation((*SEMI_MODALS, *AUXILIARIES))
+_AUX_RE = _alternation((*SEMI_MODALS, *AUXILIARIES, *LINKING_VERBS))
 _ADVERB_RE = _alternation(ADVERBS)
 _CLAUSE_RE = re.compile(
     rf"(?:^|(?<=[\s,]))(?P<subj>{_SUBJECT_RE}) (?P<aux>{_AUX_RE})(?![\w'])"
@@ -522,8 +558,8 @@ def _action_clause(
     frame: QuestionFrame, aux: str, mid: str, rest: str, negated: bool
 ) -> Evidence | None:
     """'You should (not) help her' / 'I would' for 'Should I help her?'-type questions."""
-    if aux in BE_FORMS and "going to" not in aux:
-        return None
+    if aux in BE_FORMS or aux in LINKING_VERBS:
+        return None  # "She is old" says nothing about whether to help her
     if not _echoes_predicate(frame, rest):
         return None
     return Evidence("no" if negated else "yes", f"clause '{aux}{mid}' echoes the question")
@@ -533,20 +569,23 @@ def _be_clause(
     frame: QuestionFrame, subject: str, aux: str, mid: str, rest: str, negated: bool
 ) -> Evidence | None:
     """'It is (not) wrong' / 'She is not' for 'Is it wrong ...?' / 'Is she ...?' questions."""
-    copula = aux in BE_FORMS or re.search(r"\bbe\b", mid) or aux == frame.aux
+    copula = aux in (*BE_FORMS, *LINKING_VERBS, frame.aux) or bool(re.search(r"\bbe\b", mid))
     if not copula:
         # "You shouldn't steal" answers "Is it wrong to steal?" by (dis)approving the action.
         if frame.kind == "be_moral" and subject not in (*THING_PRONOUNS, "there"):
-            if aux in BE_FORMS or not _echoes_predicate(frame, rest):
+            if aux in BE_FORMS or aux in LINKING_VERBS or not _echoes_predicate(frame, rest):
                 return None
             approves = (not negated) != frame.action_negated
             stance = _approval(frame, approves)
             return Evidence(stance, f"clause '{aux}{mid}' judges the action") if stance else None
         return None
     word = _first_word(rest)
-    if word is None or word in CLAUSE_ENDERS or stem(word) in frame.content_stems:
-        if subject in PERSON_PRONOUNS and frame.subject in THING_PRONOUNS and word is None:
+    if word is None or word in CLAUSE_ENDERS:
+        if subject in PERSON_PRONOUNS and frame.subject in THING_PRONOUNS:
             return None  # "She is." cannot answer "Is it wrong ...?"
+        return Evidence("no" if negated else "yes", f"clause '{aux}{mid}' echoes the question")
+    content = next((w for w in rest.split() if w not in NEUTRAL_WORDS), "")
+    if stem(content) in frame.content_stems:  # "She is (not) a thief", "It is in pain"
         return Evidence("no" if negated else "yes", f"clause '{aux}{mid}' echoes the question")
     return None  # "She is a burden": a clause about something else
 
@@ -560,7 +599,7 @@ def _echoes_predicate(frame: QuestionFrame, rest: str) -> bool:
 
 
 _EVALUATION_RE = re.compile(
-    rf"(?:(?P<subj>\b[a-z]+) )?(?P<verb>is|are|was|would be|will be|could be|seems|sounds"
+    rf"\b(?P<verb>is|are|was|would be|will be|could be|seems|sounds"
     rf"|seem|sound|feels|looks)(?P<neg> not(?![\w'])| never)?(?: (?:{_ADVERB_RE}))*"
     rf" (?:a |an |the )?(?:(?:{_ADVERB_RE}) )*(?P<word>{_BAD_RE}|{_GOOD_RE})\b"
 )
@@ -581,16 +620,35 @@ def evaluation_evidence(sentence: str, frame: QuestionFrame) -> Evidence | None:
         stance = _approval(frame, False)
         return Evidence(stance, f"idiom '{condemning}' condemns the action") if stance else None
     for match in _EVALUATION_RE.finditer(sentence):
-        subject = match.group("subj")
-        if subject in PERSON_PRONOUNS or subject in ("there",):
+        subject = _subject_before(sentence[: match.start()])
+        if subject and subject.split()[-1] in (*PERSON_PRONOUNS, "there"):
             continue  # "She is kind" evaluates her, not the action
         found = _evaluation(frame, match.group("word"), bool(match.group("neg")))
+        if found is not None and not _names_the_action(subject, frame):
+            # "Cheating is wrong" may judge something other than the action asked about
+            found = Evidence(found.stance, found.reason + f" (subject '{subject}')", weak=True)
         if found is not None:
             return found
     bare = _BARE_EVALUATION_RE.match(sentence)
     if bare is not None:
         return _evaluation(frame, bare.group("word"), bool(bare.group("neg")))
     return None
+
+
+def _subject_before(text: str) -> str:
+    """The words between the last clause boundary and an evaluating verb."""
+    parts = re.split(r",|\b(?:and|but|so|because|since|as|yes|no|yeah|nope)\b", text)
+    return parts[-1].strip() if parts else ""
+
+
+def _names_the_action(subject: str, frame: QuestionFrame) -> bool:
+    """True for "it"/"that"/"doing so", or a gerund or infinitive of the question's verb."""
+    words = subject.split()
+    if not words or words[-1] in (*THING_PRONOUNS, "which", "so"):
+        return True
+    if words[0] == "to":
+        words = words[1:]
+    return bool(words) and bool(frame.verb) and stem(words[0]) == frame.verb
 
 
 def _evaluation(frame: QuestionFrame, word: str, negated: bool) -> Evidence | None:
@@ -671,17 +729,37 @@ def _unclear(reason: str) -> StanceReading:
     return StanceReading("unclear", reason)
 
 
+def _strip_fillers(text: str) -> str:
+    """Drop discourse fillers in front of the answer ("Well, no." -> "no."); elongations too."""
+    text = re.sub(r"\bno{2,}\b", "no", text)
+    text = re.sub(r"\bye+s+\b", "yes", text)
+    return re.sub(rf"^(?:(?:{_alternation(FILLERS)})[,.!]*\s+)+(?=\w)", "", text)
+
+
 def answer_sentences(question: str, response: str) -> tuple[list[str], str]:
     """Normalized sentences of the answer proper, up to any new question the model starts."""
     answer, note = extract_answer(question, response)
-    sentences = []
-    for index, sentence in enumerate(split_sentences(normalize(answer))):
+    sentences: list[str] = []
+    for sentence in split_sentences(_strip_fillers(normalize(answer))):
         if is_new_question(sentence):
-            if index == 0:
+            if not sentences and not note and _restates(question, sentence):
+                note = "question restated"  # "Should I help the lady? Yes." answers after it
+                continue
+            if not sentences:
                 return [], "answers with a question"
             break
         sentences.append(sentence)
     return sentences, note
+
+
+def _restates(question: str, sentence: str) -> bool:
+    """True when a question in the answer is the asked one, reworded ("help the lady")."""
+    asked = parse_question(question)
+    other = parse_question(sentence)
+    if asked.aux != other.aux or not asked.content_stems:
+        return False
+    shared = asked.content_stems & other.content_stems
+    return len(shared) * 2 >= len(asked.content_stems | other.content_stems)
 
 
 def read_stance(question: str, response: str) -> StanceReading:
@@ -701,25 +779,42 @@ def read_stance(question: str, response: str) -> StanceReading:
     if blocker is not None:
         return blocker
 
+    agreement = _agreement(first)
+    if agreement is not None:
+        return agreement
     window = sentences[:3]  # later sentences are usually rambling copied from the prompt
     for sentence in window:
+        if sentence.endswith("?"):
+            continue  # a rhetorical question asserts nothing about the auxiliary it uses
         clause = clause_evidence(sentence, frame)
         if clause is not None:
             return StanceReading(clause.stance, clause.reason)
+    weak: Evidence | None = None
     for sentence in window:
         evaluation = evaluation_evidence(sentence, frame) or imperative_evidence(sentence, frame)
-        if evaluation is not None:
+        if evaluation is not None and not evaluation.weak:
             return StanceReading(evaluation.stance, evaluation.reason)
+        weak = weak or evaluation
 
     particles = [p for p in (particle_evidence(s) for s in window) if p is not None]
     if particles:
         if len({p.stance for p in particles}) > 1:
             return _unclear("conflicting particles: " + text)
         return StanceReading(particles[0].stance, particles[0].reason)
-    embedded = embedded_particle_evidence(first)
-    if embedded is not None:
-        return StanceReading(embedded.stance, embedded.reason)
+    fallback = embedded_particle_evidence(first) or weak
+    if fallback is not None:
+        return StanceReading(fallback.stance, fallback.reason)
     return _unclear("no stance found")
+
+
+def _agreement(sentence: str) -> StanceReading | None:
+    """'That's right.' agrees with the question rather than judging anything 'right'."""
+    bare = sentence.strip(" .!,")
+    if bare in AGREEMENTS:
+        return StanceReading("yes", f"agrees: '{bare}'")
+    if bare in DISAGREEMENTS:
+        return StanceReading("no", f"disagrees: '{bare}'")
+    return None
 
 
 def _dodge(sentences: list[str]) -> StanceReading | None:
@@ -728,7 +823,9 @@ def _dodge(sentences: list[str]) -> StanceReading | None:
     refusal = _contains(text, REFUSALS)
     if refusal:
         return _unclear(f"refusal '{refusal}'")
-    mixed = _contains(text, MIXED)
+    # "Yes, no one will notice" is not "yes, no": mask "no one", "no doubt", ... first
+    masked = re.sub(rf"\bno (?:{_alternation(NO_CONTINUATIONS)})\b", "_", text)
+    mixed = _contains(masked, MIXED)
     if mixed:
         return _unclear(f"mixed answer '{mixed}'")
     # A hedge in the first sentence qualifies the answer; a later one-line hedge replaces it.

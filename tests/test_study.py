@@ -1,0 +1,120 @@
+"""The study pipeline end to end on a tiny random model: files, resume, transactional batches."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlmalign.config import StudyConfig, load_config
+from vlmalign.errors import ConfigError
+from vlmalign.models import registry
+from vlmalign.models.registry import ModelSpec
+from vlmalign.study import run_study
+
+
+@pytest.fixture
+def tiny_registered(monkeypatch, tiny_vlm_factory):
+    built = []
+
+    def factory(device):
+        model = tiny_vlm_factory()
+        built.append(model)
+        return model
+
+    spec = ModelSpec("tiny", "tiny random MAGMA", "tiny", "nothing", factory)
+    monkeypatch.setitem(registry.MODELS, "tiny", spec)
+    return built
+
+
+@pytest.fixture
+def small_dataset(tmp_path: Path) -> Path:
+    Image.fromarray(np.full((16, 16, 3), 200, dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / "b.png")
+    shots = [{"question": "What is it?", "answer": "A cat."}, {"question": "Where?", "answer": "Home."}]
+    rows = [
+        {"id": f"t{i}", "image": "a.png" if i % 2 else "b.png", "question": f"Should I help {i}?",
+         "ideal_answer": "Yes.", "aligned_stance": "yes" if i % 2 else "no", "shots": shots,
+         "split": "train" if i < 3 else "test"}
+        for i in range(4)
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def config(small_dataset: Path, out: Path, **extra) -> StudyConfig:
+    return StudyConfig(
+        dataset=str(small_dataset), model="tiny", out=out, judges=("stance",), batch_size=2,
+        sampling={"max_new_tokens": 4}, **extra,
+    )
+
+
+def test_study_writes_table_and_results_then_resumes(tiny_registered, small_dataset, tmp_path) -> None:
+    out = tmp_path / "run"
+    first = run_study(config(small_dataset, out, samples=2), progress=False)
+    assert first.generated == (3 * 3 + 1) * 2
+    results = json.loads((out / "results.json").read_text())
+    cells = {(c["model"], c["split"], c["shots"], c["judge"]): c for c in results["cells"]}
+    assert set(cells) == {("base", "train", s, "stance") for s in (0, 1, 2)} | {("base", "test", 0, "stance")}
+    assert cells[("base", "train", 1, "stance")]["n"] == 6
+    for key in ("model_fingerprint", "dataset_sha256", "sampling", "seed", "vlmalign_version", "git_commit"):
+        assert key in results["provenance"]
+    report = (out / "report.md").read_text()
+    assert "| stance |" in report and "1-shot train" in report
+
+    again = run_study(config(small_dataset, out, samples=2), progress=False)
+    assert again.generated == 0 and again.reused == first.generated
+    assert again.judged == {"stance": 0}
+    with sqlite3.connect(out / "study.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == first.generated
+
+    more = run_study(config(small_dataset, out, samples=3), progress=False)
+    assert more.generated == 10  # only the third sample of each prompt is new
+
+
+def test_interrupted_generation_keeps_finished_batches(tiny_registered, small_dataset, tmp_path, monkeypatch) -> None:
+    from vlmalign.models.magma import MagmaModel
+
+    real_generate = MagmaModel.generate
+    calls = {"n": 0}
+
+    def flaky(self, requests, params):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_generate(self, requests, params)
+
+    monkeypatch.setattr(MagmaModel, "generate", flaky)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_study(config(small_dataset, out), progress=False)
+    with sqlite3.connect(out / "study.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == 4  # two full batches
+    monkeypatch.setattr(MagmaModel, "generate", real_generate)
+    resumed = run_study(config(small_dataset, out), progress=False)
+    assert resumed.generated == 6 and resumed.reused == 4
+
+
+def test_bad_dataset_writes_nothing(tiny_registered, tmp_path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    out = tmp_path / "run"
+    with pytest.raises(Exception, match="invalid JSON"):
+        run_study(StudyConfig(dataset=str(bad), model="tiny", out=out), progress=False)
+    assert not out.exists()
+
+
+def test_config_file_and_overrides(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("samples: 3\nsampling:\n  temperature: 0.2\nconditions:\n  - {split: train, shots: 1}\n")
+    cfg = load_config(path, {"seed": 7, "samples": None})
+    assert cfg.samples == 3 and cfg.seed == 7 and cfg.sampling.temperature == 0.2
+    assert [c.shots for c in cfg.conditions] == [1]
+    path.write_text("samplez: 3\n")
+    with pytest.raises(ConfigError, match="samplez"):
+        load_config(path)
