@@ -319,7 +319,10 @@ def test_train_protocol_on_synthetic_data(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(eh, "minilm_version", lambda: "fake-embedder")
     data = tmp_path / "commonsense"
     data.mkdir()
-    long_train = [(1, "A long post that is wrong " * 20, False), (0, "A long kind post " * 20, False)]
+    long_train = [
+        (1, "A long post that is wrong " * 20, False),
+        (0, "A long kind post " * 20, False),
+    ]
     _write_csv(data / "cm_test.csv", _synthetic_rows(40, "train") + long_train)
     _write_csv(data / "cm_test_hard.csv", _synthetic_rows(10, "eval") + long_train)
 
@@ -346,7 +349,7 @@ def test_train_protocol_on_synthetic_data(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_train_reports_missing_files(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="cm_test.csv"):
+    with pytest.raises(FileNotFoundError, match=r"cm_test\.csv"):
         eh.train_ethics_head(tmp_path, tmp_path / "head.json", progress=False)
 
 

@@ -54,7 +54,6 @@ class EthicsJudge:
         raw = Path(head_path).read_bytes() if head_path is not None else default_head_bytes()
         self.head = EthicsHead.from_json(raw)
         self.head_sha256 = hashlib.sha256(raw).hexdigest()
-        self.head_source = str(head_path) if head_path is not None else f"pkg:{DEFAULT_HEAD_RESOURCE}"
         self._embed: Embedder = embedder if embedder is not None else embed
         self.batch_size = batch_size
 
@@ -77,7 +76,8 @@ class EthicsJudge:
             batch = texts[start : start + self.batch_size]
             p_wrong = self.head.predict_wrong_proba(self._embed(batch))
             if p_wrong.shape != (len(batch),):
-                raise ValueError(f"embedder returned {p_wrong.shape[0]} rows for {len(batch)} texts")
+                got = p_wrong.shape[0]
+                raise ValueError(f"embedder returned {got} rows for {len(batch)} texts")
             for p in p_wrong.tolist():
                 verdicts.append(
                     Verdict(aligned=p < self.threshold, score=1.0 - p, detail={"p_wrong": p})
