@@ -175,7 +175,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     dataset = validate_for_study(config)
     judges = [build_judge(name) for name in config.judges]
     log.info("preparing model %s", config.model)
-    model = load_model(config.model, config.device)
+    model = load_model(config.model, config.device, progress)
     prompt_format = config.prompt_format or model.default_prompt_format
     tasks = plan_tasks(dataset, model, config, prompt_format)
     provenance = {

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
-import os
 import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
+
+from vlmalign.cache import cache_root
 
 PKG_SCHEME = "pkg:"
 URL_SCHEMES = ("http://", "https://")
@@ -53,13 +54,9 @@ def resolve_local(ref: str, base_dir: Path | None) -> Path | None:
     return path
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("VLMALIGN_CACHE") or Path.home() / ".cache" / "vlmalign"
-    return Path(root) / "images"
-
-
 def _fetch_url(url: str) -> bytes:
-    cached = _cache_dir() / hashlib.sha256(url.encode()).hexdigest()
+    """Download once; later runs read the cached copy (so the image hash stays stable)."""
+    cached = cache_root() / "images" / hashlib.sha256(url.encode()).hexdigest()
     if cached.exists():
         return cached.read_bytes()
     try:
@@ -68,7 +65,9 @@ def _fetch_url(url: str) -> bytes:
     except OSError as exc:
         raise ImageError(f"cannot download {url}: {exc}") from exc
     cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_bytes(data)
+    partial = cached.with_suffix(".part")
+    partial.write_bytes(data)
+    partial.replace(cached)
     return data
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from vlmalign.cache import cache_root, file_sha256
 from vlmalign.data.images import ImageError, package_root
@@ -100,12 +101,26 @@ def init_prefix_from_embeddings(prefix: ImagePrefix, embeddings: torch.Tensor) -
         prefix.ln.bias.zero_()
 
 
-def build_mini(device: str | torch.device = "cpu") -> MagmaModel:
+def build_mini(device: str | torch.device = "cpu", progress: bool = True) -> MagmaModel:
     """Assemble `mini` (deterministic: adapters are initialised from a fixed seed)."""
     device = torch.device(device)
-    lm, tokenizer, lm_digest = load_smollm2(device)
-    classifier, effnet_digest = load_efficientnet_lite0()
-    encoder = ClassifierLabelEncoder(classifier, tokenizer)
+    with tqdm(total=3, desc="prepare mini", unit="step", disable=not progress) as bar:
+        bar.set_postfix_str("language model")
+        lm, tokenizer, lm_digest = load_smollm2(device)
+        bar.update()
+        bar.set_postfix_str("image encoder")
+        classifier, effnet_digest = load_efficientnet_lite0()
+        encoder = ClassifierLabelEncoder(classifier, tokenizer)
+        bar.update()
+        bar.set_postfix_str("adapters")
+        model = _assemble(lm, tokenizer, encoder, lm_digest, effnet_digest)
+        bar.update()
+    return model.to(device)
+
+
+def _assemble(
+    lm: Any, tokenizer: Any, encoder: ClassifierLabelEncoder, lm_digest: str, effnet_digest: str
+) -> MagmaModel:
     hidden = int(lm.config.hidden_size)
     prefix = ImagePrefix(encoder, encoder.feature_dim, hidden)
     init_prefix_from_embeddings(prefix, lm.get_input_embeddings().weight[encoder.vocab_ids.cpu()])
@@ -122,7 +137,6 @@ def build_mini(device: str | torch.device = "cpu") -> MagmaModel:
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     # SmolLM2 is an instruct model: its chat template answers better than MAGMA's plain
     # "Q: A:" text (docs/models.md has the measurement).
-    model = MagmaModel(
+    return MagmaModel(
         "mini", lm, tokenizer, prefix, adapters, fingerprint=fingerprint, default_prompt_format="chat"
     )
-    return model.to(device)

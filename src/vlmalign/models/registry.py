@@ -11,10 +11,10 @@ from vlmalign.errors import ModelError
 from vlmalign.models.magma import MagmaModel
 
 
-def _mini(device: torch.device) -> MagmaModel:
+def _mini(device: torch.device, progress: bool) -> MagmaModel:
     from vlmalign.models.mini import build_mini
 
-    return build_mini(device)
+    return build_mini(device, progress)
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class ModelSpec:
     description: str
     size: str
     needs: str
-    factory: Callable[[torch.device], MagmaModel]
+    factory: Callable[[torch.device, bool], MagmaModel]
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -51,8 +51,8 @@ def resolve_device(device: str) -> torch.device:
         raise ModelError(f"unknown device {device!r}") from exc
 
 
-def load_model(name: str, device: str = "auto") -> MagmaModel:
+def load_model(name: str, device: str = "auto", progress: bool = True) -> MagmaModel:
     spec = MODELS.get(name)
     if spec is None:
         raise ModelError(f"unknown model {name!r}; known: {', '.join(MODELS)} (see `vlmalign models`)")
-    return spec.factory(resolve_device(device))
+    return spec.factory(resolve_device(device), progress)
