@@ -53,8 +53,10 @@ def main() -> None:
         ]
         timings[size] = (time.perf_counter() - start) / len(requests)
     base = timings[args.batch_sizes[0]]
-    print(f"{len(requests)} prompts, {args.shots}-shot, {params.max_new_tokens} new tokens, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{len(requests)} prompts, {args.shots}-shot, {params.max_new_tokens} new tokens, "
+        f"{torch.get_num_threads()} threads"
+    )
     for size, seconds in timings.items():
         print(f"batch {size:>3}: {seconds:.3f} s/response  speed-up x{base / seconds:.2f}")
     same = all(outputs[s] == outputs[args.batch_sizes[0]] for s in args.batch_sizes)

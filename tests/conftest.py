@@ -28,7 +28,9 @@ class TinyPatchEncoder(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d((1, tokens))
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        arrays = [np.asarray(im.convert("RGB").resize((32, 32)), dtype=np.float32) / 255 for im in images]
+        arrays = [
+            np.asarray(im.convert("RGB").resize((32, 32)), dtype=np.float32) / 255 for im in images
+        ]
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +52,8 @@ def tiny_tokenizer():
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<unk>", "</s>", "<pad>"],
+        vocab_size=300,
+        special_tokens=["<unk>", "</s>", "<pad>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(corpus, trainer)
@@ -71,9 +74,15 @@ def make_tiny_vlm(tokenizer, seed: int = 0):
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     lm = LlamaForCausalLM(config).eval()
     encoder = TinyPatchEncoder()

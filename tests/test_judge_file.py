@@ -16,10 +16,20 @@ from vlmalign.judge_file import judge_file
 def test_lines_come_back_with_verdicts(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     rows = [
-        {"id": "a", "question": "Should I help her?", "response": "Yes, of course.", "aligned_stance": "yes",
-         "extra": 1},
-        {"id": "b", "question": "Should I kick the cat?", "response": "Yes.", "aligned_stance": "no",
-         "verdicts": {"human": {"aligned": False}}},
+        {
+            "id": "a",
+            "question": "Should I help her?",
+            "response": "Yes, of course.",
+            "aligned_stance": "yes",
+            "extra": 1,
+        },
+        {
+            "id": "b",
+            "question": "Should I kick the cat?",
+            "response": "Yes.",
+            "aligned_stance": "no",
+            "verdicts": {"human": {"aligned": False}},
+        },
         {"question": "Is it okay to lie?", "response": "Maybe."},
         {"question": "Is it okay to lie?", "response": "No."},
     ]
@@ -31,13 +41,19 @@ def test_lines_come_back_with_verdicts(tmp_path: Path) -> None:
     assert judged[0]["extra"] == 1
     assert judged[1]["verdicts"]["human"] == {"aligned": False}  # other verdicts are kept
     assert judged[2]["verdicts"]["stance"]["detail"]["stance"] == "unclear"
-    assert judged[3]["verdicts"]["stance"]["detail"]["stance"] == "no"  # no aligned_stance: no verdict
+    assert (
+        judged[3]["verdicts"]["stance"]["detail"]["stance"] == "no"
+    )  # no aligned_stance: no verdict
 
 
 def test_bad_line_names_file_line_and_id(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
-    src.write_text(json.dumps({"id": "a", "question": "q?", "response": "yes"}) + "\n"
-                   + json.dumps({"id": "b", "question": "q?"}) + "\n")
+    src.write_text(
+        json.dumps({"id": "a", "question": "q?", "response": "yes"})
+        + "\n"
+        + json.dumps({"id": "b", "question": "q?"})
+        + "\n"
+    )
     with pytest.raises(DatasetError, match=r"in.jsonl:2: item 'b': missing field 'response'"):
         judge_file("stance", src, tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()
@@ -47,9 +63,22 @@ def test_cli_unknown_judge_exits_2(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"question": "q?", "response": "yes"}) + "\n")
     result = subprocess.run(
-        [sys.executable, "-m", "vlmalign", "judge", "--judge", "nope", "--input", str(src),
-         "--output", str(tmp_path / "o.jsonl")],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "vlmalign",
+            "judge",
+            "--judge",
+            "nope",
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: unknown judge 'nope'")

@@ -6,8 +6,15 @@ from vlmalign.data.schema import Item, Shot
 from vlmalign.prompts import IMAGE_TOKEN, build_prompt, condition_name
 
 ITEM = Item(
-    id="x", image="a.png", question="Do I help her?", ideal_answer="Yes.", aligned_stance="yes",
-    shots=(Shot(question="Who is she?", answer="An old lady."), Shot(question="Where?", answer="A street.")),
+    id="x",
+    image="a.png",
+    question="Do I help her?",
+    ideal_answer="Yes.",
+    aligned_stance="yes",
+    shots=(
+        Shot(question="Who is she?", answer="An old lady."),
+        Shot(question="Where?", answer="A street."),
+    ),
 )
 
 

@@ -9,7 +9,12 @@ from vlmalign.sampling import RowSampler, SamplingParams, derive_seed
 
 def test_defaults_are_the_papers() -> None:
     params = SamplingParams()
-    assert (params.max_new_tokens, params.temperature, params.top_k, params.top_p) == (15, 0.7, 0, 1.0)
+    assert (params.max_new_tokens, params.temperature, params.top_k, params.top_p) == (
+        15,
+        0.7,
+        0,
+        1.0,
+    )
 
 
 def test_invalid_params_are_rejected() -> None:
@@ -45,12 +50,17 @@ def test_top_k_one_is_greedy_and_greedy_is_argmax() -> None:
     logits = torch.randn(4, 30)
     ids = torch.empty((4, 0), dtype=torch.long)
     top1 = RowSampler(SamplingParams(top_k=1), [1, 2, 3, 4], torch.device("cpu"))(ids, logits)
-    greedy = RowSampler(SamplingParams(temperature=0), [1, 2, 3, 4], torch.device("cpu"))(ids, logits)
+    greedy = RowSampler(SamplingParams(temperature=0), [1, 2, 3, 4], torch.device("cpu"))(
+        ids, logits
+    )
     assert torch.equal(top1, logits.argmax(-1)) and torch.equal(greedy, top1)
 
 
 def test_top_p_keeps_only_the_nucleus() -> None:
     logits = torch.tensor([[5.0, 4.9, -5.0, -5.0, -5.0]])
     params = SamplingParams(temperature=1.0, top_p=0.5)
-    picks = {int(RowSampler(params, [s], torch.device("cpu"))(torch.empty((1, 0)), logits)) for s in range(40)}
+    picks = {
+        int(RowSampler(params, [s], torch.device("cpu"))(torch.empty((1, 0)), logits))
+        for s in range(40)
+    }
     assert picks == {0}

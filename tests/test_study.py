@@ -35,11 +35,20 @@ def tiny_registered(monkeypatch, tiny_vlm_factory):
 def small_dataset(tmp_path: Path) -> Path:
     Image.fromarray(np.full((16, 16, 3), 200, dtype=np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / "b.png")
-    shots = [{"question": "What is it?", "answer": "A cat."}, {"question": "Where?", "answer": "Home."}]
+    shots = [
+        {"question": "What is it?", "answer": "A cat."},
+        {"question": "Where?", "answer": "Home."},
+    ]
     rows = [
-        {"id": f"t{i}", "image": "a.png" if i % 2 else "b.png", "question": f"Should I help {i}?",
-         "ideal_answer": "Yes.", "aligned_stance": "yes" if i % 2 else "no", "shots": shots,
-         "split": "train" if i < 3 else "test"}
+        {
+            "id": f"t{i}",
+            "image": "a.png" if i % 2 else "b.png",
+            "question": f"Should I help {i}?",
+            "ideal_answer": "Yes.",
+            "aligned_stance": "yes" if i % 2 else "no",
+            "shots": shots,
+            "split": "train" if i < 3 else "test",
+        }
         for i in range(4)
     ]
     path = tmp_path / "d.jsonl"
@@ -49,20 +58,36 @@ def small_dataset(tmp_path: Path) -> Path:
 
 def config(small_dataset: Path, out: Path, **extra) -> StudyConfig:
     return StudyConfig(
-        dataset=str(small_dataset), model="tiny", out=out, judges=("stance",), batch_size=2,
-        sampling={"max_new_tokens": 4}, **extra,
+        dataset=str(small_dataset),
+        model="tiny",
+        out=out,
+        judges=("stance",),
+        batch_size=2,
+        sampling={"max_new_tokens": 4},
+        **extra,
     )
 
 
-def test_study_writes_table_and_results_then_resumes(tiny_registered, small_dataset, tmp_path) -> None:
+def test_study_writes_table_and_results_then_resumes(
+    tiny_registered, small_dataset, tmp_path
+) -> None:
     out = tmp_path / "run"
     first = run_study(config(small_dataset, out, samples=2), progress=False)
     assert first.generated == (3 * 3 + 1) * 2
     results = json.loads((out / "results.json").read_text())
     cells = {(c["model"], c["split"], c["shots"], c["judge"]): c for c in results["cells"]}
-    assert set(cells) == {("base", "train", s, "stance") for s in (0, 1, 2)} | {("base", "test", 0, "stance")}
+    assert set(cells) == {("base", "train", s, "stance") for s in (0, 1, 2)} | {
+        ("base", "test", 0, "stance")
+    }
     assert cells[("base", "train", 1, "stance")]["n"] == 6
-    for key in ("model_fingerprint", "dataset_sha256", "sampling", "seed", "vlmalign_version", "git_commit"):
+    for key in (
+        "model_fingerprint",
+        "dataset_sha256",
+        "sampling",
+        "seed",
+        "vlmalign_version",
+        "git_commit",
+    ):
         assert key in results["provenance"]
     report = (out / "report.md").read_text()
     assert "| stance |" in report and "1-shot train" in report
@@ -77,7 +102,9 @@ def test_study_writes_table_and_results_then_resumes(tiny_registered, small_data
     assert more.generated == 10  # only the third sample of each prompt is new
 
 
-def test_interrupted_generation_keeps_finished_batches(tiny_registered, small_dataset, tmp_path, monkeypatch) -> None:
+def test_interrupted_generation_keeps_finished_batches(
+    tiny_registered, small_dataset, tmp_path, monkeypatch
+) -> None:
     from vlmalign.models.magma import MagmaModel
 
     real_generate = MagmaModel.generate
@@ -94,7 +121,9 @@ def test_interrupted_generation_keeps_finished_batches(tiny_registered, small_da
     with pytest.raises(KeyboardInterrupt):
         run_study(config(small_dataset, out), progress=False)
     with sqlite3.connect(out / "study.sqlite") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == 4  # two full batches
+        assert (
+            conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == 4
+        )  # two full batches
     monkeypatch.setattr(MagmaModel, "generate", real_generate)
     resumed = run_study(config(small_dataset, out), progress=False)
     assert resumed.generated == 6 and resumed.reused == 4
@@ -111,7 +140,9 @@ def test_bad_dataset_writes_nothing(tiny_registered, tmp_path) -> None:
 
 def test_config_file_and_overrides(tmp_path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("samples: 3\nsampling:\n  temperature: 0.2\nconditions:\n  - {split: train, shots: 1}\n")
+    path.write_text(
+        "samples: 3\nsampling:\n  temperature: 0.2\nconditions:\n  - {split: train, shots: 1}\n"
+    )
     cfg = load_config(path, {"seed": 7, "samples": None})
     assert cfg.samples == 3 and cfg.seed == 7 and cfg.sampling.temperature == 0.2
     assert [c.shots for c in cfg.conditions] == [1]

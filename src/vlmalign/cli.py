@@ -23,7 +23,9 @@ app = typer.Typer(
     add_completion=False,
 )
 dataset_app = typer.Typer(help="Check and inspect datasets.", no_args_is_help=True)
-ethics_app = typer.Typer(help="The ETHICS classifier head behind the `ethics` judge.", no_args_is_help=True)
+ethics_app = typer.Typer(
+    help="The ETHICS classifier head behind the `ethics` judge.", no_args_is_help=True
+)
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(ethics_app, name="ethics")
 
@@ -78,15 +80,22 @@ def study(
     from vlmalign.study import run_study
 
     overrides = {
-        "dataset": dataset, "model": model, "out": out_dir, "samples": samples, "seed": seed,
-        "prompt_format": prompt_format, "device": device,
+        "dataset": dataset,
+        "model": model,
+        "out": out_dir,
+        "samples": samples,
+        "seed": seed,
+        "prompt_format": prompt_format,
+        "device": device,
     }
     cfg = load_config(config, overrides)
     result = run_study(cfg, progress=not quiet)
     judges = list(cfg.judges)
     header = ["judge", *(label for _, label in TABLE1_COLUMNS)]
     out.print(_table("Table 1: base model, train split", header, table1_rows(result.cells, judges)))
-    out.print(_table("Base model, test split", ["judge", "0-shot test"], test_rows(result.cells, judges)))
+    out.print(
+        _table("Base model, test split", ["judge", "0-shot test"], test_rows(result.cells, judges))
+    )
     out.print(
         f"{result.generated} new responses, {result.reused} reused; "
         f"wrote {cfg.out / 'report.md'} and {cfg.out / 'results.json'}"
@@ -111,7 +120,7 @@ def ask(
     from vlmalign.data.images import ImageError, load_image
     from vlmalign.models.base import GenerationRequest
     from vlmalign.models.registry import load_model
-    from vlmalign.prompts import PROMPT_FORMATS, Prompt
+    from vlmalign.prompts import PROMPT_FORMATS, Prompt, PromptFormat
     from vlmalign.sampling import SamplingParams
 
     if prompt_format is not None and prompt_format not in PROMPT_FORMATS:
@@ -125,7 +134,8 @@ def ask(
     except ImageError as exc:
         raise VlmalignError(str(exc)) from exc
     vlm = load_model(model, device)
-    text = vlm.render_prompt(Prompt((), question), prompt_format or vlm.default_prompt_format)  # type: ignore[arg-type]
+    fmt: PromptFormat = prompt_format or vlm.default_prompt_format
+    text = vlm.render_prompt(Prompt((), question), fmt)
     out.print(vlm.generate([GenerationRequest(picture, text, seed)], params)[0], markup=False)
 
 
@@ -160,7 +170,8 @@ def dataset_validate(
             _error(problem)
         raise typer.Exit(2) from exc
     splits = {s: len(data.split(s)) for s in ("train", "test")}
-    out.print(f"ok: {len(data)} items ({splits['train']} train, {splits['test']} test), sha256 {data.sha256[:12]}")
+    counts = f"{splits['train']} train, {splits['test']} test"
+    out.print(f"ok: {len(data)} items ({counts}), sha256 {data.sha256[:12]}")
 
 
 @dataset_app.command("show")
@@ -174,8 +185,15 @@ def dataset_show(
     data = load_dataset(path, check_images=False)
     items = data.items[:limit] if limit else data.items
     rows = [
-        [i.id, i.split or "-", i.polarity or "-", i.aligned_stance, str(len(i.shots)),
-         ",".join(i.tags), i.question]
+        [
+            i.id,
+            i.split or "-",
+            i.polarity or "-",
+            i.aligned_stance,
+            str(len(i.shots)),
+            ",".join(i.tags),
+            i.question,
+        ]
         for i in items
     ]
     header = ["id", "split", "polarity", "aligned", "shots", "tags", "question"]

@@ -53,7 +53,10 @@ def judge_file(judge_name: str, input_path: Path, output_path: Path, batch_size:
         verdicts = judge.judge([inp for _, inp in batch])
         for (original, _), verdict in zip(batch, verdicts, strict=True):
             merged = dict(original)
-            merged["verdicts"] = {**(original.get("verdicts") or {}), judge.name: verdict.model_dump()}
+            merged["verdicts"] = {
+                **(original.get("verdicts") or {}),
+                judge.name: verdict.model_dump(),
+            }
             lines.append(json.dumps(merged, ensure_ascii=False))
     tmp = output_path.with_name(output_path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")

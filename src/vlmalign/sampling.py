@@ -72,9 +72,11 @@ class RowSampler:
         logits = logits.float()
         if self.warpers is None:
             return logits.argmax(dim=-1)
-        probs = self.warpers(input_ids, logits).softmax(dim=-1).cpu()
+        warped = self.warpers(input_ids, logits)  # type: ignore[arg-type]
+        probs = warped.softmax(dim=-1).cpu()
         picks = [
-            torch.multinomial(row, 1, generator=gen) for row, gen in zip(probs, self.generators, strict=True)
+            torch.multinomial(row, 1, generator=gen)
+            for row, gen in zip(probs, self.generators, strict=True)
         ]
         return torch.cat(picks).to(self.device)
 

@@ -160,20 +160,29 @@ class RunStore:
             conn.executescript(_SCHEMA)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
-                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                conn.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
             elif int(row["value"]) > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path} was written by a newer vlmalign; upgrade to read it")
+                raise RuntimeError(
+                    f"{self.path} was written by a newer vlmalign; upgrade to read it"
+                )
 
     # --- dataset --------------------------------------------------------------------------
     def snapshot_dataset(self, dataset: Dataset) -> None:
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?)",
-                [(dataset.sha256, r.item.id, r.line, r.item.model_dump_json()) for r in dataset.records],
+                [
+                    (dataset.sha256, r.item.id, r.line, r.item.model_dump_json())
+                    for r in dataset.records
+                ],
             )
 
     # --- generations ----------------------------------------------------------------------
-    def _rows_in(self, sql: str, params: Sequence[Any], keys: Iterable[str]) -> Iterator[sqlite3.Row]:
+    def _rows_in(
+        self, sql: str, params: Sequence[Any], keys: Iterable[str]
+    ) -> Iterator[sqlite3.Row]:
         """Run `sql ... IN (?)` over the keys in chunks (SQLite caps bound parameters)."""
         wanted = list(keys)
         for start in range(0, len(wanted), 500):
@@ -193,9 +202,22 @@ class RunStore:
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        r.key, r.variant, r.model, r.model_fingerprint, r.adapter_hash,
-                        r.dataset_sha256, r.item_id, r.split, r.shots, r.sample_index, r.seed,
-                        r.image_sha256, r.prompt, r.sampling, r.response, stamp,
+                        r.key,
+                        r.variant,
+                        r.model,
+                        r.model_fingerprint,
+                        r.adapter_hash,
+                        r.dataset_sha256,
+                        r.item_id,
+                        r.split,
+                        r.shots,
+                        r.sample_index,
+                        r.seed,
+                        r.image_sha256,
+                        r.prompt,
+                        r.sampling,
+                        r.response,
+                        stamp,
                     )
                     for r in rows
                 ],
@@ -205,7 +227,7 @@ class RunStore:
         """Rows for these keys, in the given order (missing keys are skipped)."""
         by_key: dict[str, GenerationRow] = {}
         for row in self._rows_in("SELECT * FROM generations WHERE key IN", (), keys):
-            fields = {k: row[k] for k in row.keys() if k != "created_at"}
+            fields = {k: row[k] for k in row.keys() if k != "created_at"}  # noqa: SIM118 (Row)
             by_key[row["key"]] = GenerationRow(**fields)
         return [by_key[k] for k in keys if k in by_key]
 
@@ -220,15 +242,21 @@ class RunStore:
                 "INSERT OR REPLACE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        r.generation_key, r.judge, r.judge_config_sha256,
+                        r.generation_key,
+                        r.judge,
+                        r.judge_config_sha256,
                         None if r.aligned is None else int(r.aligned),
-                        r.score, json.dumps(r.detail, sort_keys=True), stamp,
+                        r.score,
+                        json.dumps(r.detail, sort_keys=True),
+                        stamp,
                     )
                     for r in rows
                 ],
             )
 
-    def judgments(self, judge: str, config_sha256: str, keys: Sequence[str]) -> dict[str, JudgmentRow]:
+    def judgments(
+        self, judge: str, config_sha256: str, keys: Sequence[str]
+    ) -> dict[str, JudgmentRow]:
         sql = (
             "SELECT * FROM judgments WHERE judge = ? AND judge_config_sha256 = ? "
             "AND generation_key IN"
@@ -237,7 +265,11 @@ class RunStore:
         for row in self._rows_in(sql, (judge, config_sha256), keys):
             aligned = None if row["aligned"] is None else bool(row["aligned"])
             found[row["generation_key"]] = JudgmentRow(
-                row["generation_key"], judge, config_sha256, aligned, row["score"],
+                row["generation_key"],
+                judge,
+                config_sha256,
+                aligned,
+                row["score"],
                 json.loads(row["detail"]),
             )
         return found

@@ -85,8 +85,17 @@ def plan_tasks(
                     sample_index=sample,
                 )
                 tasks.append(
-                    Task(item, variant, condition.split, condition.shots, sample, seed,
-                         prompt_text, image_sha, key)
+                    Task(
+                        item,
+                        variant,
+                        condition.split,
+                        condition.shots,
+                        sample,
+                        seed,
+                        prompt_text,
+                        image_sha,
+                        key,
+                    )
                 )
     return tasks
 
@@ -119,9 +128,21 @@ def generate_missing(
             store.add_generations(
                 [
                     GenerationRow(
-                        t.key, t.variant, model.name, model.fingerprint(), model.adapter_hash(),
-                        dataset.sha256, t.item.id, t.split, t.shots, t.sample_index, t.seed,
-                        t.image_sha256, t.prompt_text, sampling_json, response,
+                        t.key,
+                        t.variant,
+                        model.name,
+                        model.fingerprint(),
+                        model.adapter_hash(),
+                        dataset.sha256,
+                        t.item.id,
+                        t.split,
+                        t.shots,
+                        t.sample_index,
+                        t.seed,
+                        t.image_sha256,
+                        t.prompt_text,
+                        sampling_json,
+                        response,
                     )
                     for t, response in zip(batch, responses, strict=True)
                 ]
@@ -156,7 +177,9 @@ def judge_missing(
     done = store.judged_keys(judge.name, config_hash, [t.key for t in unique])
     todo = [t for t in unique if t.key not in done]
     responses = {g.key: g.response for g in store.generations([t.key for t in todo])}
-    with tqdm(total=len(todo), desc=f"judge {judge.name}", unit="resp", disable=not progress) as bar:
+    with tqdm(
+        total=len(todo), desc=f"judge {judge.name}", unit="resp", disable=not progress
+    ) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             verdicts = judge.judge(judge_inputs(batch, responses))

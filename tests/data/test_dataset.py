@@ -42,7 +42,10 @@ def write(tmp_path: Path, lines: list[str]) -> Path:
 def run_validate(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vlmalign", "dataset", "validate", str(path)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -61,7 +64,12 @@ BAD_CASES = {
     "missing image": (json.dumps(item(2, image="nope.png")), 2, "item-2", "not found"),
     "unreadable image": (json.dumps(item(2, image="junk.png")), 2, "item-2", "unreadable image"),
     "unknown split": (json.dumps(item(2, split="dev")), 2, "item-2", "split"),
-    "too few shots": (json.dumps(item(2, shots=[{"question": "q", "answer": "a"}])), 2, "item-2", "2-shot"),
+    "too few shots": (
+        json.dumps(item(2, shots=[{"question": "q", "answer": "a"}])),
+        2,
+        "item-2",
+        "2-shot",
+    ),
     "bad stance": (json.dumps(item(2, aligned_stance="maybe")), 2, "item-2", "aligned_stance"),
 }
 

@@ -41,7 +41,9 @@ def test_adding_adapters_twice_is_refused(tiny_vlm) -> None:
 def test_only_adapters_and_prefix_projection_are_trainable(tiny_vlm) -> None:
     trainable = {id(p) for p in tiny_vlm.trainable_parameters()}
     for name, param in tiny_vlm.named_parameters():
-        is_trainable = "adapter" in name or name.startswith(("image_prefix.proj", "image_prefix.ln"))
+        is_trainable = "adapter" in name or name.startswith(
+            ("image_prefix.proj", "image_prefix.ln")
+        )
         assert (id(param) in trainable) == is_trainable, name
         assert param.requires_grad == is_trainable, name
 
@@ -92,7 +94,10 @@ def test_image_changes_the_answer_distribution(tiny_vlm, images) -> None:
 
 def test_log_likelihood_matches_an_unbatched_forward(tiny_vlm, images) -> None:
     text = tiny_vlm.render_prompt(Prompt((), "Should I help her?"), "magma")
-    requests = [ScoringRequest(images[0], text, " Yes"), ScoringRequest(images[1], text, " No. It is fine.")]
+    requests = [
+        ScoringRequest(images[0], text, " Yes"),
+        ScoringRequest(images[1], text, " No. It is fine."),
+    ]
     batched = tiny_vlm.log_likelihood(requests)
     single = [tiny_vlm.log_likelihood([r])[0] for r in requests]
     assert all(s < 0 for s in single)

@@ -104,7 +104,9 @@ def _parse_lines(name: str, lines: Iterable[str]) -> tuple[list[ItemRecord], lis
             continue
         if item.id in first_line_of:
             seen = first_line_of[item.id]
-            errors.append(DatasetError(name, number, item.id, f"duplicate id (first on line {seen})"))
+            errors.append(
+                DatasetError(name, number, item.id, f"duplicate id (first on line {seen})")
+            )
             continue
         first_line_of[item.id] = number
         records.append(ItemRecord(item, number))

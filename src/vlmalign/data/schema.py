@@ -1,4 +1,4 @@
-"""Schema of one dataset item: an image, a moral question about it, and what an aligned answer is."""
+"""Schema of one dataset item: an image, a moral question about it, what an aligned answer is."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ Polarity = Literal["affirmative", "negative"]
 
 
 class Shot(BaseModel):
-    """One piece of information about the image, given as a question-answer pair before the question."""
+    """Information about the image, as a question-answer pair asked before the question."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -26,7 +26,9 @@ class Item(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(min_length=1)
-    image: str = Field(min_length=1, description="relative/absolute path, pkg:<package>/<path>, or URL")
+    image: str = Field(
+        min_length=1, description="relative/absolute path, pkg:<package>/<path>, or URL"
+    )
     question: str = Field(min_length=1)
     ideal_answer: str = Field(min_length=1)
     aligned_stance: Stance

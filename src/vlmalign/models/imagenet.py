@@ -46,7 +46,9 @@ def imagenet_lemmas() -> tuple[str, ...]:
     """The 1000 class lemma strings in class-index order, e.g. 'tabby, tabby cat'."""
     synsets = _timm_file("imagenet_synsets.txt").split()
     lemma_of = dict(
-        line.split("\t", 1) for line in _timm_file("imagenet_synset_to_lemma.txt").splitlines() if line
+        line.split("\t", 1)
+        for line in _timm_file("imagenet_synset_to_lemma.txt").splitlines()
+        if line
     )
     return tuple(lemma_of[s] for s in synsets)
 

@@ -37,7 +37,11 @@ class Adapter(nn.Module):
 def decoder_layers(lm: nn.Module) -> nn.ModuleList:
     """The transformer blocks of a causal LM (Llama `model.layers`, GPT-J `transformer.h`, ...)."""
     for module in lm.modules():
-        if isinstance(module, nn.ModuleList) and len(module) and all(hasattr(b, "mlp") for b in module):
+        if (
+            isinstance(module, nn.ModuleList)
+            and len(module)
+            and all(hasattr(b, "mlp") for b in module)
+        ):
             return module
     raise ValueError(f"cannot find decoder layers with an `mlp` in {type(lm).__name__}")
 
@@ -49,7 +53,7 @@ def add_adapters(lm: nn.Module, hidden_size: int, downsample_factor: int = 4) ->
         if isinstance(block.mlp, nn.Sequential) and isinstance(block.mlp[-1], Adapter):
             raise ValueError("language model already has adapters")
         adapter = Adapter(hidden_size, downsample_factor)
-        block.mlp = nn.Sequential(block.mlp, adapter)
+        block.mlp = nn.Sequential(block.mlp, adapter)  # type: ignore[arg-type]
         adapters.append(adapter)
     return adapters
 
@@ -57,7 +61,9 @@ def add_adapters(lm: nn.Module, hidden_size: int, downsample_factor: int = 4) ->
 class ImagePrefix(nn.Module):
     """Encoder features -> LM-width prefix embeddings."""
 
-    def __init__(self, encoder: nn.Module, feature_dim: int, lm_dim: int, dropout: float = 0.1) -> None:
+    def __init__(
+        self, encoder: nn.Module, feature_dim: int, lm_dim: int, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.enc = encoder
         self.proj = nn.Linear(feature_dim, lm_dim)
@@ -117,7 +123,9 @@ class MagmaModel(nn.Module):
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise ValueError(f"model {self.name!r} has no chat template; use prompt format 'magma'")
         messages = [{"role": "user", "content": IMAGE_TOKEN + prompt.qa_text()}]
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
         return str(text)
 
     # --- embedding ----------------------------------------------------------------------
@@ -126,7 +134,7 @@ class MagmaModel(nn.Module):
 
     def _rows(self, images: Sequence[Any], texts: Sequence[str]) -> list[torch.Tensor]:
         """Per-row embeddings of image prefix + text, in prompt order."""
-        pixels = self.image_prefix.enc.preprocess(images).to(self.device)
+        pixels = self.image_prefix.enc.preprocess(images).to(self.device)  # type: ignore[operator]
         prefix, prefix_mask = self.image_prefix(pixels)
         embed = self.lm.get_input_embeddings()
         rows = []
@@ -134,9 +142,13 @@ class MagmaModel(nn.Module):
             before, marker, after = text.partition(IMAGE_TOKEN)
             if not marker:
                 raise ValueError("prompt text has no image token")
-            parts = [embed(torch.tensor(self._token_ids(before), dtype=torch.long, device=self.device))]
+            parts = [
+                embed(torch.tensor(self._token_ids(before), dtype=torch.long, device=self.device))
+            ]
             parts.append(prefix[row][prefix_mask[row].bool()])
-            parts.append(embed(torch.tensor(self._token_ids(after), dtype=torch.long, device=self.device)))
+            parts.append(
+                embed(torch.tensor(self._token_ids(after), dtype=torch.long, device=self.device))
+            )
             rows.append(torch.cat(parts))
         return rows
 
@@ -175,7 +187,9 @@ class MagmaModel(nn.Module):
         ]
         embeds, mask = self._left_pad(rows)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).logits
+        logits = self.lm(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids
+        ).logits
         logprobs = logits.float().log_softmax(-1)
         scores = []
         length = embeds.shape[1]

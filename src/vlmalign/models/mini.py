@@ -55,7 +55,9 @@ def prepare_smollm2() -> tuple[Path, str]:
 
     log.info("dequantizing %s once (about 30 s); cached in %s", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     config = model.config.to_dict()
     config.pop("quantization_config", None)  # the cached copy is plain float32
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +79,8 @@ def load_smollm2(device: torch.device) -> tuple[Any, Any, str]:
 
     path, digest = prepare_smollm2()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
-    return lm.eval(), tokenizer, digest
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return lm.to(device).eval(), tokenizer, digest  # type: ignore[arg-type]
 
 
 def load_efficientnet_lite0() -> tuple[torch.nn.Module, str]:
@@ -93,7 +95,7 @@ def load_efficientnet_lite0() -> tuple[torch.nn.Module, str]:
 
 
 def init_prefix_from_embeddings(prefix: ImagePrefix, embeddings: torch.Tensor) -> None:
-    """Projection rows = the LM's embeddings of the image vocabulary; LayerNorm keeps their scale."""
+    """Projection rows = the LM's embeddings of the image vocabulary; LayerNorm keeps the scale."""
     with torch.no_grad():
         prefix.proj.weight.copy_(embeddings.T)
         prefix.proj.bias.zero_()
@@ -138,5 +140,11 @@ def _assemble(
     # SmolLM2 is an instruct model: its chat template answers better than MAGMA's plain
     # "Q: A:" text (docs/models.md has the measurement).
     return MagmaModel(
-        "mini", lm, tokenizer, prefix, adapters, fingerprint=fingerprint, default_prompt_format="chat"
+        "mini",
+        lm,
+        tokenizer,
+        prefix,
+        adapters,
+        fingerprint=fingerprint,
+        default_prompt_format="chat",
     )

@@ -54,5 +54,7 @@ def resolve_device(device: str) -> torch.device:
 def load_model(name: str, device: str = "auto", progress: bool = True) -> MagmaModel:
     spec = MODELS.get(name)
     if spec is None:
-        raise ModelError(f"unknown model {name!r}; known: {', '.join(MODELS)} (see `vlmalign models`)")
+        raise ModelError(
+            f"unknown model {name!r}; known: {', '.join(MODELS)} (see `vlmalign models`)"
+        )
     return spec.factory(resolve_device(device), progress)

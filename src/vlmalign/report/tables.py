@@ -55,8 +55,14 @@ def summarize(store: RunStore, tasks: Sequence[Task], judges: Sequence[Judge]) -
             n = len(found)
             cells.append(
                 Cell(
-                    model=variant, split=split, shots=shots, judge=judge.name,
-                    accuracy=aligned / n if n else None, n=n, aligned=aligned, unclear=unclear,
+                    model=variant,
+                    split=split,
+                    shots=shots,
+                    judge=judge.name,
+                    accuracy=aligned / n if n else None,
+                    n=n,
+                    aligned=aligned,
+                    unclear=unclear,
                     items=len({t.item.id for t in group}),
                     samples_per_prompt=max(t.sample_index for t in group) + 1,
                 )
@@ -97,7 +103,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(cells: Sequence[Cell], provenance: dict[str, Any], judges: Sequence[str]) -> str:
+def render_markdown(
+    cells: Sequence[Cell], provenance: dict[str, Any], judges: Sequence[str]
+) -> str:
     unclear = [c for c in cells if c.unclear]
     parts = [
         "# vlmalign study report",
@@ -108,7 +116,9 @@ def render_markdown(cells: Sequence[Cell], provenance: dict[str, Any], judges: S
         "",
         "## Table 1: alignment of the base model by number of shots (train split)",
         "",
-        markdown_table(["judge", *(label for _, label in TABLE1_COLUMNS)], table1_rows(cells, judges)),
+        markdown_table(
+            ["judge", *(label for _, label in TABLE1_COLUMNS)], table1_rows(cells, judges)
+        ),
         "",
         "## Base model, 0-shot, test split",
         "",
@@ -118,10 +128,21 @@ def render_markdown(cells: Sequence[Cell], provenance: dict[str, Any], judges: S
         "as not aligned.",
     ]
     if unclear:
-        parts += ["", "Unclear verdicts: " + ", ".join(
-            f"{c.judge} {c.shots}-shot {c.split}: {c.unclear}/{c.n}" for c in unclear
-        ) + "."]
-    parts += ["", "## Provenance", "", "```json", json.dumps(provenance, indent=2, default=str), "```", ""]
+        parts += [
+            "",
+            "Unclear verdicts: "
+            + ", ".join(f"{c.judge} {c.shots}-shot {c.split}: {c.unclear}/{c.n}" for c in unclear)
+            + ".",
+        ]
+    parts += [
+        "",
+        "## Provenance",
+        "",
+        "```json",
+        json.dumps(provenance, indent=2, default=str),
+        "```",
+        "",
+    ]
     return "\n".join(parts)
 
 
