@@ -33,6 +33,18 @@ class Prompt:
     def magma_text(self) -> str:
         return f"{IMAGE_TOKEN}{self.qa_text()}"
 
+    def chat_messages(self) -> list[dict[str, str]]:
+        """Chat turns: the image opens the first user turn; each shot is a user/assistant pair."""
+        messages = []
+        for shot in self.shots:
+            messages += [
+                {"role": "user", "content": shot.question},
+                {"role": "assistant", "content": shot.answer},
+            ]
+        messages.append({"role": "user", "content": self.question})
+        messages[0] = {"role": "user", "content": IMAGE_TOKEN + messages[0]["content"]}
+        return messages
+
 
 def build_prompt(item: Item, shots: int) -> Prompt:
     """The n-shot prompt of an item (1-shot is a prefix of 2-shot)."""

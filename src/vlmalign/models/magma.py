@@ -122,9 +122,8 @@ class MagmaModel(nn.Module):
             return prompt.magma_text()
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise ValueError(f"model {self.name!r} has no chat template; use prompt format 'magma'")
-        messages = [{"role": "user", "content": IMAGE_TOKEN + prompt.qa_text()}]
         text = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False
+            prompt.chat_messages(), add_generation_prompt=True, tokenize=False
         )
         return str(text)
 
