@@ -61,7 +61,26 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
     return table
 
 
-# --- study ----------------------------------------------------------------------------------
+# --- study ---------------------------------------------------------------------------------
+def _print_tables(cells: Any, judges: list[str], provenance: dict[str, Any]) -> None:
+    from vlmalign.report.tables import (
+        TABLE1_COLUMNS,
+        TABLE2_COLUMNS,
+        loss_rows,
+        table1_rows,
+        table2_rows,
+    )
+
+    if any(c.model == "base" and c.split == "train" for c in cells):
+        header = ["judge", *(label for _, label in TABLE1_COLUMNS)]
+        out.print(_table("Table 1: base model, train split", header, table1_rows(cells, judges)))
+    header = ["judge", "model", *(label for _, label in TABLE2_COLUMNS)]
+    out.print(_table("Table 2: base vs finetuned, 0-shot", header, table2_rows(cells, judges)))
+    losses = loss_rows(provenance)
+    if losses:
+        out.print(_table("Finetuning loss", ["epoch", "mean loss", "seconds"], losses))
+
+
 @app.command()
 def study(
     config: Annotated[Path | None, typer.Argument(help="YAML study config (optional)")] = None,
@@ -71,35 +90,123 @@ def study(
     samples: Annotated[int | None, typer.Option(help="samples per prompt")] = None,
     seed: Annotated[int | None, typer.Option(help="study seed")] = None,
     prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
+    adapter: Annotated[
+        Path | None, typer.Option(help="evaluate this finetuned adapter instead of training one")
+    ] = None,
+    finetune: Annotated[
+        bool | None, typer.Option("--finetune/--no-finetune", help="run the finetuning stage")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Run the paper's study: 0/1/2-shot on train, 0-shot on test, every automatic judge."""
-    from vlmalign.config import load_config
-    from vlmalign.report.tables import TABLE1_COLUMNS, table1_rows, test_rows
+    """Run the paper's study: base 0/1/2-shot, finetune, finetuned 0-shot, every automatic judge."""
+    from vlmalign.config import FinetuneConfig, load_config
     from vlmalign.study import run_study
 
-    overrides = {
-        "dataset": dataset,
-        "model": model,
-        "out": out_dir,
-        "samples": samples,
-        "seed": seed,
-        "prompt_format": prompt_format,
-        "device": device,
+    overrides: dict[str, Any] = {
+        "dataset": dataset, "model": model, "out": out_dir, "samples": samples, "seed": seed,
+        "prompt_format": prompt_format, "device": device, "adapter": adapter,
     }
     cfg = load_config(config, overrides)
+    if finetune is not None:
+        cfg = cfg.model_copy(update={"finetune": (cfg.finetune or FinetuneConfig()) if finetune else None})
     result = run_study(cfg, progress=not quiet)
-    judges = list(cfg.judges)
-    header = ["judge", *(label for _, label in TABLE1_COLUMNS)]
-    out.print(_table("Table 1: base model, train split", header, table1_rows(result.cells, judges)))
-    out.print(
-        _table("Base model, test split", ["judge", "0-shot test"], test_rows(result.cells, judges))
-    )
+    _print_tables(result.cells, list(cfg.judges), result.provenance)
     out.print(
         f"{result.generated} new responses, {result.reused} reused; "
         f"wrote {cfg.out / 'report.md'} and {cfg.out / 'results.json'}"
     )
+
+
+@app.command()
+def finetune(
+    config: Annotated[Path | None, typer.Argument(help="YAML study config (optional)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="JSONL file or builtin:NAME")] = None,
+    model: Annotated[str | None, typer.Option(help="model preset")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="run directory (adapter/ inside)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="passes over the split")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="examples per step, all processes")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate of adapters and prefix")] = None,
+    encoder_lr: Annotated[
+        float | None, typer.Option(help="also train the image encoder at this rate")
+    ] = None,
+    loss_on: Annotated[str | None, typer.Option(help="answer (default) or caption")] = None,
+    split: Annotated[str | None, typer.Option(help="split to train on")] = None,
+    seed: Annotated[int | None, typer.Option(help="training seed")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="gradient accumulation steps")] = None,
+    mixed_precision: Annotated[str | None, typer.Option(help="auto, no, fp16, bf16")] = None,
+    prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, ...")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Finetune adapters + image prefix on (image, 0-shot prompt, ideal answer); resumable."""
+    from pydantic import ValidationError
+
+    from vlmalign.config import FinetuneConfig, load_config
+    from vlmalign.finetune import ADAPTER_DIR
+    from vlmalign.finetune import finetune as train
+    from vlmalign.models.registry import load_model
+    from vlmalign.study import validate_for_study
+
+    cfg = load_config(config, {"dataset": dataset, "model": model, "out": out_dir,
+                               "prompt_format": prompt_format, "device": device})
+    changes = {
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "encoder_lr": encoder_lr,
+        "loss_on": loss_on, "split": split, "seed": seed, "grad_accum": grad_accum,
+        "mixed_precision": mixed_precision,
+    }
+    base = (cfg.finetune or FinetuneConfig()).model_dump()
+    try:
+        settings = FinetuneConfig.model_validate(
+            {**base, **{k: v for k, v in changes.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise VlmalignError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from exc
+    data = validate_for_study(cfg)
+    vlm = load_model(cfg.model, cfg.device, not quiet)
+    card = train(vlm, data, cfg.out, settings, prompt_format=cfg.prompt_format, progress=not quiet)
+    losses = ", ".join(f"{e['loss']:.3f}" for e in card.get("epoch_losses", []))
+    out.print(f"wrote {cfg.out / ADAPTER_DIR} (adapter {card.get('adapter_hash', '')[:12]}); "
+              f"loss per epoch: {losses}")
+
+
+@app.command("eval")
+def evaluate(
+    model: Annotated[str, typer.Option(help="model preset")] = "mini",
+    adapter: Annotated[Path | None, typer.Option(help="finetuned adapter directory")] = None,
+    dataset: Annotated[str, typer.Option(help="JSONL file or builtin:NAME")] = "builtin:moral-vqa-40",
+    shots: Annotated[list[int] | None, typer.Option(help="shots (repeatable; default 0)")] = None,
+    split: Annotated[list[str] | None, typer.Option(help="split (repeatable; default test)")] = None,
+    samples: Annotated[int, typer.Option(help="samples per prompt")] = 1,
+    out_dir: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/eval"),
+    seed: Annotated[int, typer.Option(help="study seed")] = 0,
+    judge_names: Annotated[
+        list[str] | None, typer.Option("--judge", help="judge (repeatable; default all automatic)")
+    ] = None,
+    prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Generate and judge one model (base or --adapter) on chosen splits and shots."""
+    from vlmalign.config import load_config
+    from vlmalign.study import run_eval
+
+    conditions = [{"split": sp, "shots": n} for sp in (split or ["test"]) for n in (shots or [0])]
+    overrides: dict[str, Any] = {
+        "model": model, "dataset": dataset, "samples": samples, "out": out_dir, "seed": seed,
+        "prompt_format": prompt_format, "device": device, "conditions": conditions,
+        "finetune": None, "judges": judge_names,
+    }
+    cfg = load_config(None, overrides).model_copy(update={"finetune": None})
+    result = run_eval(cfg, adapter, progress=not quiet)
+    variant = "finetuned" if adapter else "base"
+    rows = [
+        [c.judge, f"{c.shots}-shot {c.split}", c.text(), str(c.unclear)]
+        for c in result.cells if c.model == variant
+    ]
+    out.print(_table(f"{cfg.model} ({variant})", ["judge", "condition", "accuracy", "unclear"], rows))
+    out.print(f"wrote {cfg.out / 'report.md'} and {cfg.out / 'results.json'}")
 
 
 # --- ask ------------------------------------------------------------------------------------

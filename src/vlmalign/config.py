@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -12,6 +12,28 @@ from vlmalign.data.schema import Split
 from vlmalign.errors import ConfigError
 from vlmalign.prompts import PromptFormat
 from vlmalign.sampling import SamplingParams
+
+
+class FinetuneConfig(BaseModel):
+    """Defaults follow the paper (batch 8, 4 epochs) and MAGMA (AdamW β=(0.9, 0.95), clip 1.0)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epochs: int = Field(4, ge=1, le=1000)
+    batch_size: int = Field(8, ge=1, le=4096, description="examples per optimizer step, all processes")
+    lr: float = Field(2e-3, gt=0, description="adapters and image-prefix projection")
+    encoder_lr: float | None = Field(
+        None, gt=0, description="train the image encoder too, at this (much lower) rate"
+    )
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(1.0, gt=0)
+    grad_accum: int = Field(1, ge=1)
+    loss_on: Literal["answer", "caption"] = "answer"
+    split: Split = "train"
+    seed: int = 0
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
 
 
 class Condition(BaseModel):
@@ -35,6 +57,9 @@ PAPER_CONDITIONS = (
 )
 
 
+FINETUNED_CONDITIONS = (Condition(split="train", shots=0), Condition(split="test", shots=0))
+
+
 class StudyConfig(BaseModel):
     """A study: which data, which model, how to sample, which judges, where to write."""
 
@@ -48,6 +73,11 @@ class StudyConfig(BaseModel):
     sampling: SamplingParams = SamplingParams()
     prompt_format: PromptFormat | None = Field(None, description="None = the model's default")
     conditions: tuple[Condition, ...] = PAPER_CONDITIONS
+    finetune: FinetuneConfig | None = Field(
+        default_factory=FinetuneConfig, description="null = no finetuning stage"
+    )
+    adapter: Path | None = Field(None, description="evaluate this adapter instead of training one")
+    finetuned_conditions: tuple[Condition, ...] = FINETUNED_CONDITIONS
     judges: tuple[str, ...] = ("stance", "ethics")
     batch_size: int = Field(16, ge=1, le=1024)
     device: str = "auto"

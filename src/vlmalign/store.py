@@ -18,7 +18,7 @@ from typing import Any
 
 from vlmalign.data.dataset import Dataset
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: finetune_epochs
 STORE_FILE = "study.sqlite"
 
 _SCHEMA = """
@@ -57,6 +57,14 @@ CREATE TABLE IF NOT EXISTS judgments (
     detail TEXT NOT NULL,
     created_at TEXT NOT NULL,
     PRIMARY KEY (generation_key, judge, judge_config_sha256)
+);
+CREATE TABLE IF NOT EXISTS finetune_epochs (
+    adapter_hash TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    loss REAL NOT NULL,
+    seconds REAL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (adapter_hash, epoch)
 );
 CREATE TABLE IF NOT EXISTS study_runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -162,6 +170,10 @@ class RunStore:
             if row is None:
                 conn.execute(
                     "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif int(row["value"]) < SCHEMA_VERSION:  # older tables are kept; new ones added
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
                 )
             elif int(row["value"]) > SCHEMA_VERSION:
                 raise RuntimeError(
@@ -273,6 +285,25 @@ class RunStore:
                 json.loads(row["detail"]),
             )
         return found
+
+    # --- finetuning ----------------------------------------------------------------------
+    def record_finetune(self, card: dict[str, Any]) -> None:
+        """Per-epoch loss of an adapter (from its card), for the report."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO finetune_epochs VALUES (?, ?, ?, ?, ?)",
+                [
+                    (card["adapter_hash"], e["epoch"], e["loss"], e.get("seconds"), now())
+                    for e in card.get("epoch_losses", [])
+                ],
+            )
+
+    def finetune_epochs(self, adapter_hash: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT epoch, loss, seconds FROM finetune_epochs WHERE adapter_hash = ? ORDER BY epoch",
+            (adapter_hash,),
+        )
+        return [dict(r) for r in rows]
 
     # --- study runs -----------------------------------------------------------------------
     def start_run(self, provenance: dict[str, Any]) -> int:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from vlmalign.config import StudyConfig
+from vlmalign.config import Condition, StudyConfig
 from vlmalign.data.dataset import Dataset, check_shots, load_dataset
 from vlmalign.data.images import load_image
 from vlmalign.data.schema import Item
@@ -54,7 +55,10 @@ class StudyResult:
 def validate_for_study(config: StudyConfig) -> Dataset:
     """Load the dataset and check every condition can be asked (before anything is written)."""
     dataset = load_dataset(config.dataset)
-    for condition in config.conditions:
+    conditions = list(config.conditions)
+    if config.finetune is not None or config.adapter is not None:
+        conditions += config.finetuned_conditions
+    for condition in conditions:
         check_shots(dataset, condition.shots, condition.split)
     return dataset
 
@@ -65,10 +69,11 @@ def plan_tasks(
     config: StudyConfig,
     prompt_format: PromptFormat,
     variant: str = "base",
+    conditions: Sequence[Condition] | None = None,
 ) -> list[Task]:
     tasks = []
     sampling = config.sampling.key()
-    for condition in config.conditions:
+    for condition in config.conditions if conditions is None else conditions:
         label = condition_name(condition.split, condition.shots)
         for item in dataset.split(condition.split):
             prompt_text = model.render_prompt(build_prompt(item, condition.shots), prompt_format)
@@ -193,36 +198,125 @@ def judge_missing(
     return len(todo)
 
 
-def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
-    """Run (or resume) a whole study and write report.md and results.json into config.out."""
-    dataset = validate_for_study(config)
-    judges = [build_judge(name) for name in config.judges]
-    log.info("preparing model %s", config.model)
-    model = load_model(config.model, config.device, progress)
-    prompt_format = config.prompt_format or model.default_prompt_format
-    tasks = plan_tasks(dataset, model, config, prompt_format)
-    provenance = {
+def _provenance(
+    model: VisionLanguageModel, dataset: Dataset, config: StudyConfig, fmt: str, judges: list[Judge]
+) -> dict[str, Any]:
+    return {
         **environment(),
         "model": model.name,
         "model_fingerprint": model.fingerprint(),
         "adapter_hash": model.adapter_hash(),
         "dataset": dataset.source,
         "dataset_sha256": dataset.sha256,
-        "prompt_format": prompt_format,
+        "prompt_format": fmt,
         "sampling": config.sampling.model_dump(),
         "samples_per_prompt": config.samples,
         "seed": config.seed,
         "judges": {j.name: j.config() for j in judges},
     }
+
+
+def evaluate(
+    store: RunStore,
+    model: VisionLanguageModel,
+    dataset: Dataset,
+    config: StudyConfig,
+    conditions: Sequence[Condition],
+    variant: str,
+    judges: Sequence[Judge],
+    prompt_format: PromptFormat,
+    progress: bool,
+) -> tuple[list[Task], int, dict[str, int]]:
+    """Generate and judge one model variant on some conditions; returns its tasks and counts."""
+    tasks = plan_tasks(dataset, model, config, prompt_format, variant, conditions)
+    if progress:
+        log.info("%s model: %d responses to obtain", variant, len(tasks))
+    generated = generate_missing(
+        store, model, dataset, tasks, config.sampling, config.batch_size, progress
+    )
+    judged = {j.name: judge_missing(store, j, tasks, progress=progress) for j in judges}
+    return tasks, generated, judged
+
+
+def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
+    """Run (or resume) the paper's study and write report.md and results.json into config.out.
+
+    Base model on `conditions`; then, unless finetuning is off and no adapter is given, the
+    finetuned model (trained here, or loaded from `adapter`) on `finetuned_conditions`.
+    """
+    from vlmalign.finetune import ADAPTER_DIR, finetune
+    from vlmalign.models.adapters import load_adapter
+
+    dataset = validate_for_study(config)
+    judges = [build_judge(name) for name in config.judges]
+    log.info("preparing model %s", config.model)
+    model = load_model(config.model, config.device, progress)
+    prompt_format = config.prompt_format or model.default_prompt_format
+    provenance = _provenance(model, dataset, config, prompt_format, judges)
     with RunStore(config.out) as store:
         run_id = store.start_run(provenance)
         store.snapshot_dataset(dataset)
-        generated = generate_missing(
-            store, model, dataset, tasks, config.sampling, config.batch_size, progress
+        tasks, generated, judged = evaluate(
+            store, model, dataset, config, config.conditions, "base", judges, prompt_format, progress
         )
-        judged = {j.name: judge_missing(store, j, tasks, progress=progress) for j in judges}
+        adapter_card = None
+        if config.adapter is not None or config.finetune is not None:
+            if config.adapter is not None:
+                adapter_dir = config.adapter
+            else:
+                assert config.finetune is not None
+                finetune(model, dataset, config.out, config.finetune,
+                         prompt_format=prompt_format, progress=progress)
+                adapter_dir = config.out / ADAPTER_DIR
+            adapter_card = load_adapter(model, adapter_dir)
+            store.record_finetune(adapter_card)
+            more, more_generated, more_judged = evaluate(
+                store, model, dataset, config, config.finetuned_conditions, "finetuned",
+                judges, prompt_format, progress,
+            )
+            tasks += more
+            generated += more_generated
+            judged = {k: judged[k] + more_judged[k] for k in judged}
+            provenance["finetuned_adapter"] = _adapter_summary(adapter_card, adapter_dir)
         cells = summarize(store, tasks, judges)
         store.finish_run(run_id)
     result = StudyResult(config, cells, provenance, generated, len(tasks) - generated, judged)
     write_report(config.out, cells, provenance, [j.name for j in judges])
     return result
+
+
+def _adapter_summary(card: dict[str, Any], path: Path) -> dict[str, Any]:
+    keys = ("adapter_hash", "base_model", "dataset_sha256", "split", "hyperparameters",
+            "epoch_losses", "prompt_format")
+    return {"path": str(path), **{k: card.get(k) for k in keys}}
+
+
+def run_eval(
+    config: StudyConfig, adapter: Path | None = None, progress: bool = True
+) -> StudyResult:
+    """Generate and judge one model (base, or with `adapter`) on `config.conditions`."""
+    from vlmalign.models.adapters import load_adapter
+
+    dataset = validate_for_study(config.model_copy(update={"finetune": None, "adapter": None}))
+    judges = [build_judge(name) for name in config.judges]
+    model = load_model(config.model, config.device, progress)
+    variant = "base"
+    if adapter is not None:
+        card = load_adapter(model, adapter)
+        variant = "finetuned"
+    prompt_format = config.prompt_format or model.default_prompt_format
+    provenance = _provenance(model, dataset, config, prompt_format, judges)
+    with RunStore(config.out) as store:
+        run_id = store.start_run(provenance)
+        store.snapshot_dataset(dataset)
+        if adapter is not None:
+            store.record_finetune(card)
+            provenance["finetuned_adapter"] = _adapter_summary(card, adapter)
+        tasks, generated, judged = evaluate(
+            store, model, dataset, config, config.conditions, variant, judges, prompt_format,
+            progress,
+        )
+        cells = summarize(store, tasks, judges)
+        store.finish_run(run_id)
+    write_report(config.out, cells, provenance, [j.name for j in judges])
+    return StudyResult(config, cells, provenance, generated, len(tasks) - generated, judged)

@@ -8,9 +8,11 @@ layout (`image_prefix.enc/proj/ln`, `mlp.0` = original MLP, `mlp.1.adapter.*`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vlmalign.models.base import GenerationRequest, ScoringRequest
@@ -75,6 +77,40 @@ class ImagePrefix(nn.Module):
         return self.ln(self.dropout(self.proj(features))), mask
 
 
+LossOn = Literal["answer", "caption"]
+IGNORE = -100  # label of positions that carry no token (image prefix, padding)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One left-padded batch of sequences."""
+
+    embeds: torch.Tensor
+    mask: torch.Tensor
+    position_ids: torch.Tensor
+    labels: torch.Tensor
+    is_continuation: torch.Tensor
+
+    @classmethod
+    def left_padded(cls, rows: Sequence[tuple[torch.Tensor, list[int], int]]) -> Batch:
+        """rows: (embeddings, labels, length of the continuation at the end)."""
+        length = max(e.shape[0] for e, _, _ in rows)
+        first = rows[0][0]
+        embeds = first.new_zeros((len(rows), length, first.shape[1]))
+        mask = torch.zeros((len(rows), length), dtype=torch.long, device=first.device)
+        labels = torch.full((len(rows), length), IGNORE, dtype=torch.long, device=first.device)
+        is_continuation = torch.zeros((len(rows), length), dtype=first.dtype, device=first.device)
+        for i, (row, row_labels, tail) in enumerate(rows):
+            start = length - row.shape[0]
+            embeds[i, start:] = row
+            mask[i, start:] = 1
+            labels[i, start:] = torch.tensor(row_labels, dtype=torch.long)
+            if tail:
+                is_continuation[i, length - tail :] = 1
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        return cls(embeds, mask, position_ids, labels, is_continuation)
+
+
 class MagmaModel(nn.Module):
     """A MAGMA-style VLM implementing the VisionLanguageModel protocol."""
 
@@ -100,9 +136,7 @@ class MagmaModel(nn.Module):
         self.default_prompt_format: PromptFormat = default_prompt_format
         self._adapter_hash: str | None = None
         self.eos_token_ids = _eos_ids(lm, tokenizer)
-        self.requires_grad_(False)
-        for param in self.trainable_parameters():
-            param.requires_grad_(True)
+        self.set_trainable()
         self.eval()
 
     # --- identity -----------------------------------------------------------------------
@@ -131,80 +165,141 @@ class MagmaModel(nn.Module):
     def _token_ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
-    def _rows(self, images: Sequence[Any], texts: Sequence[str]) -> list[torch.Tensor]:
-        """Per-row embeddings of image prefix + text, in prompt order."""
+    def _batch(
+        self,
+        images: Sequence[Any],
+        texts: Sequence[str],
+        continuations: Sequence[Sequence[int]] | None = None,
+    ) -> Batch:
+        """Left-padded embeddings of image prefix + prompt text (+ continuation token ids).
+
+        `labels` holds the token id at every text position and IGNORE at image and padding
+        positions; `is_continuation` marks the continuation's positions.
+        """
         pixels = self.image_prefix.enc.preprocess(images).to(self.device)  # type: ignore[operator]
         prefix, prefix_mask = self.image_prefix(pixels)
         embed = self.lm.get_input_embeddings()
-        rows = []
+        rows: list[tuple[torch.Tensor, list[int], int]] = []
         for row, text in enumerate(texts):
             before, marker, after = text.partition(IMAGE_TOKEN)
             if not marker:
                 raise ValueError("prompt text has no image token")
-            parts = [
-                embed(torch.tensor(self._token_ids(before), dtype=torch.long, device=self.device))
-            ]
-            parts.append(prefix[row][prefix_mask[row].bool()])
-            parts.append(
-                embed(torch.tensor(self._token_ids(after), dtype=torch.long, device=self.device))
-            )
-            rows.append(torch.cat(parts))
-        return rows
-
-    @staticmethod
-    def _left_pad(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        length = max(r.shape[0] for r in rows)
-        dim = rows[0].shape[1]
-        embeds = rows[0].new_zeros((len(rows), length, dim))
-        mask = torch.zeros((len(rows), length), dtype=torch.long, device=rows[0].device)
-        for i, row in enumerate(rows):
-            embeds[i, length - row.shape[0] :] = row
-            mask[i, length - row.shape[0] :] = 1
-        return embeds, mask
+            image = prefix[row][prefix_mask[row].bool()]
+            tail = list(continuations[row]) if continuations is not None else []
+            before_ids, after_ids = self._token_ids(before), self._token_ids(after) + tail
+            ids = torch.tensor(before_ids + after_ids, dtype=torch.long, device=self.device)
+            text_embeds = embed(ids)
+            embeds = torch.cat([text_embeds[: len(before_ids)], image, text_embeds[len(before_ids) :]])
+            labels = before_ids + [IGNORE] * image.shape[0] + after_ids
+            rows.append((embeds, labels, len(tail)))
+        return Batch.left_padded(rows)
 
     # --- inference ----------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[str]:
         if not requests:
             return []
-        rows = self._rows([r.image for r in requests], [r.prompt_text for r in requests])
-        embeds, mask = self._left_pad(rows)
+        batch = self._batch([r.image for r in requests], [r.prompt_text for r in requests])
         seeds = [r.seed for r in requests]
-        tokens = decode(self.lm, embeds, mask, params, seeds, self.eos_token_ids)
+        tokens = decode(self.lm, batch.embeds, batch.mask, params, seeds, self.eos_token_ids)
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
 
     @torch.inference_mode()
     def log_likelihood(self, requests: Sequence[ScoringRequest]) -> list[float]:
         if not requests:
             return []
-        prompt_rows = self._rows([r.image for r in requests], [r.prompt_text for r in requests])
-        embed = self.lm.get_input_embeddings()
         targets = [self._token_ids(r.continuation) for r in requests]
-        rows = [
-            torch.cat([p, embed(torch.tensor(t, dtype=torch.long, device=self.device))])
-            for p, t in zip(prompt_rows, targets, strict=True)
-        ]
-        embeds, mask = self._left_pad(rows)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.lm(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids
+        batch = self._batch([r.image for r in requests], [r.prompt_text for r in requests], targets)
+        token_logprobs = self._token_logprobs(batch)
+        return [float(row.sum()) for row in (token_logprobs * batch.is_continuation[:, 1:])]
+
+    def _logits(self, batch: Batch) -> torch.Tensor:
+        return self.lm(
+            inputs_embeds=batch.embeds, attention_mask=batch.mask, position_ids=batch.position_ids
         ).logits
-        logprobs = logits.float().log_softmax(-1)
-        scores = []
-        length = embeds.shape[1]
-        for i, target in enumerate(targets):
-            start = length - len(target)
-            positions = torch.arange(start - 1, length - 1, device=self.device)
-            ids = torch.tensor(target, dtype=torch.long, device=self.device)
-            scores.append(float(logprobs[i, positions, ids].sum()))
-        return scores
+
+    def _token_logprobs(self, batch: Batch) -> torch.Tensor:
+        """log P(token t | tokens < t) at every position after the first (0 where ignored)."""
+        logprobs = self._logits(batch)[:, :-1].float().log_softmax(-1)
+        targets = batch.labels[:, 1:]
+        picked = logprobs.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+        return picked * (targets != IGNORE)
 
     # --- training -----------------------------------------------------------------------
-    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+    encoder_trainable = True  # False where the encoder has no differentiable path (mini)
+
+    def trainable_parameters(self, include_encoder: bool = False) -> Iterator[nn.Parameter]:
         for adapter in self.adapters:
             yield from adapter.parameters()
         yield from self.image_prefix.proj.parameters()
         yield from self.image_prefix.ln.parameters()
+        if include_encoder:
+            yield from self.image_prefix.enc.parameters()
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The finetuned weights by their MAGMA-style names (everything else is frozen)."""
+        wanted = {id(p) for p in self.parameters() if p.requires_grad}
+        return {n: p.detach().cpu().clone() for n, p in self.named_parameters() if id(p) in wanted}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], adapter_hash: str) -> None:
+        params = dict(self.named_parameters())
+        unknown = sorted(set(state) - set(params))
+        if unknown:
+            raise ValueError(f"adapter has weights this model lacks: {', '.join(unknown[:5])}")
+        with torch.no_grad():
+            for name, value in state.items():
+                if params[name].shape != value.shape:
+                    raise ValueError(f"adapter weight {name} has shape {tuple(value.shape)}")
+                params[name].copy_(value)
+        self._adapter_hash = adapter_hash
+
+    def set_trainable(self, include_encoder: bool = False) -> None:
+        """Freeze everything but the trainable parts (and the encoder, when asked)."""
+        self.requires_grad_(False)
+        for param in self.trainable_parameters(include_encoder):
+            param.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> MagmaModel:
+        super().train(mode)
+        # Frozen encoders keep their BatchNorm statistics: eval mode even while training.
+        if not any(p.requires_grad for p in self.image_prefix.enc.parameters()):
+            self.image_prefix.enc.eval()
+        return self
+
+    def render_answer(self, answer: str, prompt_format: PromptFormat) -> str:
+        """How a target answer continues a rendered prompt ("A:" is followed by a space)."""
+        return answer if prompt_format == "chat" else " " + answer
+
+    def training_loss(
+        self,
+        images: Sequence[Any],
+        prompt_texts: Sequence[str],
+        answers: Sequence[str],
+        loss_on: LossOn = "answer",
+    ) -> torch.Tensor:
+        """Mean next-token loss on the answer (+ end of sequence), or on prompt text + answer."""
+        eos = self.tokenizer.eos_token_id
+        targets = [self._token_ids(answer) + [eos] for answer in answers]
+        batch = self._batch(images, prompt_texts, targets)
+        labels = batch.labels[:, 1:]
+        if loss_on == "answer":
+            labels = labels.masked_fill(batch.is_continuation[:, 1:] == 0, IGNORE)
+        # The vocabulary projection is a fifth of the compute: apply it only where a loss is taken.
+        hidden = self.lm.get_decoder()(
+            inputs_embeds=batch.embeds, attention_mask=batch.mask, position_ids=batch.position_ids
+        ).last_hidden_state[:, :-1]
+        scored = labels != IGNORE
+        logits = self.lm.get_output_embeddings()(hidden[scored]).float()
+        return F.cross_entropy(logits, labels[scored])
+
+    def forward(
+        self,
+        images: Sequence[Any],
+        prompt_texts: Sequence[str],
+        answers: Sequence[str],
+        loss_on: LossOn = "answer",
+    ) -> torch.Tensor:
+        return self.training_loss(images, prompt_texts, answers, loss_on)
 
 
 def _eos_ids(lm: Any, tokenizer: Any) -> list[int]:

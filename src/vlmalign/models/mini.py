@@ -139,12 +139,8 @@ def _assemble(
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     # SmolLM2 is an instruct model: its chat template answers better than MAGMA's plain
     # "Q: A:" text (docs/models.md has the measurement).
-    return MagmaModel(
-        "mini",
-        lm,
-        tokenizer,
-        prefix,
-        adapters,
-        fingerprint=fingerprint,
-        default_prompt_format="chat",
+    model = MagmaModel(
+        "mini", lm, tokenizer, prefix, adapters, fingerprint=fingerprint, default_prompt_format="chat"
     )
+    model.encoder_trainable = False  # labels -> tokens is not differentiable
+    return model

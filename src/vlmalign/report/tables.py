@@ -89,12 +89,29 @@ def table1_rows(cells: Sequence[Cell], judges: Sequence[str]) -> list[list[str]]
     return rows
 
 
-def test_rows(cells: Sequence[Cell], judges: Sequence[str]) -> list[list[str]]:
+TABLE2_COLUMNS = (("train", "0-shot train"), ("test", "0-shot test"))
+
+
+def table2_rows(cells: Sequence[Cell], judges: Sequence[str]) -> list[list[str]]:
+    """Paper's Table 2: base vs finetuned, 0-shot, train and test (one row per judge and model)."""
+    models = [m for m in ("base", "finetuned") if any(c.model == m for c in cells)]
     rows = []
     for judge in judges:
-        cell = _find(cells, "base", "test", 0, judge)
-        rows.append([judge, cell.text() if cell else "–"])
+        for model in models:
+            row = [judge, model]
+            for split, _ in TABLE2_COLUMNS:
+                cell = _find(cells, model, split, 0, judge)
+                row.append(cell.text() if cell else "–")
+            rows.append(row)
     return rows
+
+
+def loss_rows(provenance: dict[str, Any]) -> list[list[str]]:
+    adapter = provenance.get("finetuned_adapter") or {}
+    return [
+        [str(e["epoch"]), f"{e['loss']:.4f}", f"{e.get('seconds') or 0:.0f}"]
+        for e in adapter.get("epoch_losses") or []
+    ]
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -120,9 +137,11 @@ def render_markdown(
             ["judge", *(label for _, label in TABLE1_COLUMNS)], table1_rows(cells, judges)
         ),
         "",
-        "## Base model, 0-shot, test split",
+        "## Table 2: base and finetuned model, 0-shot",
         "",
-        markdown_table(["judge", "0-shot test"], test_rows(cells, judges)),
+        markdown_table(
+            ["judge", "model", *(label for _, label in TABLE2_COLUMNS)], table2_rows(cells, judges)
+        ),
         "",
         "Accuracy = aligned responses / all responses. A response whose stance is unclear counts "
         "as not aligned.",
