@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlmalign.config import StudyConfig, load_config
+from vlmalign.config import FinetuneConfig, StudyConfig, load_config
 from vlmalign.errors import ConfigError
 from vlmalign.models import registry
 from vlmalign.models.registry import ModelSpec
@@ -57,6 +57,7 @@ def small_dataset(tmp_path: Path) -> Path:
 
 
 def config(small_dataset: Path, out: Path, **extra) -> StudyConfig:
+    settings = {"finetune": None, **extra}
     return StudyConfig(
         dataset=str(small_dataset),
         model="tiny",
@@ -64,7 +65,7 @@ def config(small_dataset: Path, out: Path, **extra) -> StudyConfig:
         judges=("stance",),
         batch_size=2,
         sampling={"max_new_tokens": 4},
-        **extra,
+        **settings,
     )
 
 
@@ -149,3 +150,35 @@ def test_config_file_and_overrides(tmp_path) -> None:
     path.write_text("samplez: 3\n")
     with pytest.raises(ConfigError, match="samplez"):
         load_config(path)
+
+
+def test_study_with_finetuning_reports_table_2(tiny_registered, small_dataset, tmp_path) -> None:
+    out = tmp_path / "run"
+    finetune = FinetuneConfig(epochs=2, batch_size=2, lr=5e-3)
+    result = run_study(config(small_dataset, out, finetune=finetune), progress=False)
+    cells = {(c.model, c.split, c.shots) for c in result.cells}
+    assert {("finetuned", "train", 0), ("finetuned", "test", 0)} <= cells
+    assert ("finetuned", "train", 1) not in cells
+    results = json.loads((out / "results.json").read_text())
+    assert any(c["model"] == "finetuned" for c in results["cells"])
+    adapter = results["provenance"]["finetuned_adapter"]
+    assert len(adapter["epoch_losses"]) == 2 and adapter["adapter_hash"]
+    report = (out / "report.md").read_text()
+    assert "Table 2" in report and "| stance | finetuned |" in report
+    assert "Finetuning loss per epoch" in report
+    with sqlite3.connect(out / "study.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM finetune_epochs").fetchone()[0] == 2
+        variants = dict(conn.execute("SELECT variant, COUNT(*) FROM generations GROUP BY variant"))
+    assert variants == {"base": 10, "finetuned": 4}
+    again = run_study(config(small_dataset, out, finetune=finetune), progress=False)
+    assert again.generated == 0  # adapter reused, every response resumed
+
+
+def test_study_evaluates_a_given_adapter(tiny_registered, small_dataset, tmp_path) -> None:
+    first = tmp_path / "first"
+    finetune = FinetuneConfig(epochs=1, batch_size=2)
+    run_study(config(small_dataset, first, finetune=finetune), progress=False)
+    second = tmp_path / "second"
+    result = run_study(config(small_dataset, second, adapter=first / "adapter"), progress=False)
+    assert not (second / "adapter").exists()
+    assert any(c.model == "finetuned" for c in result.cells)

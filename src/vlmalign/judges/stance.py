@@ -674,6 +674,8 @@ def imperative_evidence(sentence: str, frame: QuestionFrame) -> Evidence | None:
     verb = match.group("verb")
     if not frame.verb or stem(verb) != frame.verb:
         return None
+    if verb.endswith("ing") and not frame.verb.endswith("ing"):
+        return None  # a gerund subject ("Kicking a cat hurts it"), not a command
     if verb in GOOD_WORDS or verb in BAD_WORDS:
         return None  # an evaluation, read elsewhere
     approves = match.group("neg") is None

@@ -241,7 +241,9 @@ class MagmaModel(nn.Module):
         wanted = {id(p) for p in self.parameters() if p.requires_grad}
         return {n: p.detach().cpu().clone() for n, p in self.named_parameters() if id(p) in wanted}
 
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], adapter_hash: str) -> None:
+    def load_trainable_state_dict(
+        self, state: dict[str, torch.Tensor], adapter_hash: str | None
+    ) -> None:
         params = dict(self.named_parameters())
         unknown = sorted(set(state) - set(params))
         if unknown:

@@ -153,6 +153,10 @@ def render_markdown(
             + ", ".join(f"{c.judge} {c.shots}-shot {c.split}: {c.unclear}/{c.n}" for c in unclear)
             + ".",
         ]
+    losses = loss_rows(provenance)
+    if losses:
+        parts += ["", "## Finetuning loss per epoch", ""]
+        parts.append(markdown_table(["epoch", "mean loss", "seconds"], losses))
     parts += [
         "",
         "## Provenance",

@@ -1,0 +1,136 @@
+"""Finetuning on a tiny random MAGMA: loss masking, frozen weights, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vlmalign.config import FinetuneConfig
+from vlmalign.data.dataset import load_dataset
+from vlmalign.errors import ModelError
+from vlmalign.finetune import ADAPTER_DIR, finetune
+from vlmalign.models.adapters import CARD_FILE, WEIGHTS_FILE, load_adapter
+from vlmalign.models.base import GenerationRequest, ScoringRequest
+from vlmalign.models.magma import IGNORE
+from vlmalign.prompts import Prompt
+from vlmalign.sampling import SamplingParams
+
+FAST = FinetuneConfig(epochs=2, batch_size=2, lr=5e-3)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path):
+    for name, value in (("a", 30), ("b", 220)):
+        Image.fromarray(np.full((16, 16, 3), value, dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    rows = [
+        {"id": f"i{i}", "image": "a.png" if i % 2 else "b.png", "question": f"Should I help {i}?",
+         "ideal_answer": "Yes, help." if i % 2 else "No, never.", "aligned_stance": "yes" if i % 2 else "no",
+         "split": "train"}
+        for i in range(5)
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return load_dataset(path)
+
+
+def test_answer_loss_covers_only_answer_tokens(tiny_vlm, images) -> None:
+    prompt = tiny_vlm.render_prompt(Prompt((), "Should I help her?"), "magma")
+    answer = tiny_vlm.render_answer("Yes, help her.", "magma")
+    answer_ids = tiny_vlm._token_ids(answer) + [tiny_vlm.tokenizer.eos_token_id]
+    batch = tiny_vlm._batch(images[:1], [prompt], [answer_ids])
+    logprobs = tiny_vlm._token_logprobs(batch)[0]
+    labels = batch.labels[0, 1:]
+    on_answer = batch.is_continuation[0, 1:].bool()
+    on_text = labels != IGNORE
+    with torch.no_grad():
+        answer_loss = tiny_vlm.training_loss(images[:1], [prompt], [answer], "answer")
+        caption_loss = tiny_vlm.training_loss(images[:1], [prompt], [answer], "caption")
+    assert int(on_answer.sum()) == len(answer_ids)
+    assert torch.allclose(answer_loss, -logprobs[on_answer].mean(), atol=1e-5)
+    assert torch.allclose(caption_loss, -logprobs[on_text].mean(), atol=1e-5)
+    assert int(on_text.sum()) > int(on_answer.sum())  # caption mode also scores the prompt text
+    # Image-prefix positions never carry a label.
+    image_positions = (batch.labels[0] == IGNORE) & (batch.mask[0] == 1)
+    assert int(image_positions.sum()) == 4
+
+
+def test_finetune_moves_only_trainable_weights_and_writes_an_adapter(tiny_vlm, dataset, tmp_path) -> None:
+    before = {n: p.detach().clone() for n, p in tiny_vlm.named_parameters()}
+    card = finetune(tiny_vlm, dataset, tmp_path / "run", FAST, progress=False)
+    trainable = {n for n, p in tiny_vlm.named_parameters() if p.requires_grad}
+    assert trainable and all("adapter" in n or n.startswith("image_prefix.") for n in trainable)
+    for name, param in tiny_vlm.named_parameters():
+        changed = not torch.equal(param, before[name])
+        assert changed == (name in trainable), name
+    adapter = tmp_path / "run" / ADAPTER_DIR
+    assert (adapter / WEIGHTS_FILE).is_file() and (adapter / CARD_FILE).is_file()
+    assert not (adapter / "checkpoints").exists()
+    assert [e["epoch"] for e in card["epoch_losses"]] == [1, 2]
+    assert card["epoch_losses"][1]["loss"] < card["epoch_losses"][0]["loss"]
+    assert card["base_model_fingerprint"] == tiny_vlm.fingerprint()
+    assert card["hyperparameters"]["betas"] == [0.9, 0.95]
+
+
+def test_checkpoint_round_trip_gives_same_outputs(tiny_vlm, tiny_vlm_factory, dataset, tmp_path, images) -> None:
+    finetune(tiny_vlm, dataset, tmp_path / "run", FAST, progress=False)
+    fresh = tiny_vlm_factory()
+    card = load_adapter(fresh, tmp_path / "run" / ADAPTER_DIR)
+    assert fresh.adapter_hash() == card["adapter_hash"]
+    text = fresh.render_prompt(Prompt((), "Should I help her?"), "magma")
+    requests = [GenerationRequest(im, text, 3) for im in images]
+    params = SamplingParams(max_new_tokens=5, temperature=1.0)
+    tiny_vlm.eval()
+    assert fresh.generate(requests, params) == tiny_vlm.generate(requests, params)
+    scoring = [ScoringRequest(images[0], text, " No, never.")]
+    assert fresh.log_likelihood(scoring) == tiny_vlm.log_likelihood(scoring)
+    assert tiny_vlm_factory().log_likelihood(scoring) != fresh.log_likelihood(scoring)
+
+
+def test_adapter_for_another_base_is_refused(tiny_vlm, tiny_vlm_factory, dataset, tmp_path) -> None:
+    finetune(tiny_vlm, dataset, tmp_path / "run", FAST, progress=False)
+    other = tiny_vlm_factory(seed=1)
+    other._fingerprint = "different"
+    with pytest.raises(ModelError, match="was trained on model"):
+        load_adapter(other, tmp_path / "run" / ADAPTER_DIR)
+
+
+def test_interrupted_finetune_resumes_to_the_same_weights(tiny_vlm_factory, dataset, tmp_path) -> None:
+    config = FinetuneConfig(epochs=3, batch_size=2, lr=5e-3)
+    straight = tiny_vlm_factory()
+    finetune(straight, dataset, tmp_path / "straight", config, progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch: int, loss: float) -> None:
+        if epoch == 1:
+            raise Stop
+
+    interrupted = tiny_vlm_factory()
+    with pytest.raises(Stop):
+        finetune(interrupted, dataset, tmp_path / "resumed", config, progress=False,
+                 on_epoch_end=stop_after_first)
+    assert (tmp_path / "resumed" / ADAPTER_DIR / "checkpoints" / "epoch-1").is_dir()
+    resumed = tiny_vlm_factory()
+    card = finetune(resumed, dataset, tmp_path / "resumed", config, progress=False)
+    assert [e["epoch"] for e in card["epoch_losses"]] == [1, 2, 3]
+    for (name, a), (_, b) in zip(straight.trainable_state_dict().items(),
+                                 resumed.trainable_state_dict().items(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+    # A finished adapter is reused, not retrained.
+    again = finetune(tiny_vlm_factory(), dataset, tmp_path / "resumed", config, progress=False)
+    assert again["adapter_hash"] == card["adapter_hash"]
+
+
+def test_encoder_trains_at_its_own_rate_when_asked(tiny_vlm, dataset, tmp_path) -> None:
+    before = {n: p.detach().clone() for n, p in tiny_vlm.image_prefix.enc.named_parameters()}
+    config = FinetuneConfig(epochs=1, batch_size=2, lr=5e-3, encoder_lr=1e-4)
+    finetune(tiny_vlm, dataset, tmp_path / "run", config, progress=False)
+    moved = [not torch.equal(p, before[n]) for n, p in tiny_vlm.image_prefix.enc.named_parameters()]
+    assert all(moved)
+    assert not any(p.requires_grad for p in tiny_vlm.image_prefix.enc.parameters())
