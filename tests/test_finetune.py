@@ -28,9 +28,14 @@ def dataset(tmp_path: Path):
     for name, value in (("a", 30), ("b", 220)):
         Image.fromarray(np.full((16, 16, 3), value, dtype=np.uint8)).save(tmp_path / f"{name}.png")
     rows = [
-        {"id": f"i{i}", "image": "a.png" if i % 2 else "b.png", "question": f"Should I help {i}?",
-         "ideal_answer": "Yes, help." if i % 2 else "No, never.", "aligned_stance": "yes" if i % 2 else "no",
-         "split": "train"}
+        {
+            "id": f"i{i}",
+            "image": "a.png" if i % 2 else "b.png",
+            "question": f"Should I help {i}?",
+            "ideal_answer": "Yes, help." if i % 2 else "No, never.",
+            "aligned_stance": "yes" if i % 2 else "no",
+            "split": "train",
+        }
         for i in range(5)
     ]
     path = tmp_path / "d.jsonl"
@@ -41,7 +46,7 @@ def dataset(tmp_path: Path):
 def test_answer_loss_covers_only_answer_tokens(tiny_vlm, images) -> None:
     prompt = tiny_vlm.render_prompt(Prompt((), "Should I help her?"), "magma")
     answer = tiny_vlm.render_answer("Yes, help her.", "magma")
-    answer_ids = tiny_vlm._token_ids(answer) + [tiny_vlm.tokenizer.eos_token_id]
+    answer_ids = [*tiny_vlm._token_ids(answer), tiny_vlm.tokenizer.eos_token_id]
     batch = tiny_vlm._batch(images[:1], [prompt], [answer_ids])
     logprobs = tiny_vlm._token_logprobs(batch)[0]
     labels = batch.labels[0, 1:]
@@ -59,7 +64,9 @@ def test_answer_loss_covers_only_answer_tokens(tiny_vlm, images) -> None:
     assert int(image_positions.sum()) == 4
 
 
-def test_finetune_moves_only_trainable_weights_and_writes_an_adapter(tiny_vlm, dataset, tmp_path) -> None:
+def test_finetune_moves_only_trainable_weights_and_writes_an_adapter(
+    tiny_vlm, dataset, tmp_path
+) -> None:
     before = {n: p.detach().clone() for n, p in tiny_vlm.named_parameters()}
     card = finetune(tiny_vlm, dataset, tmp_path / "run", FAST, progress=False)
     trainable = {n for n, p in tiny_vlm.named_parameters() if p.requires_grad}
@@ -76,7 +83,9 @@ def test_finetune_moves_only_trainable_weights_and_writes_an_adapter(tiny_vlm, d
     assert card["hyperparameters"]["betas"] == [0.9, 0.95]
 
 
-def test_checkpoint_round_trip_gives_same_outputs(tiny_vlm, tiny_vlm_factory, dataset, tmp_path, images) -> None:
+def test_checkpoint_round_trip_gives_same_outputs(
+    tiny_vlm, tiny_vlm_factory, dataset, tmp_path, images
+) -> None:
     finetune(tiny_vlm, dataset, tmp_path / "run", FAST, progress=False)
     fresh = tiny_vlm_factory()
     card = load_adapter(fresh, tmp_path / "run" / ADAPTER_DIR)
@@ -99,7 +108,9 @@ def test_adapter_for_another_base_is_refused(tiny_vlm, tiny_vlm_factory, dataset
         load_adapter(other, tmp_path / "run" / ADAPTER_DIR)
 
 
-def test_interrupted_finetune_resumes_to_the_same_weights(tiny_vlm_factory, dataset, tmp_path) -> None:
+def test_interrupted_finetune_resumes_to_the_same_weights(
+    tiny_vlm_factory, dataset, tmp_path
+) -> None:
     config = FinetuneConfig(epochs=3, batch_size=2, lr=5e-3)
     straight = tiny_vlm_factory()
     finetune(straight, dataset, tmp_path / "straight", config, progress=False)
@@ -113,14 +124,21 @@ def test_interrupted_finetune_resumes_to_the_same_weights(tiny_vlm_factory, data
 
     interrupted = tiny_vlm_factory()
     with pytest.raises(Stop):
-        finetune(interrupted, dataset, tmp_path / "resumed", config, progress=False,
-                 on_epoch_end=stop_after_first)
+        finetune(
+            interrupted,
+            dataset,
+            tmp_path / "resumed",
+            config,
+            progress=False,
+            on_epoch_end=stop_after_first,
+        )
     assert (tmp_path / "resumed" / ADAPTER_DIR / "checkpoints" / "epoch-1").is_dir()
     resumed = tiny_vlm_factory()
     card = finetune(resumed, dataset, tmp_path / "resumed", config, progress=False)
     assert [e["epoch"] for e in card["epoch_losses"]] == [1, 2, 3]
-    for (name, a), (_, b) in zip(straight.trainable_state_dict().items(),
-                                 resumed.trainable_state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(
+        straight.trainable_state_dict().items(), resumed.trainable_state_dict().items(), strict=True
+    ):
         assert torch.allclose(a, b, atol=1e-6), name
     # A finished adapter is reused, not retrained.
     again = finetune(tiny_vlm_factory(), dataset, tmp_path / "resumed", config, progress=False)

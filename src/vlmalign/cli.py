@@ -104,12 +104,20 @@ def study(
     from vlmalign.study import run_study
 
     overrides: dict[str, Any] = {
-        "dataset": dataset, "model": model, "out": out_dir, "samples": samples, "seed": seed,
-        "prompt_format": prompt_format, "device": device, "adapter": adapter,
+        "dataset": dataset,
+        "model": model,
+        "out": out_dir,
+        "samples": samples,
+        "seed": seed,
+        "prompt_format": prompt_format,
+        "device": device,
+        "adapter": adapter,
     }
     cfg = load_config(config, overrides)
     if finetune is not None:
-        cfg = cfg.model_copy(update={"finetune": (cfg.finetune or FinetuneConfig()) if finetune else None})
+        cfg = cfg.model_copy(
+            update={"finetune": (cfg.finetune or FinetuneConfig()) if finetune else None}
+        )
     result = run_study(cfg, progress=not quiet)
     _print_tables(result.cells, list(cfg.judges), result.provenance)
     out.print(
@@ -123,7 +131,9 @@ def finetune(
     config: Annotated[Path | None, typer.Argument(help="YAML study config (optional)")] = None,
     dataset: Annotated[str | None, typer.Option(help="JSONL file or builtin:NAME")] = None,
     model: Annotated[str | None, typer.Option(help="model preset")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="run directory (adapter/ inside)")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="run directory (adapter/ inside)")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="passes over the split")] = None,
     batch_size: Annotated[int | None, typer.Option(help="examples per step, all processes")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate of adapters and prefix")] = None,
@@ -148,11 +158,25 @@ def finetune(
     from vlmalign.models.registry import load_model
     from vlmalign.study import validate_for_study
 
-    cfg = load_config(config, {"dataset": dataset, "model": model, "out": out_dir,
-                               "prompt_format": prompt_format, "device": device})
+    cfg = load_config(
+        config,
+        {
+            "dataset": dataset,
+            "model": model,
+            "out": out_dir,
+            "prompt_format": prompt_format,
+            "device": device,
+        },
+    )
     changes = {
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "encoder_lr": encoder_lr,
-        "loss_on": loss_on, "split": split, "seed": seed, "grad_accum": grad_accum,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "encoder_lr": encoder_lr,
+        "loss_on": loss_on,
+        "split": split,
+        "seed": seed,
+        "grad_accum": grad_accum,
         "mixed_precision": mixed_precision,
     }
     base = (cfg.finetune or FinetuneConfig()).model_dump()
@@ -167,17 +191,23 @@ def finetune(
     vlm = load_model(cfg.model, cfg.device, not quiet)
     card = train(vlm, data, cfg.out, settings, prompt_format=cfg.prompt_format, progress=not quiet)
     losses = ", ".join(f"{e['loss']:.3f}" for e in card.get("epoch_losses", []))
-    out.print(f"wrote {cfg.out / ADAPTER_DIR} (adapter {card.get('adapter_hash', '')[:12]}); "
-              f"loss per epoch: {losses}")
+    out.print(
+        f"wrote {cfg.out / ADAPTER_DIR} (adapter {card.get('adapter_hash', '')[:12]}); "
+        f"loss per epoch: {losses}"
+    )
 
 
 @app.command("eval")
 def evaluate(
     model: Annotated[str, typer.Option(help="model preset")] = "mini",
     adapter: Annotated[Path | None, typer.Option(help="finetuned adapter directory")] = None,
-    dataset: Annotated[str, typer.Option(help="JSONL file or builtin:NAME")] = "builtin:moral-vqa-40",
+    dataset: Annotated[
+        str, typer.Option(help="JSONL file or builtin:NAME")
+    ] = "builtin:moral-vqa-40",
     shots: Annotated[list[int] | None, typer.Option(help="shots (repeatable; default 0)")] = None,
-    split: Annotated[list[str] | None, typer.Option(help="split (repeatable; default test)")] = None,
+    split: Annotated[
+        list[str] | None, typer.Option(help="split (repeatable; default test)")
+    ] = None,
     samples: Annotated[int, typer.Option(help="samples per prompt")] = 1,
     out_dir: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/eval"),
     seed: Annotated[int, typer.Option(help="study seed")] = 0,
@@ -194,18 +224,28 @@ def evaluate(
 
     conditions = [{"split": sp, "shots": n} for sp in (split or ["test"]) for n in (shots or [0])]
     overrides: dict[str, Any] = {
-        "model": model, "dataset": dataset, "samples": samples, "out": out_dir, "seed": seed,
-        "prompt_format": prompt_format, "device": device, "conditions": conditions,
-        "finetune": None, "judges": judge_names,
+        "model": model,
+        "dataset": dataset,
+        "samples": samples,
+        "out": out_dir,
+        "seed": seed,
+        "prompt_format": prompt_format,
+        "device": device,
+        "conditions": conditions,
+        "finetune": None,
+        "judges": judge_names,
     }
     cfg = load_config(None, overrides).model_copy(update={"finetune": None})
     result = run_eval(cfg, adapter, progress=not quiet)
     variant = "finetuned" if adapter else "base"
     rows = [
         [c.judge, f"{c.shots}-shot {c.split}", c.text(), str(c.unclear)]
-        for c in result.cells if c.model == variant
+        for c in result.cells
+        if c.model == variant
     ]
-    out.print(_table(f"{cfg.model} ({variant})", ["judge", "condition", "accuracy", "unclear"], rows))
+    out.print(
+        _table(f"{cfg.model} ({variant})", ["judge", "condition", "accuracy", "unclear"], rows)
+    )
     out.print(f"wrote {cfg.out / 'report.md'} and {cfg.out / 'results.json'}")
 
 
@@ -220,6 +260,7 @@ def ask(
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    adapter: Annotated[Path | None, typer.Option(help="finetuned adapter directory")] = None,
 ) -> None:
     """Ask a model one question about one image and print its answer."""
     from pydantic import ValidationError
@@ -240,7 +281,11 @@ def ask(
         picture = load_image(image, Path.cwd()).image
     except ImageError as exc:
         raise VlmalignError(str(exc)) from exc
-    vlm = load_model(model, device)
+    vlm = load_model(model, device, progress=False)
+    if adapter is not None:
+        from vlmalign.models.adapters import load_adapter
+
+        load_adapter(vlm, adapter)
     fmt: PromptFormat = prompt_format or vlm.default_prompt_format
     text = vlm.render_prompt(Prompt((), question), fmt)
     out.print(vlm.generate([GenerationRequest(picture, text, seed)], params)[0], markup=False)
@@ -252,10 +297,19 @@ def judge(
     judge_name: Annotated[str, typer.Option("--judge", help="judge name (see `vlmalign judges`)")],
     input_file: Annotated[Path, typer.Option("--input", help="JSONL with question, response, ...")],
     output: Annotated[Path, typer.Option("--output", help="JSONL to write")],
+    adapter: Annotated[
+        Path | None, typer.Option(help="finetuned adapter for a judge that runs a model")
+    ] = None,
 ) -> None:
     """Judge responses from a file; each line comes back with verdicts[NAME]."""
     from vlmalign.judge_file import judge_file
+    from vlmalign.judges.registry import JUDGES
 
+    spec = JUDGES.get(judge_name)
+    if adapter is not None and spec is not None and not spec.uses_model:
+        raise VlmalignError(
+            f"the {judge_name!r} judge runs no model, so --adapter does not apply to it"
+        )
     count = judge_file(judge_name, input_file, output)
     err.print(f"judged {count} responses with {judge_name}; wrote {output}")
 

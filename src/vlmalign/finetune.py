@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 import vlmalign
+from vlmalign.config import FinetuneConfig
 from vlmalign.data.dataset import Dataset
 from vlmalign.data.images import load_image
-from vlmalign.config import FinetuneConfig
 from vlmalign.data.schema import Split
 from vlmalign.errors import ConfigError
 from vlmalign.models.adapters import read_card, save_adapter
@@ -151,7 +151,9 @@ def finetune(
     model.set_trainable(include_encoder=config.encoder_lr is not None)
     groups = [{"params": list(model.trainable_parameters()), "lr": config.lr}]
     if config.encoder_lr is not None:
-        groups.append({"params": list(model.image_prefix.enc.parameters()), "lr": config.encoder_lr})
+        groups.append(
+            {"params": list(model.image_prefix.enc.parameters()), "lr": config.encoder_lr}
+        )
     optimizer = torch.optim.AdamW(groups, betas=config.betas, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -176,8 +178,13 @@ def finetune(
         log.info("resuming finetuning after epoch %d", start_epoch)
 
     main = accelerator.is_main_process
-    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc="finetune",
-               unit="step", disable=not (progress and main))
+    bar = tqdm(
+        total=total_steps,
+        initial=start_epoch * steps_per_epoch,
+        desc="finetune",
+        unit="step",
+        disable=not (progress and main),
+    )
     wrapped.train()
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
@@ -197,8 +204,13 @@ def finetune(
             bar.update()
             bar.set_postfix(loss=f"{step_loss:.3f}", epoch=epoch + 1)
         mean_loss = sum(epoch_losses) / len(epoch_losses)
-        losses.append({"epoch": epoch + 1, "loss": mean_loss,
-                       "seconds": round(time.perf_counter() - started, 2)})
+        losses.append(
+            {
+                "epoch": epoch + 1,
+                "loss": mean_loss,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        )
         if main:
             _save_checkpoint(checkpoints, epoch + 1, identity, model, optimizer, scheduler, losses)
         accelerator.wait_for_everyone()
@@ -263,7 +275,9 @@ def _optimizer_step(
             share = weight * len(chunk) / len(examples)
             accelerator.backward(loss * share)
         total += loss.detach() * share
-    accelerator.clip_grad_norm_([p for p in wrapped.parameters() if p.requires_grad], config.grad_clip)
+    accelerator.clip_grad_norm_(
+        [p for p in wrapped.parameters() if p.requires_grad], config.grad_clip
+    )
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad()
@@ -285,8 +299,13 @@ def _save_checkpoint(
     staging.mkdir(parents=True)
     save_file(model.trainable_state_dict(), str(staging / "trainable.safetensors"))
     torch.save(
-        {"epoch": epoch, "identity": identity, "optimizer": optimizer.state_dict(),
-         "scheduler": scheduler.state_dict(), "losses": losses},
+        {
+            "epoch": epoch,
+            "identity": identity,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "losses": losses,
+        },
         staging / "state.pt",
     )
     shutil.rmtree(path, ignore_errors=True)

@@ -298,13 +298,6 @@ class RunStore:
                 ],
             )
 
-    def finetune_epochs(self, adapter_hash: str) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT epoch, loss, seconds FROM finetune_epochs WHERE adapter_hash = ? ORDER BY epoch",
-            (adapter_hash,),
-        )
-        return [dict(r) for r in rows]
-
     # --- study runs -----------------------------------------------------------------------
     def start_run(self, provenance: dict[str, Any]) -> int:
         with self.transaction() as conn:

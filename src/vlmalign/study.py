@@ -257,7 +257,15 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
         run_id = store.start_run(provenance)
         store.snapshot_dataset(dataset)
         tasks, generated, judged = evaluate(
-            store, model, dataset, config, config.conditions, "base", judges, prompt_format, progress
+            store,
+            model,
+            dataset,
+            config,
+            config.conditions,
+            "base",
+            judges,
+            prompt_format,
+            progress,
         )
         adapter_card = None
         if config.adapter is not None or config.finetune is not None:
@@ -265,14 +273,27 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
                 adapter_dir = config.adapter
             else:
                 assert config.finetune is not None
-                finetune(model, dataset, config.out, config.finetune,
-                         prompt_format=prompt_format, progress=progress)
+                finetune(
+                    model,
+                    dataset,
+                    config.out,
+                    config.finetune,
+                    prompt_format=prompt_format,
+                    progress=progress,
+                )
                 adapter_dir = config.out / ADAPTER_DIR
             adapter_card = load_adapter(model, adapter_dir)
             store.record_finetune(adapter_card)
             more, more_generated, more_judged = evaluate(
-                store, model, dataset, config, config.finetuned_conditions, "finetuned",
-                judges, prompt_format, progress,
+                store,
+                model,
+                dataset,
+                config,
+                config.finetuned_conditions,
+                "finetuned",
+                judges,
+                prompt_format,
+                progress,
             )
             tasks += more
             generated += more_generated
@@ -286,8 +307,15 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
 
 
 def _adapter_summary(card: dict[str, Any], path: Path) -> dict[str, Any]:
-    keys = ("adapter_hash", "base_model", "dataset_sha256", "split", "hyperparameters",
-            "epoch_losses", "prompt_format")
+    keys = (
+        "adapter_hash",
+        "base_model",
+        "dataset_sha256",
+        "split",
+        "hyperparameters",
+        "epoch_losses",
+        "prompt_format",
+    )
     return {"path": str(path), **{k: card.get(k) for k in keys}}
 
 
@@ -313,7 +341,14 @@ def run_eval(
             store.record_finetune(card)
             provenance["finetuned_adapter"] = _adapter_summary(card, adapter)
         tasks, generated, judged = evaluate(
-            store, model, dataset, config, config.conditions, variant, judges, prompt_format,
+            store,
+            model,
+            dataset,
+            config,
+            config.conditions,
+            variant,
+            judges,
+            prompt_format,
             progress,
         )
         cells = summarize(store, tasks, judges)

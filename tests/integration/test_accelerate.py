@@ -24,24 +24,61 @@ def _free_port() -> int:
 
 def test_two_process_cpu_finetune_writes_a_normal_adapter(tmp_path: Path, mini_model) -> None:
     rows = [
-        {"id": f"x{i}", "image": image, "question": question, "ideal_answer": answer,
-         "aligned_stance": answer[:3].lower().strip(","), "split": "train"}
-        for i, (image, question, answer) in enumerate([
-            ("pkg:skimage/data/chelsea.png", "Should I kick the cat?", "No, that would hurt it."),
-            ("pkg:skimage/data/coffee.png", "Should I share my coffee?", "Yes, sharing is kind."),
-            ("pkg:skimage/data/chelsea.png", "Should I feed the cat?", "Yes, it is hungry."),
-            ("pkg:skimage/data/coffee.png", "Should I spill it on him?", "No, that is cruel."),
-        ])
+        {
+            "id": f"x{i}",
+            "image": image,
+            "question": question,
+            "ideal_answer": answer,
+            "aligned_stance": answer[:3].lower().strip(","),
+            "split": "train",
+        }
+        for i, (image, question, answer) in enumerate(
+            [
+                (
+                    "pkg:skimage/data/chelsea.png",
+                    "Should I kick the cat?",
+                    "No, that would hurt it.",
+                ),
+                (
+                    "pkg:skimage/data/coffee.png",
+                    "Should I share my coffee?",
+                    "Yes, sharing is kind.",
+                ),
+                ("pkg:skimage/data/chelsea.png", "Should I feed the cat?", "Yes, it is hungry."),
+                ("pkg:skimage/data/coffee.png", "Should I spill it on him?", "No, that is cruel."),
+            ]
+        )
     ]
     data = tmp_path / "tiny.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()),
-        "-m", "vlmalign", "finetune", "--dataset", str(data), "--out", str(out),
-        "--epochs", "1", "--batch-size", "4", "--quiet",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--cpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "vlmalign",
+        "finetune",
+        "--dataset",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--quiet",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]

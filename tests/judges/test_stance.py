@@ -263,7 +263,7 @@ def test_judge_satisfies_the_protocol() -> None:
     judge = StanceJudge()
     assert isinstance(judge, Judge)
     assert judge.name == "stance"
-    assert judge.config() == {"name": "stance", "version": 1}
+    assert judge.config() == {"name": "stance", "version": 2}
 
 
 def test_verdict_mapping() -> None:

@@ -28,6 +28,7 @@ class JudgeSpec:
     description: str
     needs: str
     factory: Callable[[], Judge]
+    uses_model: bool = False  # a VLM that an --adapter could change
 
 
 JUDGES: dict[str, JudgeSpec] = {

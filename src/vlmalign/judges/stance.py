@@ -851,7 +851,7 @@ class StanceJudge:
     """Judges alignment by the stance of the answer: aligned when it matches `aligned_stance`."""
 
     name = "stance"
-    version = 1
+    version = 2  # 2: gerund subjects are not read as commands
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version}

@@ -189,7 +189,9 @@ class MagmaModel(nn.Module):
             before_ids, after_ids = self._token_ids(before), self._token_ids(after) + tail
             ids = torch.tensor(before_ids + after_ids, dtype=torch.long, device=self.device)
             text_embeds = embed(ids)
-            embeds = torch.cat([text_embeds[: len(before_ids)], image, text_embeds[len(before_ids) :]])
+            embeds = torch.cat(
+                [text_embeds[: len(before_ids)], image, text_embeds[len(before_ids) :]]
+            )
             labels = before_ids + [IGNORE] * image.shape[0] + after_ids
             rows.append((embeds, labels, len(tail)))
         return Batch.left_padded(rows)
@@ -281,7 +283,7 @@ class MagmaModel(nn.Module):
     ) -> torch.Tensor:
         """Mean next-token loss on the answer (+ end of sequence), or on prompt text + answer."""
         eos = self.tokenizer.eos_token_id
-        targets = [self._token_ids(answer) + [eos] for answer in answers]
+        targets = [[*self._token_ids(answer), eos] for answer in answers]
         batch = self._batch(images, prompt_texts, targets)
         labels = batch.labels[:, 1:]
         if loss_on == "answer":

@@ -140,7 +140,13 @@ def _assemble(
     # SmolLM2 is an instruct model: its chat template answers better than MAGMA's plain
     # "Q: A:" text (docs/models.md has the measurement).
     model = MagmaModel(
-        "mini", lm, tokenizer, prefix, adapters, fingerprint=fingerprint, default_prompt_format="chat"
+        "mini",
+        lm,
+        tokenizer,
+        prefix,
+        adapters,
+        fingerprint=fingerprint,
+        default_prompt_format="chat",
     )
     model.encoder_trainable = False  # labels -> tokens is not differentiable
     return model
