@@ -23,7 +23,7 @@ class FinetuneConfig(BaseModel):
     batch_size: int = Field(
         8, ge=1, le=4096, description="examples per optimizer step, all processes"
     )
-    lr: float = Field(2e-3, gt=0, description="adapters and image-prefix projection")
+    lr: float = Field(5e-3, gt=0, description="adapters and image-prefix projection")
     encoder_lr: float | None = Field(
         None, gt=0, description="train the image encoder too, at this (much lower) rate"
     )

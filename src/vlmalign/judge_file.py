@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from vlmalign.data.jsonl import jsonl_objects, string_id
 from vlmalign.errors import DatasetError, VlmalignError
 from vlmalign.judges.base import JudgeInput
 from vlmalign.judges.registry import build_judge
@@ -22,16 +23,10 @@ def read_responses(path: Path) -> list[tuple[dict[str, Any], JudgeInput]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise VlmalignError(f"{path}: cannot read responses: {exc}") from exc
     records = []
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(str(path), number, None, f"invalid JSON ({exc.msg})") from exc
-        if not isinstance(data, dict):
-            raise DatasetError(str(path), number, None, "each line must be a JSON object")
-        item_id = data.get("id") if isinstance(data.get("id"), str) else None
+    for number, data in jsonl_objects(str(path), lines):
+        if isinstance(data, DatasetError):
+            raise data
+        item_id = string_id(data)
         fields = {k: v for k, v in data.items() if k in _INPUT_FIELDS}
         try:
             records.append((data, JudgeInput.model_validate(fields)))

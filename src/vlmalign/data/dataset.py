@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -12,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from vlmalign.data.images import ImageError, load_image
+from vlmalign.data.jsonl import jsonl_objects, string_id
 from vlmalign.data.schema import Item, Split
 from vlmalign.errors import DatasetError
 
@@ -84,19 +84,11 @@ def _parse_lines(name: str, lines: Iterable[str]) -> tuple[list[ItemRecord], lis
     records: list[ItemRecord] = []
     errors: list[DatasetError] = []
     first_line_of: dict[str, int] = {}
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
+    for number, data in jsonl_objects(name, lines):
+        if isinstance(data, DatasetError):
+            errors.append(data)
             continue
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            errors.append(DatasetError(name, number, None, f"invalid JSON ({exc.msg})"))
-            continue
-        if not isinstance(data, dict):
-            errors.append(DatasetError(name, number, None, "each line must be a JSON object"))
-            continue
-        raw_id = data.get("id")
-        item_id = raw_id if isinstance(raw_id, str) else None
+        item_id = string_id(data)
         try:
             item = Item.model_validate(data)
         except ValidationError as exc:

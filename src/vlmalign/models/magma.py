@@ -21,16 +21,24 @@ from vlmalign.sampling import SamplingParams, decode
 
 
 class Adapter(nn.Module):
-    """Bottleneck adapter: x + Linear(d/f -> d)(ReLU(Linear(d -> d/f)(x))), near-zero at init."""
+    """Bottleneck adapter: x + Linear(d/f -> d)(ReLU(Linear(d -> d/f)(x))), near zero at init.
 
-    def __init__(self, dim: int, downsample_factor: int = 4, init_std: float = 1e-3) -> None:
+    The up-projection starts at exactly zero, so the adapted model starts as the pretrained LM;
+    the down-projection starts small but not zero, so the up-projection learns from the first
+    step (with both near zero, early updates to their product are second-order and wasted).
+    """
+
+    def __init__(
+        self, dim: int, downsample_factor: int = 4, down_init_std: float = 0.02
+    ) -> None:
         super().__init__()
         hidden = dim // downsample_factor
         self.adapter = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
-        for module in self.adapter:
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=init_std)
-                nn.init.zeros_(module.bias)
+        down, _, up = self.adapter
+        nn.init.normal_(down.weight, std=down_init_std)
+        nn.init.zeros_(down.bias)
+        nn.init.zeros_(up.weight)
+        nn.init.zeros_(up.bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return hidden_states + self.adapter(hidden_states)

