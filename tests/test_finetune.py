@@ -152,3 +152,22 @@ def test_encoder_trains_at_its_own_rate_when_asked(tiny_vlm, dataset, tmp_path) 
     moved = [not torch.equal(p, before[n]) for n, p in tiny_vlm.image_prefix.enc.named_parameters()]
     assert all(moved)
     assert not any(p.requires_grad for p in tiny_vlm.image_prefix.enc.parameters())
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+def test_schedule_warms_up_then_decays_to_zero(schedule: str) -> None:
+    from vlmalign.finetune import _schedule
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=1.0)
+    config = FinetuneConfig(schedule=schedule, warmup_ratio=0.125, decay_ratio=0.25)
+    scheduler = _schedule(optimizer, config, total_steps=16)
+    rates = []
+    for _ in range(16):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] < rates[1] <= rates[2] == pytest.approx(1.0)
+    assert rates[-1] < 0.2 and optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-6)
+    if schedule == "wsd":
+        assert rates[2:12] == [pytest.approx(1.0)] * 10  # stable until the last quarter

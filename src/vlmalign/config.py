@@ -27,7 +27,14 @@ class FinetuneConfig(BaseModel):
     encoder_lr: float | None = Field(
         None, gt=0, description="train the image encoder too, at this (much lower) rate"
     )
+    prefix_lr: float | None = Field(
+        None, gt=0, description="image-prefix projection + LayerNorm (None = lr)"
+    )
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    schedule: Literal["cosine", "wsd"] = Field(
+        "wsd", description="after warm-up: stable then cosine decay (decay_ratio), or cosine"
+    )
+    decay_ratio: float = Field(0.1, gt=0, le=1, description="wsd: share of steps spent decaying")
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(1.0, gt=0)

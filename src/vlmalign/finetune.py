@@ -122,8 +122,6 @@ def finetune(
     A finished adapter with the same identity is reused; a partial run resumes.
     """
     from accelerate import Accelerator
-    from transformers import get_cosine_schedule_with_warmup
-
     fmt: PromptFormat = prompt_format or model.default_prompt_format
     identity = run_identity(model, dataset, config, fmt)
     adapter_dir = run_dir / ADAPTER_DIR
@@ -149,7 +147,13 @@ def finetune(
     images = {e.image_ref: load_image(e.image_ref, dataset.base_dir).image for e in examples}
 
     model.set_trainable(include_encoder=config.encoder_lr is not None)
-    groups = [{"params": list(model.trainable_parameters()), "lr": config.lr}]
+    prefix = [*model.image_prefix.proj.parameters(), *model.image_prefix.ln.parameters()]
+    prefix_ids = {id(p) for p in prefix}
+    adapters = [p for p in model.trainable_parameters() if id(p) not in prefix_ids]
+    groups = [
+        {"params": adapters, "lr": config.lr},
+        {"params": prefix, "lr": config.prefix_lr or config.lr},
+    ]
     if config.encoder_lr is not None:
         groups.append(
             {"params": list(model.image_prefix.enc.parameters()), "lr": config.encoder_lr}
@@ -157,9 +161,7 @@ def finetune(
     optimizer = torch.optim.AdamW(groups, betas=config.betas, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    scheduler = get_cosine_schedule_with_warmup(
-        optimizer, max(1, round(config.warmup_ratio * total_steps)), total_steps
-    )
+    scheduler = _schedule(optimizer, config, total_steps)
     model.to(accelerator.device)
     # The scheduler is stepped by hand once per optimizer step (not prepared: accelerate would
     # step it once per process).
@@ -242,6 +244,17 @@ def finetune(
     accelerator.wait_for_everyone()
     card = read_card(adapter_dir) or card
     return card
+
+
+def _schedule(optimizer: Any, config: FinetuneConfig, total_steps: int) -> Any:
+    """Linear warm-up, then cosine decay to 0, or stable then cosine decay (WSD)."""
+    from transformers import get_cosine_schedule_with_warmup, get_wsd_schedule
+
+    warmup = max(1, round(config.warmup_ratio * total_steps))
+    if config.schedule == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    decay = max(1, round(config.decay_ratio * total_steps))
+    return get_wsd_schedule(optimizer, warmup, decay, num_training_steps=total_steps)
 
 
 def _optimizer_step(
