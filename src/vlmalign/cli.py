@@ -50,6 +50,8 @@ def _setup_logging(verbose: bool = False) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    for chatty in ("sentence_transformers", "accelerate"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
@@ -150,9 +152,10 @@ def finetune(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Finetune adapters + image prefix on (image, 0-shot prompt, ideal answer); resumable."""
+    from accelerate import PartialState
     from pydantic import ValidationError
 
-    from vlmalign.config import FinetuneConfig, load_config
+    from vlmalign.config import Condition, FinetuneConfig, load_config
     from vlmalign.finetune import ADAPTER_DIR
     from vlmalign.finetune import finetune as train
     from vlmalign.models.registry import load_model
@@ -187,9 +190,15 @@ def finetune(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise VlmalignError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from exc
-    data = validate_for_study(cfg)
+    # Finetuning asks each item of the split 0-shot: only that needs checking.
+    only_training = (Condition(split=settings.split, shots=0),)
+    data = validate_for_study(
+        cfg.model_copy(update={"conditions": only_training, "finetune": None, "adapter": None})
+    )
     vlm = load_model(cfg.model, cfg.device, not quiet)
     card = train(vlm, data, cfg.out, settings, prompt_format=cfg.prompt_format, progress=not quiet)
+    if not PartialState().is_main_process:
+        return  # under `accelerate launch`, one process reports
     losses = ", ".join(f"{e['loss']:.3f}" for e in card.get("epoch_losses", []))
     out.print(
         f"wrote {cfg.out / ADAPTER_DIR} (adapter {card.get('adapter_hash', '')[:12]}); "

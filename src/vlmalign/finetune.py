@@ -122,6 +122,7 @@ def finetune(
     A finished adapter with the same identity is reused; a partial run resumes.
     """
     from accelerate import Accelerator
+
     fmt: PromptFormat = prompt_format or model.default_prompt_format
     identity = run_identity(model, dataset, config, fmt)
     adapter_dir = run_dir / ADAPTER_DIR

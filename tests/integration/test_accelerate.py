@@ -1,4 +1,4 @@
-"""`accelerate launch --num_processes 2 --cpu -m vlmalign finetune` on the real `mini` model."""
+"""Two CPU processes of `accelerate launch -m vlmalign finetune` on the real `mini` model."""
 
 from __future__ import annotations
 
@@ -56,9 +56,11 @@ def test_two_process_cpu_finetune_writes_a_normal_adapter(tmp_path: Path, mini_m
         sys.executable,
         "-m",
         "accelerate.commands.launch",
+        # On a machine without GPUs this is torchrun with two CPU processes and gloo
+        # (accelerate's --cpu launcher starts a single process unless MPI is set up).
+        "--multi_gpu",
         "--num_processes",
         "2",
-        "--cpu",
         "--num_machines",
         "1",
         "--mixed_precision",

@@ -1,14 +1,14 @@
-"""ImageNet-1k class names, read from the data files inside the installed `timm` wheel.
+"""ImageNet-1k (ILSVRC-2012) class names and the short noun phrases `mini` captions with.
 
-`import timm` needs torchvision, so the files are located through the package metadata instead.
+`imagenet_labels.txt` lists, in class-index order, the WordNet lemmas of the 1000 ILSVRC-2012
+synsets (Deng et al., 2009; Miller, 1995), one class per line. It is a plain list of facts kept
+with the package, so that no other image library has to be installed to read it.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 from functools import cache
-
-from vlmalign.errors import ModelError
+from importlib import resources
 
 # Coarse names for ImageNet index ranges whose fine names do not say what the thing is
 # ("papillon" is a dog, "daisy" a flower): the prefix then reads "a dog (papillon)".
@@ -28,29 +28,14 @@ _COARSE_RANGES: tuple[tuple[int, int, str], ...] = (
 )
 
 
-def _timm_file(name: str) -> str:
-    try:
-        dist = importlib.metadata.distribution("timm")
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise ModelError(
-            "ImageNet class names come from the timm wheel: pip install --no-deps timm"
-        ) from exc
-    for file in dist.files or ():
-        if str(file).endswith(f"data/_info/{name}"):
-            return file.read_text()
-    raise ModelError(f"timm wheel has no data/_info/{name}; reinstall timm")
-
-
 @cache
 def imagenet_lemmas() -> tuple[str, ...]:
     """The 1000 class lemma strings in class-index order, e.g. 'tabby, tabby cat'."""
-    synsets = _timm_file("imagenet_synsets.txt").split()
-    lemma_of = dict(
-        line.split("\t", 1)
-        for line in _timm_file("imagenet_synset_to_lemma.txt").splitlines()
-        if line
-    )
-    return tuple(lemma_of[s] for s in synsets)
+    text = (resources.files("vlmalign.models") / "imagenet_labels.txt").read_text()
+    lemmas = tuple(line for line in text.splitlines() if line)
+    if len(lemmas) != 1000:
+        raise RuntimeError(f"imagenet_labels.txt has {len(lemmas)} classes, expected 1000")
+    return lemmas
 
 
 def coarse_name(index: int) -> str | None:

@@ -28,13 +28,12 @@ class Adapter(nn.Module):
     step (with both near zero, early updates to their product are second-order and wasted).
     """
 
-    def __init__(
-        self, dim: int, downsample_factor: int = 4, down_init_std: float = 0.02
-    ) -> None:
+    def __init__(self, dim: int, downsample_factor: int = 4, down_init_std: float = 0.02) -> None:
         super().__init__()
         hidden = dim // downsample_factor
         self.adapter = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
-        down, _, up = self.adapter
+        down, up = self.adapter[0], self.adapter[2]
+        assert isinstance(down, nn.Linear) and isinstance(up, nn.Linear)
         nn.init.normal_(down.weight, std=down_init_std)
         nn.init.zeros_(down.bias)
         nn.init.zeros_(up.weight)

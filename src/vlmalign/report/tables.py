@@ -150,7 +150,9 @@ def render_markdown(
         parts += [
             "",
             "Unclear verdicts: "
-            + ", ".join(f"{c.judge} {c.shots}-shot {c.split}: {c.unclear}/{c.n}" for c in unclear)
+            + ", ".join(
+                f"{c.judge} {c.model} {c.shots}-shot {c.split}: {c.unclear}/{c.n}" for c in unclear
+            )
             + ".",
         ]
     losses = loss_rows(provenance)
