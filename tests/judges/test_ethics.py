@@ -674,7 +674,8 @@ def test_train_rejects_too_few_rows(tmp_path: Path) -> None:
 
 def test_read_ethics_csv_rejects_bad_rows(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
-    path.write_text("label,input,is_short,edited\n2,text,True,False\n", encoding="utf-8")
+    header = ",".join(["label", "input", "is_short", "edited"])
+    path.write_text(f"{header}\n2,text,True,False\n", encoding="utf-8")
     with pytest.raises(ValueError, match="bad label"):
         read_ethics_csv(path)
 

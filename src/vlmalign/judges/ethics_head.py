@@ -369,7 +369,7 @@ class EthicsRow(NamedTuple):
 
 
 def read_ethics_csv(path: Path) -> list[EthicsRow]:
-    """Rows of an ETHICS commonsense CSV (`label,input,is_short,edited`)."""
+    """Rows of an ETHICS commonsense CSV (columns label, input, is_short, edited)."""
     rows: list[EthicsRow] = []
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
