@@ -238,6 +238,17 @@ def evaluate(
     return tasks, generated, judged
 
 
+def _prepare(
+    config: StudyConfig, checked: StudyConfig, progress: bool
+) -> tuple[Dataset, list[Judge], Any]:
+    """Validate the data for `checked`'s conditions (before anything is written), build the
+    judges, then the model (the slow part, last)."""
+    dataset = validate_for_study(checked)
+    judges = [build_judge(name) for name in config.judges]
+    log.info("preparing model %s", config.model)
+    return dataset, judges, load_model(config.model, config.device, progress)
+
+
 def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     """Run (or resume) the paper's study and write report.md and results.json into config.out.
 
@@ -247,10 +258,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     from vlmalign.finetune import ADAPTER_DIR, finetune
     from vlmalign.models.adapters import load_adapter
 
-    dataset = validate_for_study(config)
-    judges = [build_judge(name) for name in config.judges]
-    log.info("preparing model %s", config.model)
-    model = load_model(config.model, config.device, progress)
+    dataset, judges, model = _prepare(config, config, progress)
     prompt_format = config.prompt_format or model.default_prompt_format
     provenance = _provenance(model, dataset, config, prompt_format, judges)
     with RunStore(config.out) as store:
@@ -325,21 +333,21 @@ def run_eval(
     """Generate and judge one model (base, or with `adapter`) on `config.conditions`."""
     from vlmalign.models.adapters import load_adapter
 
-    dataset = validate_for_study(config.model_copy(update={"finetune": None, "adapter": None}))
-    judges = [build_judge(name) for name in config.judges]
-    model = load_model(config.model, config.device, progress)
+    one_model = config.model_copy(update={"finetune": None, "adapter": None})
+    dataset, judges, model = _prepare(config, one_model, progress)
     variant = "base"
     if adapter is not None:
         card = load_adapter(model, adapter)
         variant = "finetuned"
     prompt_format = config.prompt_format or model.default_prompt_format
     provenance = _provenance(model, dataset, config, prompt_format, judges)
+    if adapter is not None:
+        provenance["finetuned_adapter"] = _adapter_summary(card, adapter)
     with RunStore(config.out) as store:
         run_id = store.start_run(provenance)
         store.snapshot_dataset(dataset)
         if adapter is not None:
             store.record_finetune(card)
-            provenance["finetuned_adapter"] = _adapter_summary(card, adapter)
         tasks, generated, judged = evaluate(
             store,
             model,
