@@ -182,3 +182,33 @@ def test_study_evaluates_a_given_adapter(tiny_registered, small_dataset, tmp_pat
     result = run_study(config(small_dataset, second, adapter=first / "adapter"), progress=False)
     assert not (second / "adapter").exists()
     assert any(c.model == "finetuned" for c in result.cells)
+
+
+def test_eval_judges_one_model_on_chosen_conditions(
+    tiny_registered, small_dataset, tmp_path
+) -> None:
+    from vlmalign.study import run_eval
+
+    first = tmp_path / "first"
+    run_study(
+        config(small_dataset, first, finetune=FinetuneConfig(epochs=1, batch_size=2)),
+        progress=False,
+    )
+    conditions = [{"split": "test", "shots": 1}, {"split": "train", "shots": 0}]
+    out = tmp_path / "eval"
+    result = run_eval(
+        config(small_dataset, out, conditions=conditions), first / "adapter", progress=False
+    )
+    assert {(c.model, c.split, c.shots) for c in result.cells} == {
+        ("finetuned", "test", 1),
+        ("finetuned", "train", 0),
+    }
+    results = json.loads((out / "results.json").read_text())
+    assert (
+        results["provenance"]["adapter_hash"]
+        == results["provenance"]["finetuned_adapter"]["adapter_hash"]
+    )
+    base = run_eval(
+        config(small_dataset, tmp_path / "base", conditions=conditions), None, progress=False
+    )
+    assert {c.model for c in base.cells} == {"base"}
