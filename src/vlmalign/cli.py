@@ -403,12 +403,7 @@ def ethics_train(
         raise VlmalignError(f"{data}: no such folder; pass --data to the ETHICS commonsense CSVs")
     card = train_ethics_head(data, output)
     out.print(f"wrote {output}")
-    out.print(json.dumps(_card_summary(card), indent=2, default=str))
-
-
-def _card_summary(card: Any) -> Any:
-    dump = getattr(card, "model_dump", None)
-    return dump() if callable(dump) else getattr(card, "__dict__", str(card))
+    out.print(json.dumps(card.model_dump(mode="json"), indent=2))
 
 
 def main() -> None:

@@ -303,14 +303,8 @@ class MagmaModel(nn.Module):
         logits = self.lm.get_output_embeddings()(hidden[scored]).float()
         return F.cross_entropy(logits, labels[scored])
 
-    def forward(
-        self,
-        images: Sequence[Any],
-        prompt_texts: Sequence[str],
-        answers: Sequence[str],
-        loss_on: LossOn = "answer",
-    ) -> torch.Tensor:
-        return self.training_loss(images, prompt_texts, answers, loss_on)
+    # Calling the module (as accelerate's DDP wrapper does) computes the training loss.
+    forward = training_loss
 
 
 def _eos_ids(lm: Any, tokenizer: Any) -> list[int]:
