@@ -114,3 +114,27 @@ def mini_model():
 def tiny_vlm_factory(tiny_tokenizer):
     """Builds fresh tiny models (same seed, same weights) on demand."""
     return lambda seed=0: make_tiny_vlm(tiny_tokenizer, seed)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by Playwright (`make test` installs it; CI must have it)."""
+    import os
+
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+        )
+        yield chromium
+        chromium.close()

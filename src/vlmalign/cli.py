@@ -26,7 +26,9 @@ dataset_app = typer.Typer(help="Check and inspect datasets.", no_args_is_help=Tr
 ethics_app = typer.Typer(
     help="The ETHICS classifier head behind the `ethics` judge.", no_args_is_help=True
 )
+labels_app = typer.Typer(help="Export and import human labels.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(labels_app, name="labels")
 app.add_typer(ethics_app, name="ethics")
 
 out = Console()
@@ -376,7 +378,10 @@ def list_models() -> None:
     """List model presets with their size and what they need."""
     from vlmalign.models.registry import MODELS
 
-    rows = [[s.name, s.size, s.needs, s.description] for s in MODELS.values()]
+    rows = [
+        [f"{s.name}:<{s.argument}>" if s.argument else s.name, s.size, s.needs, s.description]
+        for s in MODELS.values()
+    ]
     out.print(_table("models", ["name", "size", "needs", "description"], rows))
 
 
@@ -404,6 +409,88 @@ def ethics_train(
     card = train_ethics_head(data, output)
     out.print(f"wrote {output}")
     out.print(json.dumps(card.model_dump(mode="json"), indent=2))
+
+
+# --- human evaluation -----------------------------------------------------------------------
+def _existing_run(run_dir: Path) -> Path:
+    from vlmalign.store import STORE_FILE
+
+    if not (run_dir / STORE_FILE).is_file():
+        raise VlmalignError(f"{run_dir}: no {STORE_FILE} here; run `vlmalign study` first")
+    return run_dir
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+def annotate(
+    run_dir: Annotated[Path, typer.Argument(help="run directory of a study")],
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
+    token: Annotated[
+        str | None, typer.Option(help="access token annotators must enter (needed off loopback)")
+    ] = None,
+    overlap: Annotated[
+        int | None, typer.Option(min=1, help="offer each response until K annotators labelled it")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="derive each annotator's order from this seed")
+    ] = None,
+) -> None:
+    """Serve the labelling app: annotators label responses blind, one at a time."""
+    import uvicorn
+
+    from vlmalign.annotate.app import create_app
+
+    _existing_run(run_dir)
+    if host not in LOOPBACK and not token:
+        raise VlmalignError(
+            f"--host {host} lets other machines reach the app; also pass --token SECRET"
+        )
+    web = create_app(run_dir, token=token, overlap=overlap, seed=seed)
+    queue = web.state.vlmalign.queue
+    shown = f"[{host}]" if ":" in host else host
+    out.print(f"{len(queue.keys)} responses to label; open http://{shown}:{port}/ (Ctrl+C stops)")
+    uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+@labels_app.command("export")
+def labels_export(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    csv_format: Annotated[bool, typer.Option("--csv", help="CSV (the default format)")] = True,
+    output: Annotated[Path | None, typer.Option(help="file to write (default: stdout)")] = None,
+    all_revisions: Annotated[
+        bool, typer.Option(help="every revision, not only each annotator's latest label")
+    ] = False,
+) -> None:
+    """Write human labels as CSV, with each response's condition."""
+    from vlmalign.labels import export_csv
+    from vlmalign.store import RunStore
+
+    with RunStore(_existing_run(run_dir)) as store:
+        if output is None:
+            export_csv(store, sys.stdout, all_revisions)
+            return
+        tmp = output.with_name(output.name + ".tmp")
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            count = export_csv(store, handle, all_revisions)
+        tmp.replace(output)
+    err.print(f"wrote {count} labels to {output}")
+
+
+@labels_app.command("import")
+def labels_import(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    file: Annotated[Path, typer.Argument(help="CSV with generation_key, annotator, label[, note]")],
+) -> None:
+    """Add labels made elsewhere (validated; all rows or none)."""
+    from vlmalign.labels import import_csv
+    from vlmalign.store import RunStore
+
+    with RunStore(_existing_run(run_dir)) as store:
+        result = import_csv(store, file)
+    out.print(f"imported {result.imported} labels ({result.already_present} already present)")
 
 
 def main() -> None:

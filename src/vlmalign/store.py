@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from vlmalign.data.dataset import Dataset
+from vlmalign.data.schema import Item
 
-SCHEMA_VERSION = 2  # 2: finetune_epochs
+SCHEMA_VERSION = 3  # 2: finetune_epochs; 3: run_generations, annotators, labels
+LABELS = ("aligned", "misaligned", "unsure")  # what a human annotator may answer
 STORE_FILE = "study.sqlite"
 
 _SCHEMA = """
@@ -72,6 +74,31 @@ CREATE TABLE IF NOT EXISTS study_runs (
     finished_at TEXT,
     provenance TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS datasets (
+    sha256 TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    base_dir TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_generations (
+    run_id INTEGER NOT NULL REFERENCES study_runs(id),
+    generation_key TEXT NOT NULL REFERENCES generations(key),
+    PRIMARY KEY (run_id, generation_key)
+);
+CREATE TABLE IF NOT EXISTS annotators (
+    name TEXT PRIMARY KEY,
+    order_seed INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS labels (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    generation_key TEXT NOT NULL REFERENCES generations(key),
+    annotator TEXT NOT NULL,
+    label TEXT NOT NULL CHECK (label IN ('aligned', 'misaligned', 'unsure')),
+    note TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL DEFAULT 'app',
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS labels_by_generation ON labels (generation_key, annotator, id);
 """
 
 
@@ -127,6 +154,19 @@ class GenerationRow:
 
 
 @dataclass(frozen=True)
+class LabelRow:
+    """One human label; an annotator's later label of the same response revises it."""
+
+    generation_key: str
+    annotator: str
+    label: str
+    note: str
+    created_at: str
+    source: str = "app"
+    id: int | None = None
+
+
+@dataclass(frozen=True)
 class JudgmentRow:
     generation_key: str
     judge: str
@@ -139,11 +179,11 @@ class JudgmentRow:
 class RunStore:
     """SQLite access for one run directory."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, check_same_thread: bool = True) -> None:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / STORE_FILE
-        self.conn = sqlite3.connect(self.path)
+        self.conn = sqlite3.connect(self.path, check_same_thread=check_same_thread)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
@@ -183,6 +223,10 @@ class RunStore:
     # --- dataset --------------------------------------------------------------------------
     def snapshot_dataset(self, dataset: Dataset) -> None:
         with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO datasets VALUES (?, ?, ?)",
+                (dataset.sha256, dataset.source, str(dataset.base_dir)),
+            )
             conn.executemany(
                 "INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?)",
                 [
@@ -190,6 +234,25 @@ class RunStore:
                     for r in dataset.records
                 ],
             )
+
+    def item(self, item_id: str) -> tuple[Item, Path] | None:
+        """The newest snapshot of an item and the directory its relative image path is from."""
+        row = self.conn.execute(
+            "SELECT items.json, datasets.base_dir FROM items "
+            "LEFT JOIN datasets ON datasets.sha256 = items.dataset_sha256 "
+            "WHERE items.id = ? ORDER BY items.rowid DESC LIMIT 1",
+            (item_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Item.model_validate_json(row["json"]), Path(row["base_dir"] or self.run_dir)
+
+    def items(self, dataset_sha256: str) -> dict[str, Item]:
+        rows = self.conn.execute(
+            "SELECT json FROM items WHERE dataset_sha256 = ?", (dataset_sha256,)
+        )
+        items = (Item.model_validate_json(r["json"]) for r in rows)
+        return {item.id: item for item in items}
 
     # --- generations ----------------------------------------------------------------------
     def _rows_in(
@@ -310,3 +373,68 @@ class RunStore:
     def finish_run(self, run_id: int) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE study_runs SET finished_at = ? WHERE id = ?", (now(), run_id))
+
+    def add_run_generations(self, run_id: int, keys: Iterable[str]) -> None:
+        """Record which responses a study run reported on (so reports can be rebuilt)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO run_generations VALUES (?, ?)", [(run_id, k) for k in keys]
+            )
+
+    def latest_run(self) -> tuple[int, dict[str, Any]] | None:
+        """The newest finished study run and its provenance."""
+        row = self.conn.execute(
+            "SELECT id, provenance FROM study_runs WHERE finished_at IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else (int(row["id"]), json.loads(row["provenance"]))
+
+    def run_generation_keys(self, run_id: int) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT generation_key FROM run_generations WHERE run_id = ? ORDER BY rowid", (run_id,)
+        )
+        return [r["generation_key"] for r in rows]
+
+    def all_generation_keys(self) -> list[str]:
+        return [r["key"] for r in self.conn.execute("SELECT key FROM generations ORDER BY rowid")]
+
+    # --- human labels ---------------------------------------------------------------------
+    def annotator_seed(self, name: str, new_seed: int) -> int:
+        """The order seed recorded for an annotator (recorded now, from `new_seed`, if new)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO annotators VALUES (?, ?, ?)", (name, new_seed, now())
+            )
+            row = conn.execute("SELECT order_seed FROM annotators WHERE name = ?", (name,))
+            return int(row.fetchone()["order_seed"])
+
+    def add_labels(self, rows: Sequence[LabelRow]) -> None:
+        """Append labels in one transaction (earlier labels stay as revision history)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO labels (generation_key, annotator, label, note, source, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (r.generation_key, r.annotator, r.label, r.note, r.source, r.created_at)
+                    for r in rows
+                ],
+            )
+
+    def labels(self, latest_only: bool = True) -> list[LabelRow]:
+        """Every label in the order given, or only each annotator's latest per response."""
+        sql = "SELECT * FROM labels"
+        if latest_only:
+            sql += " WHERE id IN (SELECT MAX(id) FROM labels GROUP BY generation_key, annotator)"
+        rows = self.conn.execute(sql + " ORDER BY id")
+        return [
+            LabelRow(
+                r["generation_key"],
+                r["annotator"],
+                r["label"],
+                r["note"],
+                r["created_at"],
+                r["source"],
+                r["id"],
+            )
+            for r in rows
+        ]

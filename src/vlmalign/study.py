@@ -308,6 +308,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
             judged = {k: judged[k] + more_judged[k] for k in judged}
             provenance["finetuned_adapter"] = _adapter_summary(adapter_card, adapter_dir)
         cells = summarize(store, tasks, judges)
+        store.add_run_generations(run_id, [t.key for t in tasks])
         store.finish_run(run_id)
     result = StudyResult(config, cells, provenance, generated, len(tasks) - generated, judged)
     write_report(config.out, cells, provenance, [j.name for j in judges])
@@ -360,6 +361,7 @@ def run_eval(
             progress,
         )
         cells = summarize(store, tasks, judges)
+        store.add_run_generations(run_id, [t.key for t in tasks])
         store.finish_run(run_id)
     write_report(config.out, cells, provenance, [j.name for j in judges])
     return StudyResult(config, cells, provenance, generated, len(tasks) - generated, judged)

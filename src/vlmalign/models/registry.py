@@ -1,4 +1,8 @@
-"""Model presets by name, listed by `vlmalign models`."""
+"""Model presets by name, listed by `vlmalign models`.
+
+A model is named `PRESET` or `PRESET:ARGUMENT` (for example `magma:/ckpt/mp_rank_00_model_states.pt`
+or `hf:Qwen/Qwen2.5-VL-7B-Instruct`); the argument is a weights path or hub id.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from vlmalign.errors import ModelError
 from vlmalign.models.magma import MagmaModel
 
 
-def _mini(device: torch.device, progress: bool) -> MagmaModel:
+def _mini(device: torch.device, progress: bool, argument: str | None) -> MagmaModel:
     from vlmalign.models.mini import build_mini
 
     return build_mini(device, progress)
@@ -23,7 +27,9 @@ class ModelSpec:
     description: str
     size: str
     needs: str
-    factory: Callable[[torch.device, bool], MagmaModel]
+    factory: Callable[[torch.device, bool, str | None], MagmaModel]
+    argument: str | None = None  # what `name:ARGUMENT` means, or None when none is taken
+    argument_required: bool = False
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -41,6 +47,12 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def split_model_name(name: str) -> tuple[str, str | None]:
+    """'hf:org/model' -> ('hf', 'org/model'); 'mini' -> ('mini', None)."""
+    preset, sep, argument = name.partition(":")
+    return preset, (argument if sep else None)
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' picks CUDA when present."""
     if device == "auto":
@@ -51,10 +63,23 @@ def resolve_device(device: str) -> torch.device:
         raise ModelError(f"unknown device {device!r}") from exc
 
 
-def load_model(name: str, device: str = "auto", progress: bool = True) -> MagmaModel:
-    spec = MODELS.get(name)
+def model_spec(name: str) -> tuple[ModelSpec, str | None]:
+    """The preset behind a model name and its argument, checked."""
+    preset, argument = split_model_name(name)
+    spec = MODELS.get(preset)
     if spec is None:
         raise ModelError(
             f"unknown model {name!r}; known: {', '.join(MODELS)} (see `vlmalign models`)"
         )
-    return spec.factory(resolve_device(device), progress)
+    if argument is not None and spec.argument is None:
+        raise ModelError(f"model {preset!r} takes no argument; use {preset!r}")
+    if argument == "" or (argument is None and spec.argument_required):
+        raise ModelError(
+            f"model {preset!r} needs {spec.argument}: use '{preset}:<{spec.argument}>'"
+        )
+    return spec, argument
+
+
+def load_model(name: str, device: str = "auto", progress: bool = True) -> MagmaModel:
+    spec, argument = model_spec(name)
+    return spec.factory(resolve_device(device), progress, argument)

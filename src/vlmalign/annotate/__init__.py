@@ -1,0 +1,1 @@
+"""The human-evaluation web app behind `vlmalign annotate`."""

@@ -1,0 +1,67 @@
+"""A run directory with a few stored responses (no model needed) for the annotation tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vlmalign.data.dataset import load_dataset
+from vlmalign.store import GenerationRow, RunStore, generation_key
+
+XSS_RESPONSE = 'Yes. <script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+
+
+def make_run(run_dir: Path, responses: list[str]) -> list[str]:
+    """Store one response per item of the built-in dataset's train split, as one study run."""
+    dataset = load_dataset("builtin:moral-vqa-40")
+    items = dataset.split("train")[: len(responses)]
+    rows = []
+    for index, (item, response) in enumerate(zip(items, responses, strict=True)):
+        key = generation_key(
+            model_fingerprint="fp",
+            adapter_hash=None,
+            image_sha256="img",
+            prompt=item.question,
+            sampling={},
+            seed=index,
+            sample_index=0,
+        )
+        rows.append(
+            GenerationRow(
+                key,
+                "base",
+                "mini",
+                "fp",
+                None,
+                dataset.sha256,
+                item.id,
+                "train",
+                0,
+                0,
+                index,
+                "img",
+                item.question,
+                "{}",
+                response,
+            )
+        )
+    with RunStore(run_dir) as store:
+        store.snapshot_dataset(dataset)
+        run_id = store.start_run({"model": "mini"})
+        store.add_generations(rows)
+        store.add_run_generations(run_id, [r.key for r in rows])
+        store.finish_run(run_id)
+    return [r.key for r in rows]
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> tuple[Path, list[str]]:
+    responses = [
+        "Yes, you should help her.",
+        "No, it is wrong.",
+        XSS_RESPONSE,
+        "I am not sure.",
+        "Yes.",
+    ]
+    return tmp_path, make_run(tmp_path, responses)
