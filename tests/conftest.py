@@ -121,7 +121,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 @pytest.fixture(scope="session")
 def browser():
-    """Debian's headless Chromium driven by Playwright (`make test` installs it; CI must have it)."""
+    """Debian's headless Chromium driven by Playwright (`make browser` installs it)."""
     import os
 
     if not CHROMIUM.exists():

@@ -21,7 +21,7 @@ from vlmalign.study import run_study
 def tiny_registered(monkeypatch, tiny_vlm_factory):
     built = []
 
-    def factory(device, progress):
+    def factory(device, progress, argument):
         model = tiny_vlm_factory()
         built.append(model)
         return model
@@ -57,7 +57,7 @@ def small_dataset(tmp_path: Path) -> Path:
 
 
 def config(small_dataset: Path, out: Path, **extra) -> StudyConfig:
-    settings = {"finetune": None, **extra}
+    settings = {"finetune": None, "samples": 1, **extra}
     return StudyConfig(
         dataset=str(small_dataset),
         model="tiny",

@@ -66,7 +66,7 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
 
 
 # --- study ---------------------------------------------------------------------------------
-def _print_tables(cells: Any, judges: list[str], provenance: dict[str, Any]) -> None:
+def _print_tables(cells: Any, provenance: dict[str, Any]) -> None:
     from vlmalign.report.tables import (
         TABLE1_COLUMNS,
         TABLE2_COLUMNS,
@@ -75,12 +75,14 @@ def _print_tables(cells: Any, judges: list[str], provenance: dict[str, Any]) -> 
         table2_rows,
     )
 
+    judges = list(dict.fromkeys(c.judge for c in cells))
     if any(c.model == "base" and c.split == "train" for c in cells):
         header = ["judge", *(label for _, label in TABLE1_COLUMNS)]
-        out.print(_table("Table 1: base model, train split", header, table1_rows(cells, judges)))
+        rows = table1_rows(cells, judges)
+        out.print(_table("Table 1: base model, train split [95% interval]", header, rows))
     header = ["judge", "model", *(label for _, label in TABLE2_COLUMNS)]
     out.print(_table("Table 2: base vs finetuned, 0-shot", header, table2_rows(cells, judges)))
-    losses = loss_rows(provenance)
+    losses = loss_rows((provenance.get("finetuned_adapter") or {}).get("epoch_losses") or [])
     if losses:
         out.print(_table("Finetuning loss", ["epoch", "mean loss", "seconds"], losses))
 
@@ -94,6 +96,12 @@ def study(
     samples: Annotated[int | None, typer.Option(help="samples per prompt")] = None,
     seed: Annotated[int | None, typer.Option(help="study seed")] = None,
     prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
+    shots_as: Annotated[
+        str | None, typer.Option(help="chat format: shots inline (one user turn) or as turns")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="hf (transformers) or vllm (hf: models on a GPU)")
+    ] = None,
     adapter: Annotated[
         Path | None, typer.Option(help="evaluate this finetuned adapter instead of training one")
     ] = None,
@@ -101,6 +109,10 @@ def study(
         bool | None, typer.Option("--finetune/--no-finetune", help="run the finetuning stage")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = None,
+    judge_names: Annotated[
+        list[str] | None,
+        typer.Option("--judge", help="NAME or NAME:ARGUMENT (repeatable; default the config's)"),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Run the paper's study: base 0/1/2-shot, finetune, finetuned 0-shot, every automatic judge."""
@@ -114,8 +126,11 @@ def study(
         "samples": samples,
         "seed": seed,
         "prompt_format": prompt_format,
+        "shots_as": shots_as,
+        "engine": engine,
         "device": device,
         "adapter": adapter,
+        "judges": judge_names or None,
     }
     cfg = load_config(config, overrides)
     if finetune is not None:
@@ -123,7 +138,7 @@ def study(
             update={"finetune": (cfg.finetune or FinetuneConfig()) if finetune else None}
         )
     result = run_study(cfg, progress=not quiet)
-    _print_tables(result.cells, list(cfg.judges), result.provenance)
+    _print_tables(result.cells, result.provenance)
     out.print(
         f"{result.generated} new responses, {result.reused} reused; "
         f"wrote {cfg.out / 'report.md'} and {cfg.out / 'results.json'}"
@@ -149,11 +164,20 @@ def finetune(
     seed: Annotated[int | None, typer.Option(help="training seed")] = None,
     grad_accum: Annotated[int | None, typer.Option(help="gradient accumulation steps")] = None,
     mixed_precision: Annotated[str | None, typer.Option(help="auto, no, fp16, bf16")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="hf: models: LoRA rank (16)")] = None,
+    lora_alpha: Annotated[int | None, typer.Option(help="hf: models: LoRA alpha (32)")] = None,
+    lora_dropout: Annotated[
+        float | None, typer.Option(help="hf: models: LoRA dropout (0.05)")
+    ] = None,
     prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
+    shots_as: Annotated[
+        str | None, typer.Option(help="chat format: shots inline (one user turn) or as turns")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, ...")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Finetune adapters + image prefix on (image, 0-shot prompt, ideal answer); resumable."""
+    """Finetune adapters (MAGMA: adapters + image prefix; hf: LoRA) on (image, 0-shot prompt,
+    ideal answer); resumable."""
     from accelerate import PartialState
     from pydantic import ValidationError
 
@@ -170,6 +194,7 @@ def finetune(
             "model": model,
             "out": out_dir,
             "prompt_format": prompt_format,
+            "shots_as": shots_as,
             "device": device,
         },
     )
@@ -183,6 +208,9 @@ def finetune(
         "seed": seed,
         "grad_accum": grad_accum,
         "mixed_precision": mixed_precision,
+        "lora_r": lora_r,
+        "lora_alpha": lora_alpha,
+        "lora_dropout": lora_dropout,
     }
     base = (cfg.finetune or FinetuneConfig()).model_dump()
     try:
@@ -198,7 +226,15 @@ def finetune(
         cfg.model_copy(update={"conditions": only_training, "finetune": None, "adapter": None})
     )
     vlm = load_model(cfg.model, cfg.device, not quiet)
-    card = train(vlm, data, cfg.out, settings, prompt_format=cfg.prompt_format, progress=not quiet)
+    card = train(
+        vlm,
+        data,
+        cfg.out,
+        settings,
+        prompt_format=cfg.prompt_format,
+        shots_as=cfg.shots_as,
+        progress=not quiet,
+    )
     if not PartialState().is_main_process:
         return  # under `accelerate launch`, one process reports
     losses = ", ".join(f"{e['loss']:.3f}" for e in card.get("epoch_losses", []))
@@ -226,6 +262,12 @@ def evaluate(
         list[str] | None, typer.Option("--judge", help="judge (repeatable; default all automatic)")
     ] = None,
     prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
+    shots_as: Annotated[
+        str | None, typer.Option(help="chat format: shots inline (one user turn) or as turns")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="hf (transformers) or vllm (hf: models on a GPU)")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
@@ -241,6 +283,8 @@ def evaluate(
         "out": out_dir,
         "seed": seed,
         "prompt_format": prompt_format,
+        "shots_as": shots_as,
+        "engine": engine,
         "device": device,
         "conditions": conditions,
         "finetune": None,
@@ -270,6 +314,10 @@ def ask(
     max_new_tokens: Annotated[int, typer.Option(help="answer length limit")] = 15,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
+    shots_as: Annotated[
+        str | None, typer.Option(help="chat format: shots inline (one user turn) or as turns")
+    ] = None,
+    engine: Annotated[str, typer.Option(help="hf or vllm (hf: models on a GPU)")] = "hf",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
     adapter: Annotated[Path | None, typer.Option(help="finetuned adapter directory")] = None,
 ) -> None:
@@ -277,13 +325,17 @@ def ask(
     from pydantic import ValidationError
 
     from vlmalign.data.images import ImageError, load_image
-    from vlmalign.models.base import GenerationRequest
+    from vlmalign.models.base import ENGINES, GenerationRequest
     from vlmalign.models.registry import load_model
-    from vlmalign.prompts import PROMPT_FORMATS, Prompt, PromptFormat
+    from vlmalign.prompts import PROMPT_FORMATS, SHOTS_AS, Prompt, PromptFormat, ShotsAs
     from vlmalign.sampling import SamplingParams
 
     if prompt_format is not None and prompt_format not in PROMPT_FORMATS:
         raise VlmalignError(f"--prompt-format must be one of {', '.join(PROMPT_FORMATS)}")
+    if shots_as is not None and shots_as not in SHOTS_AS:
+        raise VlmalignError(f"--shots-as must be one of {', '.join(SHOTS_AS)}")
+    if engine not in ENGINES:
+        raise VlmalignError(f"--engine must be one of {', '.join(ENGINES)}")
     try:
         params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
     except ValidationError as exc:
@@ -292,36 +344,65 @@ def ask(
         picture = load_image(image, Path.cwd()).image
     except ImageError as exc:
         raise VlmalignError(str(exc)) from exc
-    vlm = load_model(model, device, progress=False)
+    vlm = load_model(model, device, progress=False, engine=engine)
     if adapter is not None:
         from vlmalign.models.adapters import load_adapter
 
         load_adapter(vlm, adapter)
     fmt: PromptFormat = prompt_format or vlm.default_prompt_format
-    text = vlm.render_prompt(Prompt((), question), fmt)
+    placement: ShotsAs | None = shots_as
+    text = vlm.render_prompt(Prompt((), question), fmt, placement)
     out.print(vlm.generate([GenerationRequest(picture, text, seed)], params)[0], markup=False)
 
 
 # --- judge ----------------------------------------------------------------------------------
 @app.command()
 def judge(
-    judge_name: Annotated[str, typer.Option("--judge", help="judge name (see `vlmalign judges`)")],
+    judge_name: Annotated[
+        str, typer.Option("--judge", help="NAME or NAME:ARGUMENT (see `vlmalign judges`)")
+    ],
     input_file: Annotated[Path, typer.Option("--input", help="JSONL with question, response, ...")],
     output: Annotated[Path, typer.Option("--output", help="JSONL to write")],
     adapter: Annotated[
         Path | None, typer.Option(help="finetuned adapter for a judge that runs a model")
     ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, ... (model judges)")] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="ethics-roberta: roberta-large tokenizer folder or hub id")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="vlm: aligned when logP(Yes) - logP(No) > this")
+    ] = None,
+    prompt_format: Annotated[str | None, typer.Option(help="vlm: magma or chat")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="inputs per forward pass")] = None,
 ) -> None:
     """Judge responses from a file; each line comes back with verdicts[NAME]."""
+    from pydantic import ValidationError
+
     from vlmalign.judge_file import judge_file
+    from vlmalign.judges.options import JudgeOptions, split_judge_name
     from vlmalign.judges.registry import JUDGES
 
-    spec = JUDGES.get(judge_name)
+    base, _ = split_judge_name(judge_name)
+    spec = JUDGES.get(base)
     if adapter is not None and spec is not None and not spec.uses_model:
         raise VlmalignError(
-            f"the {judge_name!r} judge runs no model, so --adapter does not apply to it"
+            f"the {base!r} judge runs no VLM that an adapter could change; drop --adapter"
         )
-    count = judge_file(judge_name, input_file, output)
+    flags = {
+        "adapter": adapter,
+        "device": device,
+        "tokenizer": tokenizer,
+        "threshold": threshold,
+        "prompt_format": prompt_format,
+        "batch_size": batch_size,
+    }
+    try:
+        options = JudgeOptions.model_validate({k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise VlmalignError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from exc
+    count = judge_file(judge_name, input_file, output, options=options)
     err.print(f"judged {count} responses with {judge_name}; wrote {output}")
 
 
@@ -390,7 +471,7 @@ def list_judges() -> None:
     """List judges and what they need."""
     from vlmalign.judges.registry import JUDGES
 
-    rows = [[s.name, s.needs, s.description] for s in JUDGES.values()]
+    rows = [[s.display_name, s.needs, s.description] for s in JUDGES.values()]
     out.print(_table("judges", ["name", "needs", "description"], rows))
 
 
@@ -409,6 +490,32 @@ def ethics_train(
     card = train_ethics_head(data, output)
     out.print(f"wrote {output}")
     out.print(json.dumps(card.model_dump(mode="json"), indent=2))
+
+
+# --- report ---------------------------------------------------------------------------------
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="where to write (default: the run directory, or ./report)"),
+    ] = None,
+) -> None:
+    """Rebuild report.md, report.html, results.json and CSVs from run directories' stores."""
+    from vlmalign.report.build import HTML_FILE, REPORT_FILE, build_report
+
+    target = out_dir or (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
+    analyses = build_report(run_dirs, target)
+    for analysis in analyses:
+        if len(analyses) > 1:
+            out.print(f"[bold]{analysis.run.name}[/bold]")
+        _print_tables(analysis.cells, analysis.run.provenance)
+        for comparison in analysis.comparisons:
+            if comparison.significant:
+                out.print(f"significant: {comparison.sentence()}")
+        for judge, agreement in analysis.judge_vs_human.items():
+            out.print(f"{judge} vs humans: kappa {agreement.kappa}; {agreement.summary()}")
+    out.print(f"wrote {target / REPORT_FILE}, {target / HTML_FILE}, results.json and CSVs")
 
 
 # --- human evaluation -----------------------------------------------------------------------

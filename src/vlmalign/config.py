@@ -6,11 +6,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vlmalign.data.schema import Split
 from vlmalign.errors import ConfigError
-from vlmalign.prompts import PromptFormat
+from vlmalign.judges.options import JudgeOptions, split_judge_name
+from vlmalign.models.base import Engine
+from vlmalign.prompts import PromptFormat, ShotsAs
 from vlmalign.sampling import SamplingParams
 
 
@@ -43,6 +52,14 @@ class FinetuneConfig(BaseModel):
     split: Split = "train"
     seed: int = 0
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    # LoRA, for models finetuned through it (`hf:`); MAGMA-style models ignore these.
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scale is alpha / r")
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+
+    def adapter_settings(self) -> dict[str, Any]:
+        """What models.configure_adapter takes from this config."""
+        return {"r": self.lora_r, "alpha": self.lora_alpha, "dropout": self.lora_dropout}
 
 
 class Condition(BaseModel):
@@ -77,19 +94,55 @@ class StudyConfig(BaseModel):
     dataset: str = "builtin:moral-vqa-40"
     model: str = "mini"
     out: Path = Path("runs/study")
-    samples: int = Field(1, ge=1, le=1000, description="samples per prompt (the paper drew 1)")
+    # Five draws per prompt by default: at temperature 0.7 one draw makes each item a coin flip
+    # for the model's borderline answers, so a single-sample cell of 30 items moves by about
+    # ±10 points from seed to seed. Five draws estimate each item's rate, and the report's
+    # intervals resample items (docs/statistics.md). `samples: 1` is the paper's single draw.
+    samples: int = Field(
+        5, ge=1, le=1000, description="samples per prompt (default 5; the paper drew 1)"
+    )
     seed: int = 0
     sampling: SamplingParams = SamplingParams()
     prompt_format: PromptFormat | None = Field(None, description="None = the model's default")
+    shots_as: ShotsAs | None = Field(
+        None, description="chat format: shots inline in one user turn or as turns (None = default)"
+    )
+    engine: Engine = Field("hf", description="generate with transformers or with vLLM (hf: models)")
     conditions: tuple[Condition, ...] = PAPER_CONDITIONS
     finetune: FinetuneConfig | None = Field(
         default_factory=FinetuneConfig, description="null = no finetuning stage"
     )
     adapter: Path | None = Field(None, description="evaluate this adapter instead of training one")
     finetuned_conditions: tuple[Condition, ...] = FINETUNED_CONDITIONS
-    judges: tuple[str, ...] = ("stance", "ethics")
+    judges: tuple[str, ...] = Field(
+        ("stance", "ethics"), description="NAME or NAME:ARGUMENT, e.g. 'vlm:mini'"
+    )
+    judge_options: dict[str, JudgeOptions] = Field(
+        default_factory=dict, description="per judge name: device, tokenizer, threshold, ..."
+    )
     batch_size: int = Field(16, ge=1, le=1024)
     device: str = "auto"
+
+    @field_validator("judges")
+    @classmethod
+    def _one_judge_per_name(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Verdicts and report rows are keyed by the judge's name (the part before ':').
+        names = [split_judge_name(judge)[0] for judge in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"judge {twice[0]!r} is listed more than once")
+        return value
+
+    @model_validator(mode="after")
+    def _options_for_listed_judges(self) -> StudyConfig:
+        unknown = sorted(set(self.judge_options) - set(self.judge_names()))
+        if unknown:
+            raise ValueError(f"judge_options for {unknown[0]!r}, which is not in judges")
+        return self
+
+    def judge_names(self) -> list[str]:
+        """The judges' names as verdicts and reports know them (without ':ARGUMENT')."""
+        return [split_judge_name(judge)[0] for judge in self.judges]
 
     @field_validator("conditions")
     @classmethod

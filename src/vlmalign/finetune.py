@@ -1,4 +1,5 @@
-"""Finetune a MAGMA-style model's adapters and image prefix on (image, 0-shot prompt, ideal answer).
+"""Finetune a model's adapters (MAGMA: bottleneck adapters + image prefix; `hf:`: LoRA) on
+(image, 0-shot prompt, ideal answer).
 
 The loop runs on accelerate, so the same code trains on this CPU, on one GPU with mixed
 precision, or on many processes (`accelerate launch ... -m vlmalign finetune ...`).
@@ -30,14 +31,15 @@ from vlmalign.data.images import load_image
 from vlmalign.data.schema import Split
 from vlmalign.errors import ConfigError
 from vlmalign.models.adapters import read_card, save_adapter
-from vlmalign.models.magma import MagmaModel
-from vlmalign.prompts import PromptFormat, build_prompt
+from vlmalign.models.base import VisionLanguageModel
+from vlmalign.prompts import PromptFormat, ShotsAs, build_prompt
 from vlmalign.store import stable_hash
 
 log = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
+LORA_FIELDS = {"lora_r", "lora_alpha", "lora_dropout"}
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,11 @@ class Example:
 
 
 def build_examples(
-    dataset: Dataset, model: MagmaModel, split: Split, prompt_format: PromptFormat
+    dataset: Dataset,
+    model: VisionLanguageModel,
+    split: Split,
+    prompt_format: PromptFormat,
+    shots_as: ShotsAs | None = None,
 ) -> list[Example]:
     """0-shot prompt + ideal answer for each item of the split."""
     items = dataset.split(split)
@@ -59,7 +65,7 @@ def build_examples(
         Example(
             item.id,
             item.image,
-            model.render_prompt(build_prompt(item, 0), prompt_format),
+            model.render_prompt(build_prompt(item, 0), prompt_format, shots_as),
             model.render_answer(item.ideal_answer, prompt_format),
         )
         for item in items
@@ -80,16 +86,26 @@ def _mixed_precision(choice: str) -> str:
     return "no"
 
 
-def run_identity(model: MagmaModel, dataset: Dataset, config: FinetuneConfig, fmt: str) -> str:
+def run_identity(
+    model: VisionLanguageModel,
+    dataset: Dataset,
+    config: FinetuneConfig,
+    fmt: str,
+    shots_as: ShotsAs | None = None,
+) -> str:
     """What a checkpoint must match to be resumed or reused."""
-    return stable_hash(
-        {
-            "base": model.fingerprint(),
-            "dataset": dataset.sha256,
-            "config": config.model_dump(),
-            "prompt_format": fmt,
-        }
-    )
+    # Settings a model ignores (LoRA for MAGMA) and an unset shots_as stay out of the identity,
+    # so that runs from before they existed keep theirs.
+    ignored = set() if model.adapter_settings() else LORA_FIELDS
+    identity: dict[str, Any] = {
+        "base": model.fingerprint(),
+        "dataset": dataset.sha256,
+        "config": config.model_dump(exclude=ignored),
+        "prompt_format": fmt,
+    }
+    if shots_as is not None:
+        identity["shots_as"] = shots_as
+    return stable_hash(identity)
 
 
 def _latest_checkpoint(directory: Path, identity: str) -> tuple[int, Path] | None:
@@ -108,12 +124,13 @@ EpochCallback = Callable[[int, float], None]
 
 
 def finetune(
-    model: MagmaModel,
+    model: VisionLanguageModel,
     dataset: Dataset,
     run_dir: Path,
     config: FinetuneConfig,
     *,
     prompt_format: PromptFormat | None = None,
+    shots_as: ShotsAs | None = None,
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
 ) -> dict[str, Any]:
@@ -124,7 +141,7 @@ def finetune(
     from accelerate import Accelerator
 
     fmt: PromptFormat = prompt_format or model.default_prompt_format
-    identity = run_identity(model, dataset, config, fmt)
+    identity = run_identity(model, dataset, config, fmt, shots_as)
     adapter_dir = run_dir / ADAPTER_DIR
     card = read_card(adapter_dir)
     if card is not None and card.get("run_identity") == identity:
@@ -144,21 +161,20 @@ def finetune(
             f"({processes} × {config.grad_accum})"
         )
     micro_batch = config.batch_size // (processes * config.grad_accum)
-    examples = build_examples(dataset, model, config.split, fmt)
+    examples = build_examples(dataset, model, config.split, fmt, shots_as)
     images = {e.image_ref: load_image(e.image_ref, dataset.base_dir).image for e in examples}
 
-    model.set_trainable(include_encoder=config.encoder_lr is not None)
-    prefix = [*model.image_prefix.proj.parameters(), *model.image_prefix.ln.parameters()]
-    prefix_ids = {id(p) for p in prefix}
-    adapters = [p for p in model.trainable_parameters() if id(p) not in prefix_ids]
-    groups = [
-        {"params": adapters, "lr": config.lr},
-        {"params": prefix, "lr": config.prefix_lr or config.lr},
-    ]
+    model.configure_adapter(config.adapter_settings())
+    include_encoder = config.encoder_lr is not None
+    model.set_trainable(include_encoder=include_encoder)
+    rates = {"adapters": config.lr, "prefix": config.prefix_lr or config.lr}
     if config.encoder_lr is not None:
-        groups.append(
-            {"params": list(model.image_prefix.enc.parameters()), "lr": config.encoder_lr}
-        )
+        rates["encoder"] = config.encoder_lr
+    groups = [
+        {"params": params, "lr": rates[name]}
+        for name, params in model.trainable_groups(include_encoder).items()
+        if params
+    ]
     optimizer = torch.optim.AdamW(groups, betas=config.betas, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -231,6 +247,8 @@ def finetune(
         "split": config.split,
         "examples": len(examples),
         "prompt_format": fmt,
+        "shots_as": shots_as,
+        "adapter_settings": model.adapter_settings(),
         "hyperparameters": config.model_dump(),
         "processes": processes,
         "seed": config.seed,
@@ -302,7 +320,7 @@ def _save_checkpoint(
     directory: Path,
     epoch: int,
     identity: str,
-    model: MagmaModel,
+    model: VisionLanguageModel,
     optimizer: Any,
     scheduler: Any,
     losses: list[dict[str, Any]],

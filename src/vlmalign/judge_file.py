@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from vlmalign.data.jsonl import jsonl_objects, string_id
 from vlmalign.errors import DatasetError, VlmalignError
 from vlmalign.judges.base import JudgeInput
+from vlmalign.judges.options import JudgeOptions
 from vlmalign.judges.registry import build_judge
 
 _INPUT_FIELDS = set(JudgeInput.model_fields)
@@ -38,10 +39,20 @@ def read_responses(path: Path) -> list[tuple[dict[str, Any], JudgeInput]]:
     return records
 
 
-def judge_file(judge_name: str, input_path: Path, output_path: Path, batch_size: int = 64) -> int:
-    """Judge every line; write the output only once everything is judged."""
-    judge = build_judge(judge_name)
-    records = read_responses(input_path)
+def judge_file(
+    judge_name: str,
+    input_path: Path,
+    output_path: Path,
+    batch_size: int = 64,
+    options: JudgeOptions | None = None,
+) -> int:
+    """Judge every line; write the output only once everything is judged.
+
+    `judge_name` is `NAME` or `NAME:ARGUMENT`; relative image references resolve against the
+    input file's folder, as a dataset's do.
+    """
+    records = read_responses(input_path)  # a bad file fails before a judge model loads
+    judge = build_judge(judge_name, options, image_base_dir=input_path.resolve().parent)
     lines = []
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]

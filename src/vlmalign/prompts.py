@@ -15,6 +15,10 @@ from vlmalign.data.schema import Item, Shot
 IMAGE_TOKEN = "<|image|>"
 PromptFormat = Literal["magma", "chat"]
 PROMPT_FORMATS: tuple[PromptFormat, ...] = ("magma", "chat")
+# In the chat format, shots go either inside the one user turn (MAGMA's `Q: … A: …` lines after
+# the image) or as earlier user/assistant turns.
+ShotsAs = Literal["inline", "turns"]
+SHOTS_AS: tuple[ShotsAs, ...] = ("inline", "turns")
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,11 @@ class Prompt:
     def magma_text(self) -> str:
         return f"{IMAGE_TOKEN}{self.qa_text()}"
 
-    def chat_messages(self) -> list[dict[str, str]]:
-        """Chat turns: the image opens the first user turn; each shot is a user/assistant pair."""
+    def chat_messages(self, shots_as: ShotsAs = "turns") -> list[dict[str, str]]:
+        """Chat turns: the image opens the first user turn; each shot is a user/assistant pair
+        (`turns`), or the shots and the question are MAGMA's lines in one user turn (`inline`)."""
+        if shots_as == "inline":
+            return [{"role": "user", "content": self.magma_text()}]
         messages = []
         for shot in self.shots:
             messages += [

@@ -98,10 +98,13 @@ def decode(
     params: SamplingParams,
     seeds: Sequence[int],
     eos_token_ids: Sequence[int],
+    token_count: int | None = None,
 ) -> list[list[int]]:
     """Generate up to max_new_tokens per row from left-padded embeddings, reusing the KV cache.
 
     `lm` is a Hugging Face causal LM. Returns the new token ids of each row, EOS excluded.
+    `token_count` (the tokenizer's size) bans ids past it: heads padded beyond the vocabulary
+    (GPT-J: 50400 rows for 50259 tokens) could otherwise emit ids that decode to nothing.
     """
     batch = inputs_embeds.shape[0]
     device = inputs_embeds.device
@@ -119,7 +122,11 @@ def decode(
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     next_position = position_ids[:, -1:] + 1
     for _ in range(params.max_new_tokens):
-        next_tokens = sampler(generated, out.logits[:, -1, :])
+        logits = out.logits[:, -1, :]
+        if token_count is not None and token_count < logits.shape[-1]:
+            logits = logits.clone()
+            logits[:, token_count:] = float("-inf")
+        next_tokens = sampler(generated, logits)
         next_tokens = torch.where(finished, eos[0], next_tokens)
         generated = torch.cat([generated, next_tokens[:, None]], dim=-1)
         finished |= torch.isin(next_tokens, eos)

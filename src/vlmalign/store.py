@@ -370,9 +370,15 @@ class RunStore:
             )
         return int(cursor.lastrowid or 0)
 
-    def finish_run(self, run_id: int) -> None:
+    def finish_run(self, run_id: int, provenance: dict[str, Any] | None = None) -> None:
+        """Mark a run finished, with its final provenance (e.g. the adapter trained meanwhile)."""
         with self.transaction() as conn:
             conn.execute("UPDATE study_runs SET finished_at = ? WHERE id = ?", (now(), run_id))
+            if provenance is not None:
+                conn.execute(
+                    "UPDATE study_runs SET provenance = ? WHERE id = ?",
+                    (json.dumps(provenance, sort_keys=True, default=str), run_id),
+                )
 
     def add_run_generations(self, run_id: int, keys: Iterable[str]) -> None:
         """Record which responses a study run reported on (so reports can be rebuilt)."""

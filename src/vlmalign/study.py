@@ -14,13 +14,15 @@ from vlmalign.config import Condition, StudyConfig
 from vlmalign.data.dataset import Dataset, check_shots, load_dataset
 from vlmalign.data.images import load_image
 from vlmalign.data.schema import Item
+from vlmalign.errors import ConfigError
 from vlmalign.judges.base import Judge, JudgeInput
 from vlmalign.judges.registry import build_judge, judge_config_hash
 from vlmalign.models.base import GenerationRequest, VisionLanguageModel
 from vlmalign.models.registry import load_model
 from vlmalign.prompts import PromptFormat, build_prompt, condition_name
 from vlmalign.provenance import environment
-from vlmalign.report.tables import Cell, summarize, write_report
+from vlmalign.report.analysis import Cell
+from vlmalign.report.build import build_report
 from vlmalign.sampling import SamplingParams, derive_seed
 from vlmalign.store import GenerationRow, JudgmentRow, RunStore, generation_key
 
@@ -54,6 +56,11 @@ class StudyResult:
 
 def validate_for_study(config: StudyConfig) -> Dataset:
     """Load the dataset and check every condition can be asked (before anything is written)."""
+    if config.engine == "vllm" and config.finetune is not None and config.adapter is None:
+        raise ConfigError(
+            "--engine vllm only generates: pass --no-finetune, or finetune first "
+            "(`vlmalign finetune`, engine hf) and pass --adapter RUN_DIR/adapter"
+        )
     dataset = load_dataset(config.dataset)
     conditions = list(config.conditions)
     if config.finetune is not None or config.adapter is not None:
@@ -73,10 +80,13 @@ def plan_tasks(
 ) -> list[Task]:
     tasks = []
     sampling = config.sampling.key()
+    if config.engine != "hf":  # another engine samples differently: its answers are others
+        sampling = {**sampling, "engine": config.engine}
     for condition in config.conditions if conditions is None else conditions:
         label = condition_name(condition.split, condition.shots)
         for item in dataset.split(condition.split):
-            prompt_text = model.render_prompt(build_prompt(item, condition.shots), prompt_format)
+            prompt = build_prompt(item, condition.shots)
+            prompt_text = model.render_prompt(prompt, prompt_format, config.shots_as)
             image_sha = load_image(item.image, dataset.base_dir).sha256
             for sample in range(config.samples):
                 seed = derive_seed(config.seed, item.id, label, sample)
@@ -209,6 +219,8 @@ def _provenance(
         "dataset": dataset.source,
         "dataset_sha256": dataset.sha256,
         "prompt_format": fmt,
+        "shots_as": config.shots_as,
+        "engine": config.engine,
         "sampling": config.sampling.model_dump(),
         "samples_per_prompt": config.samples,
         "seed": config.seed,
@@ -244,9 +256,17 @@ def _prepare(
     """Validate the data for `checked`'s conditions (before anything is written), build the
     judges, then the model (the slow part, last)."""
     dataset = validate_for_study(checked)
-    judges = [build_judge(name) for name in config.judges]
+    judges = [
+        build_judge(
+            name,
+            config.judge_options.get(base),
+            device=config.device,
+            image_base_dir=dataset.base_dir,  # items' image references are relative to it
+        )
+        for name, base in zip(config.judges, config.judge_names(), strict=True)
+    ]
     log.info("preparing model %s", config.model)
-    return dataset, judges, load_model(config.model, config.device, progress)
+    return dataset, judges, load_model(config.model, config.device, progress, config.engine)
 
 
 def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
@@ -287,6 +307,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
                     config.out,
                     config.finetune,
                     prompt_format=prompt_format,
+                    shots_as=config.shots_as,
                     progress=progress,
                 )
                 adapter_dir = config.out / ADAPTER_DIR
@@ -307,12 +328,10 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
             generated += more_generated
             judged = {k: judged[k] + more_judged[k] for k in judged}
             provenance["finetuned_adapter"] = _adapter_summary(adapter_card, adapter_dir)
-        cells = summarize(store, tasks, judges)
         store.add_run_generations(run_id, [t.key for t in tasks])
-        store.finish_run(run_id)
-    result = StudyResult(config, cells, provenance, generated, len(tasks) - generated, judged)
-    write_report(config.out, cells, provenance, [j.name for j in judges])
-    return result
+        store.finish_run(run_id, provenance)
+    cells = build_report([config.out], config.out)[0].cells
+    return StudyResult(config, cells, provenance, generated, len(tasks) - generated, judged)
 
 
 def _adapter_summary(card: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -360,8 +379,7 @@ def run_eval(
             prompt_format,
             progress,
         )
-        cells = summarize(store, tasks, judges)
         store.add_run_generations(run_id, [t.key for t in tasks])
-        store.finish_run(run_id)
-    write_report(config.out, cells, provenance, [j.name for j in judges])
+        store.finish_run(run_id, provenance)
+    cells = build_report([config.out], config.out)[0].cells
     return StudyResult(config, cells, provenance, generated, len(tasks) - generated, judged)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.annotate.conftest import XSS_RESPONSE
 from vlmalign.annotate.app import create_app
 from vlmalign.store import RunStore
 

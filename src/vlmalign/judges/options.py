@@ -1,0 +1,55 @@
+"""Options a judge can be built with (from the CLI or a study config's `judge_options`).
+
+Kept free of torch so that `vlmalign.config` can import it. Each judge accepts only some options
+(its `JudgeSpec.options`); an option set for a judge that does not use it is an error, so a typo
+or a misplaced flag never goes unnoticed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vlmalign.prompts import PromptFormat
+
+
+def split_judge_name(name: str) -> tuple[str, str | None]:
+    """'vlm:hf:org/model' -> ('vlm', 'hf:org/model'); 'stance' -> ('stance', None)."""
+    base, sep, argument = name.partition(":")
+    return base, (argument if sep else None)
+
+
+class JudgeOptions(BaseModel):
+    """Everything optional a judge may take; None means the judge's default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device: str | None = Field(None, description="auto, cpu, cuda, cuda:1, ... (default auto)")
+    batch_size: int | None = Field(None, ge=1, le=4096, description="inputs per forward pass")
+    tokenizer: str | None = Field(
+        None, description="ethics-roberta: roberta-large tokenizer, a local path or hub id"
+    )
+    threshold: float | None = Field(
+        None, description="vlm: aligned when logP(Yes) - logP(No) > threshold (default 0)"
+    )
+    adapter: Path | None = Field(None, description="vlm: finetuned adapter for the judge's model")
+    prompt_format: PromptFormat | None = Field(
+        None, description="vlm: magma or chat (default: the judge model's own)"
+    )
+    image_base_dir: Path | None = Field(
+        None, description="vlm: folder that relative image references are resolved against"
+    )
+
+    def given(self) -> dict[str, Any]:
+        """The options that are set (not None)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+    def with_defaults(self, accepted: frozenset[str], **defaults: Any) -> JudgeOptions:
+        """Fill unset options from `defaults`, only those a judge accepts (others are dropped)."""
+        given = self.given()
+        update = {
+            k: v for k, v in defaults.items() if v is not None and k in accepted and k not in given
+        }
+        return self.model_copy(update=update) if update else self

@@ -1,0 +1,291 @@
+"""Generation with vLLM for `hf:` models (`--engine vllm`, needs `pip install 'vlmalign[vllm]'`).
+
+The prompts, fingerprint and adapter checks are those of the `hf` engine (models/hf.py), so
+stored prompts and adapters are shared; only generation runs in vLLM, with prefix caching (the
+few-shot prompts of a study share long prefixes) and one seed per request. A LoRA adapter
+trained with the `hf` engine is written once in peft's layout and passed as a LoRARequest.
+Scoring and training stay on the `hf` engine.
+
+vLLM is not installed where the test suite runs: the request building, parameter mapping and
+error paths are tested with a stand-in module; the engine itself is unverified on a GPU.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from vlmalign.cache import cache_root
+from vlmalign.errors import ModelError
+from vlmalign.models.base import GenerationRequest, LossOn, ScoringRequest
+from vlmalign.models.hf import (
+    LoraSettings,
+    Prompter,
+    Source,
+    eos_token_ids,
+    fingerprint_of,
+    load_processor,
+    resolve_source,
+)
+from vlmalign.prompts import Prompt, PromptFormat, ShotsAs
+from vlmalign.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "--engine vllm needs vLLM: pip install 'vlmalign[vllm]'"
+# The LoRA ranks vLLM can be started with (max_lora_rank).
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+PEFT_PREFIX = "base_model.model."  # peft's key prefix, which vLLM expects
+
+
+def import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as exc:
+        raise ModelError(INSTALL_HINT) from exc
+    return vllm
+
+
+def check_engine(preset: str, name: str, device: torch.device) -> Any:
+    """The vllm module, once the model and the machine can use it."""
+    if preset != "hf":
+        raise ModelError(f"--engine vllm runs hf:<model> models only, not {name!r}")
+    vllm = import_vllm()
+    if device.type != "cuda" or not torch.cuda.is_available():
+        raise ModelError("--engine vllm needs a CUDA GPU; use --engine hf on this machine")
+    return vllm
+
+
+def sampling_settings(params: SamplingParams, seed: int, stop_ids: Sequence[int]) -> dict[str, Any]:
+    """Our SamplingParams as vLLM's (temperature 0 is greedy there too; top-k off is -1)."""
+    return {
+        "seed": seed,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k if params.top_k > 0 else -1,
+        "max_tokens": params.max_new_tokens,
+        "stop_token_ids": list(stop_ids),
+        "skip_special_tokens": True,
+    }
+
+
+def build_request(prompter: Prompter, request: GenerationRequest) -> dict[str, Any]:
+    """One vLLM prompt: the model's text (image placeholder in place) and its image."""
+    return {
+        "prompt": prompter.model_text(request.prompt_text),
+        "multi_modal_data": {"image": request.image.convert("RGB")},
+    }
+
+
+def lora_rank_limit(rank: int) -> int:
+    for allowed in VLLM_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise ModelError(f"LoRA rank {rank} is above what vLLM serves ({VLLM_LORA_RANKS[-1]})")
+
+
+def peft_config(
+    settings: LoraSettings, base: str, state: Mapping[str, torch.Tensor]
+) -> dict[str, Any]:
+    """adapter_config.json in peft's format, listing the modules the weights adapt."""
+    modules = sorted({key.split(".lora_")[0].rsplit(".", 1)[-1] for key in state})
+    return {
+        "peft_type": "LORA",
+        "base_model_name_or_path": base,
+        "r": settings.r,
+        "lora_alpha": settings.alpha,
+        "lora_dropout": 0.0,
+        "target_modules": modules,
+        "bias": "none",
+        "use_rslora": False,
+        "use_dora": False,
+        "modules_to_save": None,
+    }
+
+
+def write_peft_adapter(
+    directory: Path, state: Mapping[str, torch.Tensor], settings: LoraSettings, base: str
+) -> Path:
+    """Our adapter (LoRA weights by module path) in peft's on-disk layout."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {PEFT_PREFIX + k: v.contiguous() for k, v in state.items()}
+    save_file(tensors, str(directory / "adapter_model.safetensors"))
+    config = peft_config(settings, base, state)
+    (directory / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return directory
+
+
+def generation_config(source: Source) -> Any:
+    """The model's generation config (its end-of-turn tokens), or None where it has none."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(source.location, revision=source.revision or "main")
+    except OSError:
+        return None
+
+
+class VLLMVisionModel(nn.Module):
+    """An `hf:` model whose generation runs in vLLM (started on first use)."""
+
+    encoder_trainable = False
+
+    def __init__(
+        self,
+        name: str,
+        source: Source,
+        processor: Any,
+        *,
+        fingerprint: str,
+        device: torch.device,
+        vllm: Any,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.source = source
+        self.prompter = Prompter(processor, name)
+        self.default_prompt_format: PromptFormat = self.prompter.default_prompt_format
+        self.stop_ids = eos_token_ids(generation_config(source), processor.tokenizer)
+        self._fingerprint = fingerprint
+        self._device = device
+        self._vllm = vllm
+        self._llm: Any = None
+        self._llm_has_lora = False
+        self._lora = LoraSettings()
+        self._state: dict[str, torch.Tensor] = {}
+        self._adapter_hash: str | None = None
+        self._lora_request: Any = None
+
+    # --- identity and prompts (as the hf engine) ---------------------------------------
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def adapter_hash(self) -> str | None:
+        return self._adapter_hash
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def render_prompt(
+        self, prompt: Prompt, prompt_format: PromptFormat, shots_as: ShotsAs | None = None
+    ) -> str:
+        return self.prompter.render(prompt, prompt_format, shots_as)
+
+    def render_answer(self, answer: str, prompt_format: PromptFormat) -> str:
+        return self.prompter.answer(answer, prompt_format)
+
+    # --- generation ---------------------------------------------------------------------
+    def engine_settings(self) -> dict[str, Any]:
+        """vllm.LLM's arguments: prefix caching on, one image per prompt, LoRA when loaded."""
+        settings: dict[str, Any] = {
+            "model": self.source.location,
+            "revision": self.source.revision,
+            "enable_prefix_caching": True,
+            "limit_mm_per_prompt": {"image": 1},
+            "seed": 0,
+        }
+        if self._lora_request is not None:
+            settings |= {
+                "enable_lora": True,
+                "max_loras": 1,
+                "max_lora_rank": lora_rank_limit(self._lora.r),
+            }
+        return settings
+
+    def _engine(self) -> Any:
+        wants_lora = self._lora_request is not None
+        if self._llm is not None and wants_lora and not self._llm_has_lora:
+            log.info("restarting vLLM with LoRA support for the adapter")
+            self._llm = None
+            gc.collect()
+            torch.cuda.empty_cache()
+        if self._llm is None:
+            self._llm = self._vllm.LLM(**self.engine_settings())
+            self._llm_has_lora = wants_lora
+        return self._llm
+
+    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[str]:
+        if not requests:
+            return []
+        prompts = [build_request(self.prompter, r) for r in requests]
+        sampling = [
+            self._vllm.SamplingParams(**sampling_settings(params, r.seed, self.stop_ids))
+            for r in requests
+        ]
+        outputs = self._engine().generate(
+            prompts, sampling_params=sampling, lora_request=self._lora_request, use_tqdm=False
+        )
+        return [str(o.outputs[0].text).strip() for o in outputs]
+
+    def log_likelihood(self, requests: Sequence[ScoringRequest]) -> list[float]:
+        raise ModelError("log-likelihood scoring runs on --engine hf")
+
+    # --- adapters: loaded for generation, never trained here ----------------------------
+    def training_loss(
+        self,
+        images: Sequence[Any],
+        prompt_texts: Sequence[str],
+        answers: Sequence[str],
+        loss_on: LossOn = "answer",
+    ) -> torch.Tensor:
+        raise ModelError("--engine vllm does not train: finetune with --engine hf")
+
+    def trainable_parameters(self, include_encoder: bool = False) -> Iterator[nn.Parameter]:
+        raise ModelError("--engine vllm does not train: finetune with --engine hf")
+
+    def trainable_groups(self, include_encoder: bool = False) -> dict[str, list[nn.Parameter]]:
+        raise ModelError("--engine vllm does not train: finetune with --engine hf")
+
+    def set_trainable(self, include_encoder: bool = False) -> None:
+        return None  # nothing here is trained
+
+    def adapter_settings(self) -> dict[str, Any]:
+        return self._lora.as_dict()
+
+    def configure_adapter(self, settings: Mapping[str, Any]) -> None:
+        self._lora = self._lora.updated(settings)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self._state)
+
+    def load_trainable_state_dict(
+        self, state: dict[str, torch.Tensor], adapter_hash: str | None
+    ) -> None:
+        if not state or not all(".lora_A." in k or ".lora_B." in k for k in state):
+            raise ValueError("--engine vllm loads LoRA adapters only")
+        ranks = {int(v.shape[0]) for k, v in state.items() if ".lora_A." in k}
+        if ranks != {self._lora.r}:
+            raise ValueError(f"LoRA weights of rank {sorted(ranks)}, card says {self._lora.r}")
+        label = (adapter_hash or "adapter")[:16]
+        directory = write_peft_adapter(
+            cache_root() / "vllm-lora" / label, state, self._lora, self.source.location
+        )
+        self._state, self._adapter_hash = dict(state), adapter_hash
+        from vllm.lora.request import LoRARequest
+
+        self._lora_request = LoRARequest(label, 1, str(directory))
+
+
+def load_vllm_model(name: str, preset: str, argument: str | None, device: torch.device) -> Any:
+    """`hf:<argument>` generating through vLLM (no weights are loaded in this process)."""
+    vllm = check_engine(preset, name, device)
+    assert argument is not None  # the hf preset requires one
+    source = resolve_source(argument)
+    processor = load_processor(source, argument)
+    return VLLMVisionModel(
+        f"hf:{argument}",
+        source,
+        processor,
+        fingerprint=fingerprint_of(source),
+        device=device,
+        vllm=vllm,
+    )

@@ -1,0 +1,360 @@
+"""Everything a report shows about one run: cells with intervals, paired comparisons,
+breakdowns, consistency, and the humans' verdicts and agreement."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vlmalign.data.schema import Item
+from vlmalign.report.human import (
+    HUMAN,
+    AnnotatorAgreement,
+    HumanVerdict,
+    annotator_agreement,
+    human_verdicts,
+    judge_agreement,
+)
+from vlmalign.report.reference import reference_for
+from vlmalign.report.run_data import RunData
+from vlmalign.stats import (
+    JudgeAgreement,
+    Outcome,
+    accuracy_estimate,
+    compare_paired,
+    holm_adjust,
+    item_consistency,
+    unclear_rate,
+    yes_rate,
+)
+from vlmalign.store import GenerationRow
+
+ConditionKey = tuple[str, str, int]  # model variant, split, shots
+SIGNIFICANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Accuracy of one judge on one condition with its 95% interval.
+
+    Automatic judges: unclear verdicts count in n, not as aligned. `human`: n counts responses
+    whose annotators' majority is aligned or misaligned; `unclear` counts unsure majorities and
+    ties, `unlabelled` responses nobody labelled (neither is guessed into the accuracy).
+    `paper_magma_accuracy` is the paper's own MAGMA result for the same cell, when it has one.
+    """
+
+    model: str
+    split: str
+    shots: int
+    judge: str
+    accuracy: float | None
+    n: int
+    aligned: int
+    unclear: int
+    items: int
+    samples_per_prompt: int
+    ci_low: float | None
+    ci_high: float | None
+    ci_method: str
+    unlabelled: int = 0
+    paper_magma_accuracy: float | None = None
+    run: str = ""
+
+    @property
+    def condition(self) -> ConditionKey:
+        return (self.model, self.split, self.shots)
+
+    def text(self) -> str:
+        if self.accuracy is None or self.n == 0:
+            return "–"
+        interval = ""
+        if self.ci_low is not None and self.ci_high is not None:
+            interval = f" [{self.ci_low:.0%}–{self.ci_high:.0%}]"
+        return f"{self.accuracy:.0%}{interval} (n={self.n})"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Condition B against A for one judge on the same items (difference = B − A)."""
+
+    judge: str
+    a: ConditionKey
+    b: ConditionKey
+    accuracy_a: float
+    accuracy_b: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    p_holm: float
+    method: str
+    n_items: int
+    run: str = ""
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < SIGNIFICANCE
+
+    def sentence(self) -> str:
+        verdict = "significant" if self.significant else "not significant"
+        holm = " (also after Holm's correction)" if self.p_holm < SIGNIFICANCE else ""
+        if self.significant and not holm:
+            holm = " (not after Holm's correction)"
+        return (
+            f"{self.judge}: {condition_label(self.b)} vs {condition_label(self.a)}: "
+            f"{self.difference:+.0%} [{self.ci_low:+.0%}, {self.ci_high:+.0%}], "
+            f"{format_p(self.p_value)}, {verdict} at 0.05{holm} "
+            f"({self.method}, {self.n_items} items)"
+        )
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Accuracy of one judge on one condition within a group of items (polarity, tag, ...)."""
+
+    judge: str
+    condition: ConditionKey
+    group: str  # e.g. "polarity: negative", "tag: trap"
+    accuracy: float | None
+    n: int
+    ci_low: float | None
+    ci_high: float | None
+    run: str = ""
+
+
+@dataclass(frozen=True)
+class ConditionProfile:
+    """How a condition's answers look whatever their alignment (from the stance judge)."""
+
+    condition: ConditionKey
+    yes_rate: float | None
+    yes_ci_low: float | None
+    yes_ci_high: float | None
+    unclear_rate: float | None
+    consistency: float | None  # mean share of an item's samples agreeing with its majority
+    inconsistent_items: list[str]
+    run: str = ""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    run: RunData
+    cells: list[Cell]
+    comparisons: list[Comparison]
+    breakdowns: list[Breakdown]
+    profiles: list[ConditionProfile]
+    human: dict[str, HumanVerdict]
+    annotators: AnnotatorAgreement | None
+    judge_vs_human: dict[str, JudgeAgreement]
+
+    @property
+    def judges(self) -> list[str]:
+        return self.run.judges + ([HUMAN] if self.human else [])
+
+
+def format_p(p_value: float) -> str:
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
+
+
+def condition_label(condition: ConditionKey) -> str:
+    model, split, shots = condition
+    return f"{model} {shots}-shot {split}"
+
+
+def analyse(run: RunData) -> Analysis:
+    human = human_verdicts(run.labels)
+    outcomes = {judge: _judge_outcomes(run, judge) for judge in run.judges}
+    if human:
+        outcomes[HUMAN] = {k: v.aligned for k, v in human.items()}
+    conditions = _conditions(run.generations)
+    cells = [
+        _cell(run, judge, condition, rows, outcomes[judge], human)
+        for judge in outcomes
+        for condition, rows in conditions.items()
+    ]
+    comparisons = [c for judge in outcomes for c in _comparisons(run, judge, conditions, outcomes)]
+    return Analysis(
+        run=run,
+        cells=cells,
+        comparisons=comparisons,
+        breakdowns=_breakdowns(run, conditions, outcomes),
+        profiles=_profiles(run, conditions),
+        human=human,
+        annotators=annotator_agreement(run.labels) if run.labels else None,
+        judge_vs_human={
+            judge: judge_agreement(outcomes[judge], human) for judge in run.judges if human
+        },
+    )
+
+
+def _judge_outcomes(run: RunData, judge: str) -> dict[str, Outcome]:
+    return {key: row.aligned for key, row in run.verdicts[judge].items()}
+
+
+def _conditions(generations: Sequence[GenerationRow]) -> dict[ConditionKey, list[GenerationRow]]:
+    grouped: dict[ConditionKey, list[GenerationRow]] = defaultdict(list)
+    for row in generations:
+        grouped[(row.variant, row.split, row.shots)].append(row)
+    order = {"base": 0, "finetuned": 1}
+    return dict(
+        sorted(grouped.items(), key=lambda kv: (order.get(kv[0][0], 2), kv[0][1] != "train", kv[0]))
+    )
+
+
+def _by_item(
+    rows: Sequence[GenerationRow], outcomes: dict[str, Outcome], human: bool
+) -> dict[str, list[Outcome]]:
+    """Outcomes per item; for humans only decided responses (unsure, ties, unlabelled left out)."""
+    grouped: dict[str, list[Outcome]] = defaultdict(list)
+    for row in rows:
+        if row.key not in outcomes:
+            continue
+        outcome = outcomes[row.key]
+        if human and outcome is None:
+            continue
+        grouped[row.item_id].append(outcome)
+    return grouped
+
+
+def _cell(
+    run: RunData,
+    judge: str,
+    condition: ConditionKey,
+    rows: Sequence[GenerationRow],
+    outcomes: dict[str, Outcome],
+    human: dict[str, HumanVerdict],
+) -> Cell:
+    is_human = judge == HUMAN
+    estimate = accuracy_estimate(_by_item(rows, outcomes, is_human))
+    reference = reference_for(*condition, judge)
+    return Cell(
+        model=condition[0],
+        split=condition[1],
+        shots=condition[2],
+        judge=judge,
+        accuracy=estimate.accuracy,
+        n=estimate.n,
+        aligned=estimate.successes,
+        unclear=sum(1 for r in rows if r.key in human and human[r.key].aligned is None)
+        if is_human
+        else estimate.unclear,
+        items=estimate.items,
+        samples_per_prompt=max(r.sample_index for r in rows) + 1,
+        ci_low=estimate.ci_low,
+        ci_high=estimate.ci_high,
+        ci_method=estimate.method,
+        unlabelled=sum(1 for r in rows if r.key not in human) if is_human else 0,
+        paper_magma_accuracy=reference.accuracy if reference else None,
+        run=run.name,
+    )
+
+
+def comparison_pairs(conditions: Sequence[ConditionKey]) -> list[tuple[ConditionKey, ConditionKey]]:
+    """The paper's questions: more shots on the base model, and base vs finetuned 0-shot."""
+    present = set(conditions)
+    pairs = [(("base", "train", a), ("base", "train", b)) for a, b in ((0, 1), (0, 2), (1, 2))] + [
+        (("base", split, 0), ("finetuned", split, 0)) for split in ("train", "test")
+    ]
+    return [(a, b) for a, b in pairs if a in present and b in present]
+
+
+def _comparisons(
+    run: RunData,
+    judge: str,
+    conditions: dict[ConditionKey, list[GenerationRow]],
+    outcomes: dict[str, dict[str, Outcome]],
+) -> list[Comparison]:
+    found = []
+    for a, b in comparison_pairs(list(conditions)):
+        is_human = judge == HUMAN
+        result = compare_paired(
+            _by_item(conditions[a], outcomes[judge], is_human),
+            _by_item(conditions[b], outcomes[judge], is_human),
+        )
+        if result is not None:
+            found.append((a, b, result))
+    adjusted = holm_adjust([r.p_value for _, _, r in found])
+    return [
+        Comparison(
+            judge,
+            a,
+            b,
+            r.accuracy_a,
+            r.accuracy_b,
+            r.difference,
+            r.ci_low,
+            r.ci_high,
+            r.p_value,
+            p_holm,
+            r.method,
+            r.n_items,
+            run.name,
+        )
+        for (a, b, r), p_holm in zip(found, adjusted, strict=True)
+    ]
+
+
+def item_groups(item: Item) -> list[str]:
+    """The breakdown groups an item belongs to."""
+    groups = [f"aligned stance: {item.aligned_stance}"]
+    if item.polarity:
+        groups.append(f"polarity: {item.polarity}")
+    return groups + [f"tag: {tag}" for tag in item.tags]
+
+
+def _breakdowns(
+    run: RunData,
+    conditions: dict[ConditionKey, list[GenerationRow]],
+    outcomes: dict[str, dict[str, Outcome]],
+) -> list[Breakdown]:
+    groups_of = {item_id: item_groups(item) for item_id, item in run.items.items()}
+    names = sorted({g for groups in groups_of.values() for g in groups})
+    found = []
+    for judge, by_key in outcomes.items():
+        for condition, rows in conditions.items():
+            for group in names:
+                chosen = [r for r in rows if group in groups_of.get(r.item_id, ())]
+                if not chosen:
+                    continue
+                estimate = accuracy_estimate(_by_item(chosen, by_key, judge == HUMAN))
+                found.append(
+                    Breakdown(
+                        judge,
+                        condition,
+                        group,
+                        estimate.accuracy,
+                        estimate.n,
+                        estimate.ci_low,
+                        estimate.ci_high,
+                        run.name,
+                    )
+                )
+    return found
+
+
+def _profiles(
+    run: RunData, conditions: dict[ConditionKey, list[GenerationRow]]
+) -> list[ConditionProfile]:
+    stance = run.verdicts.get("stance")
+    profiles = []
+    for condition, rows in conditions.items():
+        stances = [
+            str(stance[r.key].detail.get("stance")) for r in rows if stance and r.key in stance
+        ]
+        yes = yes_rate(stances) if stances else None
+        by_item = _by_item(rows, {k: v.aligned for k, v in (stance or {}).items()}, False)
+        consistency = item_consistency(by_item)
+        profiles.append(
+            ConditionProfile(
+                condition,
+                yes.rate if yes else None,
+                yes.ci_low if yes else None,
+                yes.ci_high if yes else None,
+                unclear_rate(stances).rate if stances else None,
+                consistency.mean,
+                sorted(item for item, share in consistency.per_item.items() if share < 1),
+                run.name,
+            )
+        )
+    return profiles

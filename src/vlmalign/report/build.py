@@ -1,0 +1,88 @@
+"""Rebuild every report file of one or more run directories from their stores."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from vlmalign.report.analysis import Analysis, analyse
+from vlmalign.report.markdown import render_markdown
+from vlmalign.report.reference import PAPER, PAPER_LABEL, REFERENCE
+from vlmalign.report.run_data import load_run
+
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.md"
+HTML_FILE = "report.html"
+CELLS_CSV = "results.csv"
+COMPARISONS_CSV = "comparisons.csv"
+
+
+def results_json(analyses: Sequence[Analysis]) -> dict[str, Any]:
+    """The machine-readable contract: cells (with ci_low/ci_high), tests, breakdowns, humans."""
+    single = len(analyses) == 1
+    return {
+        "runs": [a.run.name for a in analyses],
+        "cells": [asdict(c) for a in analyses for c in a.cells],
+        "comparisons": [
+            {**asdict(c), "significant": c.significant} for a in analyses for c in a.comparisons
+        ],
+        "breakdowns": [asdict(b) for a in analyses for b in a.breakdowns],
+        "profiles": [asdict(p) for a in analyses for p in a.profiles],
+        "human": {
+            a.run.name: {
+                "annotators": asdict(a.annotators) if a.annotators else None,
+                "judge_vs_human": {j: asdict(r) for j, r in a.judge_vs_human.items()},
+                "majority": {k: v.status for k, v in a.human.items()},
+            }
+            for a in analyses
+            if a.human
+        },
+        "paper": {"source": PAPER, "label": PAPER_LABEL, "cells": [asdict(r) for r in REFERENCE]},
+        "provenance": analyses[0].run.provenance
+        if single
+        else {a.run.name: a.run.provenance for a in analyses},
+    }
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    """Conditions (model, split, shots) as one text column for spreadsheets."""
+    return {k: " ".join(map(str, v)) if isinstance(v, list | tuple) else v for k, v in row.items()}
+
+
+def render_files(analyses: Sequence[Analysis]) -> dict[str, str]:
+    from vlmalign.report.html import render_html
+
+    results = results_json(analyses)
+    return {
+        RESULTS_FILE: json.dumps(results, indent=2, default=str) + "\n",
+        REPORT_FILE: render_markdown(analyses),
+        CELLS_CSV: _csv(results["cells"]),
+        COMPARISONS_CSV: _csv([_flat(c) for c in results["comparisons"]]),
+        HTML_FILE: render_html(analyses),
+    }
+
+
+def build_report(run_dirs: Sequence[Path], out_dir: Path) -> list[Analysis]:
+    """Analyse the runs and write every report file into `out_dir` (all written, or none)."""
+    analyses = [analyse(load_run(run_dir)) for run_dir in run_dirs]
+    files = render_files(analyses)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (out_dir / f"{name}.tmp").write_text(text, encoding="utf-8")
+    for name in files:
+        (out_dir / f"{name}.tmp").replace(out_dir / name)
+    return analyses

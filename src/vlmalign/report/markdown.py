@@ -1,0 +1,226 @@
+"""report.md: the paper's tables with intervals, what is significant, humans, breakdowns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from vlmalign.report.analysis import Analysis, condition_label
+from vlmalign.report.reference import PAPER
+from vlmalign.report.tables import (
+    TABLE1_COLUMNS,
+    TABLE2_COLUMNS,
+    find_cell,
+    loss_rows,
+    markdown_table,
+    table1_rows,
+    table2_rows,
+)
+
+INTERVALS_NOTE = (
+    "Each cell is accuracy [95% interval] (n responses): a Wilson interval with one sample per "
+    "prompt, a bootstrap over items with several (samples of one item are not independent). "
+    "Automatic judges count an unclear verdict as not aligned; `human` is the majority of the "
+    "annotators' latest labels, and leaves out unsure majorities, ties and unlabelled responses."
+)
+PAPER_NOTE = (
+    f"`paper:` is the paper's own MAGMA result for that cell ({PAPER}, Tables 1 and 2; "
+    "one sample per prompt, 30 train items), not this run: its hand-evaluated rows stand beside "
+    "`human` and `stance`, its RoBERTa-large classifier row beside `ethics-roberta` and `ethics`."
+)
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def run_section(analysis: Analysis, level: str = "##") -> list[str]:
+    cells, judges = analysis.cells, analysis.judges
+    parts = [
+        f"{level} Table 1: alignment of the base model by number of shots (train split)",
+        "",
+        markdown_table(
+            ["judge", *(label for _, label in TABLE1_COLUMNS)], table1_rows(cells, judges, True)
+        ),
+        "",
+        f"{level} Table 2: base and finetuned model, 0-shot",
+        "",
+        markdown_table(
+            ["judge", "model", *(label for _, label in TABLE2_COLUMNS)],
+            table2_rows(cells, judges, True),
+        ),
+        "",
+        INTERVALS_NOTE,
+        "",
+        PAPER_NOTE,
+        "",
+        f"{level} Which differences are real",
+        "",
+    ]
+    parts += _significance(analysis)
+    if analysis.human:
+        parts += ["", f"{level} Human evaluation", "", *_human(analysis)]
+    parts += ["", f"{level} Answers by condition", "", *_profiles(analysis)]
+    parts += ["", f"{level} Breakdowns", "", *_breakdowns(analysis)]
+    losses = loss_rows(analysis.run.epoch_losses)
+    if losses:
+        parts += ["", f"{level} Finetuning loss per epoch", ""]
+        parts.append(markdown_table(["epoch", "mean loss", "seconds"], losses))
+    return parts
+
+
+def _significance(analysis: Analysis) -> list[str]:
+    if not analysis.comparisons:
+        return ["No pair of conditions to compare."]
+    significant = [c for c in analysis.comparisons if c.significant]
+    lines = [
+        "Paired tests on the same items (exact McNemar with one sample per prompt, a paired "
+        "bootstrap over items with several); difference = second minus first condition; "
+        "Holm's correction is over each judge's family of comparisons.",
+        "",
+    ]
+    if not significant:
+        lines.append("**No difference is significant at 0.05.**")
+    else:
+        lines.append(f"**Significant at 0.05 ({len(significant)}):**")
+        lines += [f"- {c.sentence()}" for c in significant]
+    rest = [c for c in analysis.comparisons if not c.significant]
+    if rest:
+        lines += ["", "Not significant:"]
+        lines += [f"- {c.sentence()}" for c in rest]
+    return lines
+
+
+def _human(analysis: Analysis) -> list[str]:
+    agreement = analysis.annotators
+    assert agreement is not None
+    lines = [
+        f"{len(agreement.annotators)} annotator(s) ({', '.join(agreement.annotators)}) labelled "
+        f"{agreement.labelled} responses, {agreement.overlapping} by at least two. "
+        f"Cohen's kappa (two annotators): {_number(agreement.cohen_kappa)}; "
+        f"Krippendorff's alpha (nominal): {_number(agreement.krippendorff_alpha)}.",
+        "",
+    ]
+    statuses = [v.status for v in analysis.human.values()]
+    ties, unsure = statuses.count("tie"), statuses.count("unsure")
+    lines += [
+        f"Human majority: {statuses.count('aligned')} aligned, {statuses.count('misaligned')} "
+        f"misaligned, {unsure} unsure, {ties} ties (not guessed); "
+        f"{len(analysis.run.generations) - len(statuses)} responses unlabelled.",
+        "",
+    ]
+    rows = []
+    for judge, result in analysis.judge_vs_human.items():
+        c = result.confusion
+        rows.append(
+            [
+                judge,
+                str(result.n),
+                _pct(result.accuracy),
+                _number(result.kappa),
+                f"{c['aligned']['aligned']} / {c['aligned']['misaligned']} / "
+                f"{c['misaligned']['aligned']} / {c['misaligned']['misaligned']}",
+                result.summary(),
+            ]
+        )
+    header = [
+        "judge",
+        "n",
+        "accuracy vs humans",
+        "kappa",
+        "judge A/human A, A/M, M/A, M/M",
+        "alignment estimate",
+    ]
+    return [*lines, markdown_table(header, rows)]
+
+
+def _profiles(analysis: Analysis) -> list[str]:
+    rows = [
+        [
+            condition_label(p.condition),
+            f"{_pct(p.yes_rate)} [{_pct(p.yes_ci_low)}–{_pct(p.yes_ci_high)}]",
+            _pct(p.unclear_rate),
+            _pct(p.consistency),
+            ", ".join(p.inconsistent_items[:8]) + (" …" if len(p.inconsistent_items) > 8 else ""),
+        ]
+        for p in analysis.profiles
+    ]
+    header = ["condition", "says yes", "unclear", "consistency", "inconsistent items"]
+    note = (
+        "From the stance judge: share of yes among yes/no answers whatever the aligned stance "
+        "(a yes-bias shows as a rate far from the dataset's share of yes items), share of "
+        "unclear answers, and how often an item's samples agree with its majority."
+    )
+    return [note, "", markdown_table(header, rows)]
+
+
+def _breakdowns(analysis: Analysis) -> list[str]:
+    conditions = list(dict.fromkeys(c.condition for c in analysis.cells))
+    lines = []
+    for judge in analysis.judges:
+        found = [b for b in analysis.breakdowns if b.judge == judge]
+        groups = list(dict.fromkeys(b.group for b in found))
+        rows = []
+        for group in groups:
+            row = [group]
+            for condition in conditions:
+                match = next(
+                    (b for b in found if b.group == group and b.condition == condition), None
+                )
+                row.append(f"{_pct(match.accuracy)} (n={match.n})" if match else "–")
+            rows.append(row)
+        if rows:
+            header = ["group", *(condition_label(c) for c in conditions)]
+            lines += [f"Judge `{judge}`:", "", markdown_table(header, rows), ""]
+    return lines
+
+
+def side_by_side(analyses: Sequence[Analysis]) -> list[str]:
+    """One row per judge and condition, one column per run."""
+    judges = list(dict.fromkeys(j for a in analyses for j in a.judges))
+    conditions = list(dict.fromkeys(c.condition for a in analyses for c in a.cells))
+    rows = []
+    for judge in judges:
+        for condition in conditions:
+            row = [judge, condition_label(condition)]
+            for analysis in analyses:
+                cell = find_cell(analysis.cells, *condition, judge)
+                row.append(cell.text() if cell else "–")
+            rows.append(row)
+    header = ["judge", "condition", *(a.run.name for a in analyses)]
+    return [markdown_table(header, rows)]
+
+
+def _header(analysis: Analysis) -> str:
+    p = analysis.run.provenance
+    return (
+        f"Run `{analysis.run.name}`: model `{p.get('model')}` on `{p.get('dataset')}`, "
+        f"{p.get('samples_per_prompt')} sample(s) per prompt, prompt format "
+        f"`{p.get('prompt_format')}`, {len(analysis.run.generations)} responses."
+    )
+
+
+def render_markdown(analyses: Sequence[Analysis]) -> str:
+    parts = ["# vlmalign study report", ""]
+    if len(analyses) == 1:
+        parts += [_header(analyses[0]), "", *run_section(analyses[0])]
+    else:
+        parts += [*(_header(a) for a in analyses), "", "## Side by side", ""]
+        parts += side_by_side(analyses)
+        for analysis in analyses:
+            parts += ["", f"## Run `{analysis.run.name}`", "", *run_section(analysis, "###")]
+    parts += ["", "## Provenance", ""]
+    for analysis in analyses:
+        parts += [
+            f"Run `{analysis.run.name}`:",
+            "",
+            "```json",
+            json.dumps(analysis.run.provenance, indent=2, default=str),
+            "```",
+            "",
+        ]
+    return "\n".join(parts)

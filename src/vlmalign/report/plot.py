@@ -1,0 +1,157 @@
+"""The accuracy plot: one panel per judge, one bar per run and condition, with 95% intervals
+and the paper's own MAGMA numbers as separate markers (rendered to PNG, no pyplot state)."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import PercentFormatter
+
+from vlmalign.report.analysis import Cell, ConditionKey
+from vlmalign.report.reference import PAPER_LABEL, reference_for
+
+MAX_WIDTH = 13.0  # inches: wider figures get too small once the page scales them down
+MAX_COLUMNS = 3
+PANEL_WIDTH_PER_CONDITION = 0.6  # inches; keeps bar groups readable with 2 runs
+RUN_COLOURS = ("#3b6ea8", "#e08a2c", "#5a9e5a", "#b5517a", "#7d6bb0", "#8c8c8c")
+PAPER_COLOUR = "#111111"
+
+
+def condition_order(condition: ConditionKey) -> tuple[int, bool, str, int]:
+    """Base before finetuned, train before test, then by shots (as in the tables)."""
+    model, split, shots = condition
+    return ({"base": 0, "finetuned": 1}.get(model, 2), split != "train", model, shots)
+
+
+def condition_tick(condition: ConditionKey) -> str:
+    model, split, shots = condition
+    return f"{model}\n{shots}-shot\n{split}"
+
+
+def accuracy_png(runs: Mapping[str, Sequence[Cell]], dpi: int = 110) -> bytes:
+    """PNG of accuracy by condition, one panel per judge; `runs` maps a run's label to its cells."""
+    judges = _unique(cell.judge for cells in runs.values() for cell in cells)
+    conditions = sorted(
+        {cell.condition for cells in runs.values() for cell in cells}, key=condition_order
+    )
+    panel_width = max(3.2, 1.0 + len(conditions) * PANEL_WIDTH_PER_CONDITION * len(runs) ** 0.5)
+    columns = max(1, min(len(judges), MAX_COLUMNS, int(MAX_WIDTH // panel_width)))
+    rows = max(1, math.ceil(len(judges) / columns))
+    # Constrained layout leaves room for the legend placed outside the panels.
+    figure = Figure(
+        figsize=(columns * panel_width, rows * 3.4 + 0.5), dpi=dpi, layout="constrained"
+    )
+    axes = figure.subplots(rows, columns, squeeze=False, sharey=True).ravel()
+    for index, (ax, judge) in enumerate(zip(axes, judges, strict=False)):
+        _panel(ax, judge, conditions, runs)
+        if index % columns == 0:
+            ax.set_ylabel("accuracy (aligned share)", fontsize=9)
+    for ax in axes[len(judges) :]:
+        ax.set_visible(False)
+    if not judges:
+        axes[0].set_visible(True)
+        axes[0].text(0.5, 0.5, "no verdicts", ha="center", va="center")
+    _legend(figure, list(runs), any_paper=_has_paper(judges, conditions))
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return buffer.getvalue()
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))  # first-seen order
+
+
+def _panel(
+    ax: Axes, judge: str, conditions: Sequence[ConditionKey], runs: Mapping[str, Sequence[Cell]]
+) -> None:
+    width = 0.8 / max(1, len(runs))
+    for index, cells in enumerate(runs.values()):
+        by_condition = {c.condition: c for c in cells if c.judge == judge}
+        offset = (index - (len(runs) - 1) / 2) * width
+        for position, condition in enumerate(conditions):
+            cell = by_condition.get(condition)
+            if cell is not None and cell.accuracy is not None:
+                _bar(ax, position + offset, width, cell, RUN_COLOURS[index % len(RUN_COLOURS)])
+    for position, condition in enumerate(conditions):
+        reference = reference_for(*condition, judge)
+        if reference is not None:
+            ax.plot(
+                position,
+                reference.accuracy,
+                marker="D",
+                markersize=7,
+                color=PAPER_COLOUR,
+                markerfacecolor="white",
+                markeredgewidth=1.6,
+                zorder=4,
+            )
+    ax.set_title(judge, fontsize=11, fontweight="bold")
+    ax.set_xticks(range(len(conditions)), [condition_tick(c) for c in conditions], fontsize=8)
+    ax.set_xlim(-0.6, len(conditions) - 0.4)
+    ax.set_ylim(0, 1.08)  # headroom for the value labels above a 100% bar
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.tick_params(axis="y", labelleft=True)  # sharey hides them on inner panels
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _bar(ax: Axes, x: float, width: float, cell: Cell, colour: str) -> None:
+    accuracy = float(cell.accuracy or 0.0)
+    ax.bar(x, accuracy, width * 0.92, color=colour, alpha=0.85)
+    if cell.ci_low is not None and cell.ci_high is not None:
+        below, above = max(0.0, accuracy - cell.ci_low), max(0.0, cell.ci_high - accuracy)
+        ax.errorbar(x, accuracy, yerr=[[below], [above]], color="#222222", capsize=3, lw=1)
+    # The value sits at the foot of the bar, clear of the interval and the paper's marker.
+    inside = accuracy >= 0.1
+    ax.text(
+        x,
+        0.015,
+        f"{accuracy:.0%}",
+        ha="center",
+        va="bottom",
+        fontsize=7,
+        color="white" if inside else "#222222",
+        fontweight="bold",
+        rotation=90 if width < 0.3 else 0,
+    )
+
+
+def _has_paper(judges: Sequence[str], conditions: Sequence[ConditionKey]) -> bool:
+    return any(reference_for(*c, j) is not None for j in judges for c in conditions)
+
+
+def _legend(figure: Figure, runs: Sequence[str], any_paper: bool) -> None:
+    handles: list[Patch | Line2D] = [
+        Patch(color=RUN_COLOURS[i % len(RUN_COLOURS)], alpha=0.85, label=f"{run} (95% interval)")
+        for i, run in enumerate(runs)
+    ]
+    if any_paper:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="D",
+                linestyle="none",
+                color=PAPER_COLOUR,
+                markerfacecolor="white",
+                markeredgewidth=1.6,
+                label=f"{PAPER_LABEL}: the paper's own result",
+            )
+        )
+    figure.legend(
+        handles=handles,
+        loc="outside upper center",
+        ncols=len(handles),
+        frameon=False,
+        fontsize=9,
+    )

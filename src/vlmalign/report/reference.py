@@ -1,0 +1,68 @@
+"""The paper's own MAGMA results, shown beside a run's matching cells (never mixed with them).
+
+Source: "Aligning MAGMA by Few-Shot Learning and Finetuning", Table 1 and Table 2. The paper
+sampled once per prompt (temperature 0.7, top-k 0, 15 tokens) on 30 train items; the size of
+its test split is not stated. Its "hand-evaluated" rows are shown beside our `human` judge and
+the `stance` judge (an automatic reading of the same question: did the answer take the aligned
+stance?), and its "Common sense RoBERTa-large Classifier" row beside `ethics-roberta` and its
+stand-in `ethics`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PAPER = "Aligning MAGMA by Few-Shot Learning and Finetuning"
+PAPER_LABEL = "paper (MAGMA)"
+
+
+@dataclass(frozen=True)
+class ReferenceCell:
+    table: int
+    model: str  # base | finetuned
+    split: str
+    shots: int
+    evaluation: str  # "classifier" (RoBERTa-large on prompt + response) or "hand"
+    paper_row: str
+    accuracy: float
+    n: int | None  # None where the paper does not say
+
+
+TRAIN_ITEMS = 30
+REFERENCE: tuple[ReferenceCell, ...] = (
+    ReferenceCell(1, "base", "train", 0, "classifier", "RoBERTa-large classifier", 0.90, 30),
+    ReferenceCell(1, "base", "train", 1, "classifier", "RoBERTa-large classifier", 0.93, 30),
+    ReferenceCell(1, "base", "train", 2, "classifier", "RoBERTa-large classifier", 0.93, 30),
+    ReferenceCell(1, "base", "train", 0, "hand", "hand-evaluated", 0.56, 30),
+    ReferenceCell(1, "base", "train", 1, "hand", "hand-evaluated", 0.67, 30),
+    ReferenceCell(1, "base", "train", 2, "hand", "hand-evaluated", 0.56, 30),
+    ReferenceCell(2, "base", "train", 0, "hand", "Huggingface's MAGMA", 0.56, 30),
+    ReferenceCell(2, "base", "test", 0, "hand", "Huggingface's MAGMA", 0.50, None),
+    ReferenceCell(2, "finetuned", "train", 0, "hand", "Finetuned MAGMA", 0.67, 30),
+    ReferenceCell(2, "finetuned", "test", 0, "hand", "Finetuned MAGMA", 0.60, None),
+)
+
+
+EVALUATION_OF_JUDGE = {
+    "ethics-roberta": "classifier",
+    "ethics": "classifier",
+    "human": "hand",
+    "stance": "hand",
+}
+
+
+def reference_for(
+    model: str, split: str, shots: int, judge: str, table: int | None = None
+) -> ReferenceCell | None:
+    """The paper's number for the same condition and kind of evaluation, if it reported one."""
+    evaluation = EVALUATION_OF_JUDGE.get(judge.split(":")[0])
+    for cell in REFERENCE:
+        same = (cell.model, cell.split, cell.shots, cell.evaluation) == (
+            model,
+            split,
+            shots,
+            evaluation,
+        )
+        if same and (table is None or cell.table == table):
+            return cell
+    return None

@@ -1,0 +1,64 @@
+"""Everything a report needs, read back from a run's store (so reports can always be rebuilt)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlmalign.data.schema import Item
+from vlmalign.errors import VlmalignError
+from vlmalign.store import STORE_FILE, GenerationRow, JudgmentRow, LabelRow, RunStore, stable_hash
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The newest finished study run of a directory: responses, verdicts, human labels."""
+
+    run_dir: Path
+    provenance: dict[str, Any]
+    generations: tuple[GenerationRow, ...]
+    items: dict[str, Item]
+    verdicts: dict[str, dict[str, JudgmentRow]]  # judge name -> generation key -> verdict
+    labels: tuple[LabelRow, ...]  # each annotator's latest label of the run's responses
+    epoch_losses: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def judges(self) -> list[str]:
+        return list(self.verdicts)
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name or str(self.run_dir)
+
+
+def load_run(run_dir: Path) -> RunData:
+    if not (run_dir / STORE_FILE).is_file():
+        raise VlmalignError(f"{run_dir}: no {STORE_FILE} here; run `vlmalign study` first")
+    with RunStore(run_dir) as store:
+        latest = store.latest_run()
+        if latest is None:
+            raise VlmalignError(f"{run_dir}: no finished study run in {STORE_FILE}")
+        run_id, provenance = latest
+        keys = store.run_generation_keys(run_id) or store.all_generation_keys()
+        generations = store.generations(keys)
+        items: dict[str, Item] = {}
+        for sha in {g.dataset_sha256 for g in generations}:
+            items.update(store.items(sha))
+        # Verdicts of the judge configurations this run used (a changed judge is another one).
+        verdicts = {
+            name: store.judgments(name, stable_hash(config), keys)
+            for name, config in (provenance.get("judges") or {}).items()
+        }
+        wanted = set(keys)
+        labels = tuple(r for r in store.labels() if r.generation_key in wanted)
+    adapter = provenance.get("finetuned_adapter") or {}
+    return RunData(
+        run_dir,
+        provenance,
+        tuple(generations),
+        items,
+        verdicts,
+        labels,
+        tuple(adapter.get("epoch_losses") or ()),
+    )

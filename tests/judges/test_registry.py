@@ -1,0 +1,161 @@
+"""Judges by `NAME[:ARGUMENT]` with typed options; the study config and CLI that pass them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vlmalign.config import StudyConfig, load_config
+from vlmalign.errors import ConfigError
+from vlmalign.judges.options import JudgeOptions, split_judge_name
+from vlmalign.judges.registry import JUDGES, JudgeSpec, build_judge, judge_spec
+from vlmalign.judges.stance import StanceJudge
+
+
+def test_names_split_at_the_first_colon() -> None:
+    assert split_judge_name("stance") == ("stance", None)
+    assert split_judge_name("vlm:mini") == ("vlm", "mini")
+    assert split_judge_name("vlm:hf:Qwen/Qwen2.5-VL-7B-Instruct") == (
+        "vlm",
+        "hf:Qwen/Qwen2.5-VL-7B-Instruct",
+    )
+    assert split_judge_name("ethics-roberta:/w/cm_roberta-large.pt") == (
+        "ethics-roberta",
+        "/w/cm_roberta-large.pt",
+    )
+
+
+def test_every_judge_of_the_study_is_registered() -> None:
+    assert {"stance", "ethics", "ethics-roberta", "vlm"} <= set(JUDGES)
+    assert JUDGES["vlm"].uses_model and not JUDGES["ethics-roberta"].uses_model
+    assert JUDGES["vlm"].display_name == "vlm:<model name>"
+    assert JUDGES["stance"].display_name == "stance"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("nope", "unknown judge 'nope'"),
+        ("vlm", "judge 'vlm' needs model name: use 'vlm:<model name>'"),
+        ("vlm:", "judge 'vlm' needs model name"),
+        ("ethics-roberta", "needs path to cm_roberta-large.pt"),
+        ("stance:x", "judge 'stance' takes no argument"),
+    ],
+)
+def test_bad_names_are_config_errors(name: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        judge_spec(name)
+
+
+def test_options_a_judge_does_not_take_are_errors() -> None:
+    with pytest.raises(ConfigError, match=r"'stance' does not take option\(s\) threshold"):
+        build_judge("stance", JudgeOptions(threshold=1.0))
+    with pytest.raises(ConfigError, match=r"does not take option\(s\) tokenizer \(it takes:"):
+        build_judge("vlm:mini", JudgeOptions(tokenizer="roberta-large"))
+
+
+def test_defaults_only_reach_judges_that_take_them() -> None:
+    # The study passes its device and image folder to every judge; rule judges ignore them.
+    assert isinstance(build_judge("stance", device="cuda", image_base_dir=Path(".")), StanceJudge)
+
+
+def test_defaults_never_override_given_options() -> None:
+    options = JudgeOptions(device="cpu")
+    filled = options.with_defaults(frozenset({"device", "threshold"}), device="cuda", threshold=2)
+    assert filled.device == "cpu" and filled.threshold == 2
+    assert options.with_defaults(frozenset(), device="cuda") is options
+
+
+def test_options_are_typed() -> None:
+    with pytest.raises(ValueError):
+        JudgeOptions.model_validate({"prompt_format": "html"})
+    with pytest.raises(ValueError):
+        JudgeOptions.model_validate({"thresold": 1.0})
+
+
+def test_a_spec_has_exactly_one_way_to_be_built() -> None:
+    with pytest.raises(TypeError):
+        JudgeSpec("x", "d", "n")
+    with pytest.raises(TypeError):
+        JudgeSpec("x", "d", "n", StanceJudge, configured=lambda argument, options: StanceJudge())
+
+
+# --- study config -----------------------------------------------------------------------------
+
+
+def test_study_config_takes_judge_arguments_and_options(tmp_path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "judges": ["stance", "ethics-roberta:/w/cm_roberta-large.pt", "vlm:mini"],
+                "judge_options": {
+                    "ethics-roberta": {"tokenizer": "/models/roberta-large", "batch_size": 8},
+                    "vlm": {"threshold": 0.5, "prompt_format": "chat"},
+                },
+            }
+        )
+    )
+    cfg = load_config(path)
+    assert cfg.judge_names() == ["stance", "ethics-roberta", "vlm"]
+    assert cfg.judge_options["vlm"] == JudgeOptions(threshold=0.5, prompt_format="chat")
+    assert cfg.judge_options["ethics-roberta"].tokenizer == "/models/roberta-large"
+
+
+def test_study_config_rejects_twice_listed_judges_and_stray_options() -> None:
+    with pytest.raises(ConfigError, match="judge 'vlm' is listed more than once"):
+        load_config(None, {"judges": ["vlm:mini", "vlm:hf:x/y"]})
+    with pytest.raises(ConfigError, match="judge_options for 'vlm', which is not in judges"):
+        load_config(None, {"judges": ["stance"], "judge_options": {"vlm": {"threshold": 1}}})
+    with pytest.raises(ConfigError, match="judge_options"):
+        load_config(None, {"judge_options": {"stance": {"thresold": 1}}})
+    assert StudyConfig().judge_names() == ["stance", "ethics"]
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "250"}  # rich would wrap names in a narrow table
+    return subprocess.run(
+        [sys.executable, "-m", "vlmalign", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+def test_judges_listing_names_every_judge() -> None:
+    listing = run_cli("judges")
+    assert listing.returncode == 0, listing.stderr
+    for name in ("stance", "ethics", "ethics-roberta:<path to cm_roberta-large.pt>"):
+        assert name in listing.stdout
+    assert "vlm:<model name>" in listing.stdout
+    assert "human" in listing.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--judge", "stance", "--adapter", "a"], "runs no VLM that an adapter could change"),
+        (["--judge", "ethics-roberta:x.pt", "--adapter", "a"], "drop --adapter"),
+        (["--judge", "stance", "--threshold", "1"], "does not take option(s) threshold"),
+        (["--judge", "vlm"], "judge 'vlm' needs model name"),
+        (["--judge", "vlm:mini", "--prompt-format", "html"], "--prompt-format:"),
+    ],
+)
+def test_judge_command_errors_are_one_line(args: list[str], fragment: str, tmp_path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"question": "Should I?", "response": "Yes."}\n')
+    result = run_cli("judge", *args, "--input", str(src), "--output", str(tmp_path / "o.jsonl"))
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and fragment in lines[-1]
+    assert "Traceback" not in result.stderr
