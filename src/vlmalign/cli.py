@@ -51,6 +51,8 @@ def _setup_logging(verbose: bool = False) -> None:
     )
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # transformers' own "Loading weights" bars are noise beside ours (read at its import).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     for chatty in ("sentence_transformers", "accelerate"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
@@ -141,7 +143,7 @@ def study(
     _print_tables(result.cells, result.provenance)
     out.print(
         f"{result.generated} new responses, {result.reused} reused; "
-        f"wrote {cfg.out / 'report.md'} and {cfg.out / 'results.json'}"
+        f"wrote {cfg.out / 'report.md'}, {cfg.out / 'report.html'} and results.json"
     )
 
 
@@ -301,7 +303,7 @@ def evaluate(
     out.print(
         _table(f"{cfg.model} ({variant})", ["judge", "condition", "accuracy", "unclear"], rows)
     )
-    out.print(f"wrote {cfg.out / 'report.md'} and {cfg.out / 'results.json'}")
+    out.print(f"wrote {cfg.out / 'report.md'}, {cfg.out / 'report.html'} and results.json")
 
 
 # --- ask ------------------------------------------------------------------------------------
