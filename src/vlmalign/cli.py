@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vlmalign.errors import VlmalignError
@@ -63,7 +64,7 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
     for column in header:
         table.add_column(column)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # cells are text: `[vllm]` is no markup
     return table
 
 
