@@ -517,7 +517,9 @@ def report(
             if comparison.significant:
                 out.print(f"significant: {comparison.sentence()}")
         for judge, agreement in analysis.judge_vs_human.items():
-            out.print(f"{judge} vs humans: kappa {agreement.kappa}; {agreement.summary()}")
+            kappa = "–" if agreement.kappa is None else f"{agreement.kappa:.2f}"
+            accuracy = "–" if agreement.accuracy is None else f"{agreement.accuracy:.0%}"
+            out.print(f"{judge} vs humans: agrees {accuracy}, kappa {kappa}; {agreement.summary()}")
     out.print(f"wrote {target / REPORT_FILE}, {target / HTML_FILE}, results.json and CSVs")
 
 

@@ -181,3 +181,20 @@ def test_overlap_offers_each_response_until_k_labelled(run: tuple[Path, list[str
     with RunStore(run[0]) as store:
         per_key = [r.generation_key for r in store.labels()]
     assert sorted(per_key) == sorted(run[1] * 2)
+
+
+def test_refusals_come_in_a_fixed_order(client: TestClient, run: tuple[Path, list[str]]) -> None:
+    key = run[1][0]
+    anonymous = TestClient(client.app)
+    assert anonymous.post(f"/r/{key}", data={"label": "bogus"}).status_code == 403  # no CSRF
+    page = anonymous.get("/")
+    signed_out = {"label": "aligned", "csrf": csrf_of(page.text)}
+    assert anonymous.post(f"/r/{key}", data=signed_out).status_code == 403  # not signed in
+    html = sign_in(client)
+    unknown = "f" * 64
+    bad = {"label": "bogus", "csrf": csrf_of(html)}
+    assert client.post(f"/r/{unknown}", data=bad).status_code == 422  # label before key
+    good = {"label": "aligned", "csrf": csrf_of(html)}
+    assert client.post(f"/r/{unknown}", data=good).status_code == 404
+    with RunStore(run[0]) as store:
+        assert store.labels() == []

@@ -207,19 +207,22 @@ def create_app(
     @app.post("/r/{key}")
     async def label(
         key: str,
-        annotator: Annotated[str, Depends(signed_in)],
         current: Annotated[tuple[str, Session], Depends(session)],
         label: Annotated[str, Form()] = "",
         note: Annotated[str, Form()] = "",
         csrf: Annotated[str | None, Form()] = None,
     ) -> Response:
+        # Refusals in a fixed order: CSRF (403), signed in (403), label (422), response (404).
         check_csrf(current, csrf)
-        viewable(annotator, key)
+        annotator = current[1].annotator
+        if annotator is None:
+            raise HTTPException(403, "sign in first")
         problem = validate_label(label) or (
             f"note is longer than {MAX_NOTE} characters" if len(note) > MAX_NOTE else None
         )
         if problem:
             raise HTTPException(422, problem)
+        viewable(annotator, key)
         store.add_labels([LabelRow(key, annotator, label, note.strip(), now())])
         return RedirectResponse("/next", status_code=303)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vlmalign.data.schema import Item
-from vlmalign.report.human import (
+from vlmalign.judges.human import (
     HUMAN,
     AnnotatorAgreement,
     HumanVerdict,

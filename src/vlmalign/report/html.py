@@ -24,6 +24,7 @@ from markupsafe import Markup, escape
 
 from vlmalign.data.images import ImageError, load_image
 from vlmalign.data.schema import Item
+from vlmalign.judges.human import HUMAN, AnnotatorAgreement, HumanVerdict
 from vlmalign.prompts import IMAGE_TOKEN
 from vlmalign.report.analysis import (
     Analysis,
@@ -32,7 +33,6 @@ from vlmalign.report.analysis import (
     ConditionKey,
     condition_label,
 )
-from vlmalign.report.human import HUMAN, AnnotatorAgreement, HumanVerdict
 from vlmalign.report.plot import accuracy_png, condition_order
 from vlmalign.report.reference import (
     EVALUATION_OF_JUDGE,

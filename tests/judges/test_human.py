@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vlmalign.report.human import annotator_agreement, human_verdicts, judge_agreement
+from vlmalign.judges.human import annotator_agreement, human_verdicts, judge_agreement
 from vlmalign.store import LabelRow
 
 
