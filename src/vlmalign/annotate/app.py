@@ -90,13 +90,13 @@ def create_app(
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    def session(request: Request) -> tuple[str, Session]:
+    async def session(request: Request) -> tuple[str, Session]:
         sid = request.cookies.get(SESSION_COOKIE, "")
         if sid not in state.sessions:
             sid = state.new_session(Session())
         return sid, state.sessions[sid]
 
-    def signed_in(current: Annotated[tuple[str, Session], Depends(session)]) -> str:
+    async def signed_in(current: Annotated[tuple[str, Session], Depends(session)]) -> str:
         annotator = current[1].annotator
         if annotator is None:
             raise HTTPException(303, headers={"Location": "/"})

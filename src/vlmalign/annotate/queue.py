@@ -30,6 +30,7 @@ class AnnotationQueue:
         self.key_set = set(self.keys)
         self.overlap = overlap
         self.seed = seed
+        self._orders: dict[str, list[str]] = {}
 
     def register(self, annotator: str) -> int:
         """Record the annotator's order seed (random, or derived from the app's --seed)."""
@@ -41,9 +42,11 @@ class AnnotationQueue:
         return self.store.annotator_seed(annotator, fresh)
 
     def order(self, annotator: str) -> list[str]:
-        keys = list(self.keys)
-        random.Random(self.register(annotator)).shuffle(keys)
-        return keys
+        if annotator not in self._orders:  # computed once: a page view should not write
+            keys = list(self.keys)
+            random.Random(self.register(annotator)).shuffle(keys)
+            self._orders[annotator] = keys
+        return self._orders[annotator]
 
     def _labellers(self) -> dict[str, set[str]]:
         by_key: dict[str, set[str]] = defaultdict(set)
