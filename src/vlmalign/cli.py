@@ -462,10 +462,7 @@ def list_models() -> None:
     """List model presets with their size and what they need."""
     from vlmalign.models.registry import MODELS
 
-    rows = [
-        [f"{s.name}:<{s.argument}>" if s.argument else s.name, s.size, s.needs, s.description]
-        for s in MODELS.values()
-    ]
+    rows = [[s.display_name, s.size, s.needs, s.description] for s in MODELS.values()]
     out.print(_table("models", ["name", "size", "needs", "description"], rows))
 
 

@@ -12,13 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vlmalign.naming import split_name as split_judge_name
 from vlmalign.prompts import PromptFormat
 
-
-def split_judge_name(name: str) -> tuple[str, str | None]:
-    """'vlm:hf:org/model' -> ('vlm', 'hf:org/model'); 'stance' -> ('stance', None)."""
-    base, sep, argument = name.partition(":")
-    return base, (argument if sep else None)
+__all__ = ["JudgeOptions", "split_judge_name"]
 
 
 class JudgeOptions(BaseModel):

@@ -13,7 +13,8 @@ from typing import Any
 
 from vlmalign.errors import ConfigError
 from vlmalign.judges.base import Judge
-from vlmalign.judges.options import JudgeOptions, split_judge_name
+from vlmalign.judges.options import JudgeOptions
+from vlmalign.naming import display_name, resolve_name
 from vlmalign.store import stable_hash
 
 
@@ -83,7 +84,7 @@ class JudgeSpec:
     @property
     def display_name(self) -> str:
         """How `vlmalign judges` shows it: `vlm:<model name>` for a judge with an argument."""
-        return f"{self.name}:<{self.argument}>" if self.argument else self.name
+        return display_name(self.name, self.argument)
 
 
 JUDGES: dict[str, JudgeSpec] = {
@@ -140,17 +141,7 @@ AUTOMATIC_JUDGES = ("stance", "ethics")
 
 def judge_spec(name: str) -> tuple[JudgeSpec, str | None]:
     """The judge behind a name and its argument, checked."""
-    base, argument = split_judge_name(name)
-    spec = JUDGES.get(base)
-    if spec is None:
-        raise ConfigError(
-            f"unknown judge {name!r}; known: {', '.join(JUDGES)} (see `vlmalign judges`)"
-        )
-    if argument is not None and spec.argument is None:
-        raise ConfigError(f"judge {base!r} takes no argument; use {base!r}")
-    if argument == "" or (argument is None and spec.argument_required):
-        raise ConfigError(f"judge {base!r} needs {spec.argument}: use '{base}:<{spec.argument}>'")
-    return spec, argument
+    return resolve_name(name, JUDGES, "judge", ConfigError)
 
 
 def check_options(spec: JudgeSpec, options: JudgeOptions) -> None:

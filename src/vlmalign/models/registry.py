@@ -14,6 +14,7 @@ import torch
 from vlmalign.errors import ModelError
 from vlmalign.models.base import Engine, VisionLanguageModel
 from vlmalign.models.magma import MagmaModel
+from vlmalign.naming import display_name, resolve_name
 
 
 def _mini(device: torch.device, progress: bool, argument: str | None) -> MagmaModel:
@@ -44,6 +45,10 @@ class ModelSpec:
     factory: Callable[[torch.device, bool, str | None], VisionLanguageModel]
     argument: str | None = None  # what `name:ARGUMENT` means, or None when none is taken
     argument_required: bool = False
+
+    @property
+    def display_name(self) -> str:
+        return display_name(self.name, self.argument)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -83,12 +88,6 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def split_model_name(name: str) -> tuple[str, str | None]:
-    """'hf:org/model' -> ('hf', 'org/model'); 'mini' -> ('mini', None)."""
-    preset, sep, argument = name.partition(":")
-    return preset, (argument if sep else None)
-
-
 def resolve_device(device: str) -> torch.device:
     """'auto' picks CUDA when present."""
     if device == "auto":
@@ -101,19 +100,7 @@ def resolve_device(device: str) -> torch.device:
 
 def model_spec(name: str) -> tuple[ModelSpec, str | None]:
     """The preset behind a model name and its argument, checked."""
-    preset, argument = split_model_name(name)
-    spec = MODELS.get(preset)
-    if spec is None:
-        raise ModelError(
-            f"unknown model {name!r}; known: {', '.join(MODELS)} (see `vlmalign models`)"
-        )
-    if argument is not None and spec.argument is None:
-        raise ModelError(f"model {preset!r} takes no argument; use {preset!r}")
-    if argument == "" or (argument is None and spec.argument_required):
-        raise ModelError(
-            f"model {preset!r} needs {spec.argument}: use '{preset}:<{spec.argument}>'"
-        )
-    return spec, argument
+    return resolve_name(name, MODELS, "model", ModelError)
 
 
 def load_model(
