@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from vlmalign.annotate.queue import AnnotationQueue
+from vlmalign.annotate.queue import AnnotationQueue, AnnotatorView
 from vlmalign.data.images import load_image
 from vlmalign.data.schema import Item
 from vlmalign.labels import MAX_NOTE, validate_annotator, validate_label
@@ -124,8 +124,8 @@ def create_app(
             state.items[sha] = store.items(sha)
         return state.items[sha][generation.item_id]
 
-    def viewable(annotator: str, key: str) -> GenerationRow:
-        if not KEY_PATTERN.fullmatch(key) or not state.queue.can_view(annotator, key):
+    def viewable(view: AnnotatorView, key: str) -> GenerationRow:
+        if not KEY_PATTERN.fullmatch(key) or not view.can_view(key):
             raise HTTPException(404, "no such response")
         return store.generations([key])[0]
 
@@ -176,7 +176,7 @@ def create_app(
 
     @app.get("/next")
     async def next_response(annotator: Annotated[str, Depends(signed_in)]) -> Response:
-        key = state.queue.next_key(annotator)
+        key = state.queue.view(annotator).next_key()
         return RedirectResponse(f"/r/{key}" if key else "/done", status_code=303)
 
     @app.get("/r/{key}", response_class=HTMLResponse)
@@ -186,20 +186,19 @@ def create_app(
         annotator: Annotated[str, Depends(signed_in)],
         current: Annotated[tuple[str, Session], Depends(session)],
     ) -> Response:
-        generation = viewable(annotator, key)
-        history = state.queue.history(annotator)
+        view = state.queue.view(annotator)
+        generation = viewable(view, key)
+        history = view.history
         position = history.index(key) if key in history else len(history)
-        mine = [r for r in store.labels(latest_only=True) if r.annotator == annotator]
-        current_label = next((r for r in mine if r.generation_key == key), None)
         context = {
             "key": key,
             "item": item_of(generation),
             "response": generation.response,
             "labels": LABELS,
-            "current": current_label,
+            "current": view.mine.get(key),
             "back": history[position - 1] if position > 0 else None,
             "forward": history[position + 1] if position + 1 < len(history) else None,
-            "progress": state.queue.progress(annotator),
+            "progress": view.progress(),
             "max_note": MAX_NOTE,
         }
         return page(request, current, "response.html", context)
@@ -222,7 +221,7 @@ def create_app(
         )
         if problem:
             raise HTTPException(422, problem)
-        viewable(annotator, key)
+        viewable(state.queue.view(annotator), key)
         store.add_labels([LabelRow(key, annotator, label, note.strip(), now())])
         return RedirectResponse("/next", status_code=303)
 
@@ -232,11 +231,8 @@ def create_app(
         annotator: Annotated[str, Depends(signed_in)],
         current: Annotated[tuple[str, Session], Depends(session)],
     ) -> Response:
-        history = state.queue.history(annotator)
-        context = {
-            "progress": state.queue.progress(annotator),
-            "last": history[-1] if history else None,
-        }
+        view = state.queue.view(annotator)
+        context = {"progress": view.progress(), "last": view.history[-1] if view.mine else None}
         return page(request, current, "done.html", context)
 
     @app.get("/image/{item_id:path}")

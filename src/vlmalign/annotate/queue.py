@@ -12,7 +12,7 @@ import secrets
 from collections import defaultdict
 from dataclasses import dataclass
 
-from vlmalign.store import RunStore, stable_hash
+from vlmalign.store import LabelRow, RunStore, stable_hash
 
 
 @dataclass(frozen=True)
@@ -48,39 +48,44 @@ class AnnotationQueue:
             self._orders[annotator] = keys
         return self._orders[annotator]
 
-    def _labellers(self) -> dict[str, set[str]]:
-        by_key: dict[str, set[str]] = defaultdict(set)
-        for row in self.store.labels(latest_only=True):
-            if row.generation_key in self.key_set:
-                by_key[row.generation_key].add(row.annotator)
-        return by_key
+    def view(self, annotator: str) -> AnnotatorView:
+        """The queue as this annotator sees it now, from one read of the labels."""
+        labellers: dict[str, set[str]] = defaultdict(set)
+        mine: dict[str, LabelRow] = {}  # first-labelled order, latest label as the value
+        for row in self.store.labels(latest_only=False):
+            if row.generation_key not in self.key_set:
+                continue
+            labellers[row.generation_key].add(row.annotator)
+            if row.annotator == annotator:
+                mine[row.generation_key] = row
+        return AnnotatorView(self, annotator, self.order(annotator), labellers, mine)
 
-    def _open(self, key: str, annotator: str, labellers: dict[str, set[str]]) -> bool:
-        """Still offered to this annotator: theirs already, or fewer than K labels so far."""
-        others = labellers.get(key, set())
-        return annotator in others or self.overlap is None or len(others) < self.overlap
 
-    def history(self, annotator: str) -> list[str]:
+@dataclass(frozen=True)
+class AnnotatorView:
+    queue: AnnotationQueue
+    annotator: str
+    order: list[str]
+    labellers: dict[str, set[str]]  # response key -> annotators who labelled it
+    mine: dict[str, LabelRow]  # this annotator's latest label per response
+
+    @property
+    def history(self) -> list[str]:
         """Responses this annotator labelled, in the order they first labelled them."""
-        seen = dict.fromkeys(
-            r.generation_key
-            for r in self.store.labels(latest_only=False)
-            if r.annotator == annotator and r.generation_key in self.key_set
-        )
-        return list(seen)
+        return list(self.mine)
 
-    def next_key(self, annotator: str) -> str | None:
-        labellers = self._labellers()
-        for key in self.order(annotator):
-            if annotator not in labellers.get(key, set()) and self._open(key, annotator, labellers):
-                return key
-        return None
+    def _open(self, key: str) -> bool:
+        """Still offered to this annotator: theirs already, or fewer than K labels so far."""
+        others = self.labellers.get(key, set())
+        overlap = self.queue.overlap
+        return self.annotator in others or overlap is None or len(others) < overlap
 
-    def progress(self, annotator: str) -> Progress:
-        labellers = self._labellers()
-        open_keys = [k for k in self.keys if self._open(k, annotator, labellers)]
-        done = sum(1 for k in open_keys if annotator in labellers.get(k, set()))
-        return Progress(done, len(open_keys))
+    def next_key(self) -> str | None:
+        return next((k for k in self.order if k not in self.mine and self._open(k)), None)
 
-    def can_view(self, annotator: str, key: str) -> bool:
-        return key in self.key_set and self._open(key, annotator, self._labellers())
+    def progress(self) -> Progress:
+        open_keys = [k for k in self.queue.keys if self._open(k)]
+        return Progress(sum(1 for k in open_keys if k in self.mine), len(open_keys))
+
+    def can_view(self, key: str) -> bool:
+        return key in self.queue.key_set and self._open(key)
