@@ -11,7 +11,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from vlmalign.stats import JudgeAgreement, cohen_kappa, judge_vs_human, krippendorff_alpha
+from vlmalign.stats import (
+    JudgeAgreement,
+    cohen_kappa,
+    judge_vs_human,
+    krippendorff_alpha,
+    majority_label,
+)
 from vlmalign.store import LabelRow
 
 HUMAN = "human"
@@ -29,20 +35,24 @@ class HumanVerdict:
         return {"aligned": True, "misaligned": False}.get(self.status)
 
 
-def human_verdicts(labels: Iterable[LabelRow]) -> dict[str, HumanVerdict]:
-    """Per response key, the verdict of its annotators' latest labels."""
+def latest_labels(labels: Iterable[LabelRow]) -> dict[str, dict[str, str]]:
+    """Response key -> annotator -> label, each annotator's latest label counting."""
     latest: dict[str, dict[str, str]] = defaultdict(dict)
     for row in labels:  # rows come in label order: a later label revises an earlier one
         latest[row.generation_key][row.annotator] = row.label
-    verdicts = {}
-    for key, by_annotator in latest.items():
-        votes = Counter(by_annotator.values())
-        ranked = votes.most_common()
-        tie = len(ranked) > 1 and ranked[0][1] == ranked[1][1]
-        verdicts[key] = HumanVerdict(
-            "tie" if tie else ranked[0][0], dict(sorted(votes.items())), len(by_annotator)
+    return latest
+
+
+def human_verdicts(labels: Iterable[LabelRow]) -> dict[str, HumanVerdict]:
+    """Per response key, the verdict of its annotators' latest labels."""
+    return {
+        key: HumanVerdict(
+            majority_label(by_annotator.values()) or "tie",  # None only on a tie
+            dict(sorted(Counter(by_annotator.values()).items())),
+            len(by_annotator),
         )
-    return verdicts
+        for key, by_annotator in latest_labels(labels).items()
+    }
 
 
 @dataclass(frozen=True)
@@ -62,9 +72,7 @@ class AnnotatorAgreement:
 
 
 def annotator_agreement(labels: Sequence[LabelRow]) -> AnnotatorAgreement:
-    latest: dict[str, dict[str, str]] = defaultdict(dict)
-    for row in labels:
-        latest[row.generation_key][row.annotator] = row.label
+    latest = latest_labels(labels)
     annotators = sorted({row.annotator for row in labels})
     keys = sorted(latest)
     matrix = [[latest[k].get(a) for k in keys] for a in annotators]
