@@ -32,6 +32,16 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(labels_app, name="labels")
 app.add_typer(ethics_app, name="ethics")
 
+# Options that several commands share, declared once.
+PromptFormatOption = Annotated[str | None, typer.Option(help="magma or chat")]
+ShotsAsOption = Annotated[
+    str | None, typer.Option(help="chat format: shots inline (one user turn) or as turns")
+]
+EngineOption = Annotated[
+    str | None, typer.Option(help="hf (transformers) or vllm (hf: models on a GPU)")
+]
+QuietOption = Annotated[bool, typer.Option(help="no progress bars")]
+
 out = Console()
 err = Console(stderr=True)
 log = logging.getLogger("vlmalign")
@@ -98,13 +108,9 @@ def study(
     out_dir: Annotated[Path | None, typer.Option("--out", help="run directory")] = None,
     samples: Annotated[int | None, typer.Option(help="samples per prompt")] = None,
     seed: Annotated[int | None, typer.Option(help="study seed")] = None,
-    prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
-    shots_as: Annotated[
-        str | None, typer.Option(help="chat format: shots inline (one user turn) or as turns")
-    ] = None,
-    engine: Annotated[
-        str | None, typer.Option(help="hf (transformers) or vllm (hf: models on a GPU)")
-    ] = None,
+    prompt_format: PromptFormatOption = None,
+    shots_as: ShotsAsOption = None,
+    engine: EngineOption = None,
     adapter: Annotated[
         Path | None, typer.Option(help="evaluate this finetuned adapter instead of training one")
     ] = None,
@@ -116,7 +122,7 @@ def study(
         list[str] | None,
         typer.Option("--judge", help="NAME or NAME:ARGUMENT (repeatable; default the config's)"),
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Run the paper's study: base 0/1/2-shot, finetune, finetuned 0-shot, every automatic judge."""
     from vlmalign.config import FinetuneConfig, load_config
@@ -172,12 +178,10 @@ def finetune(
     lora_dropout: Annotated[
         float | None, typer.Option(help="hf: models: LoRA dropout (0.05)")
     ] = None,
-    prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
-    shots_as: Annotated[
-        str | None, typer.Option(help="chat format: shots inline (one user turn) or as turns")
-    ] = None,
+    prompt_format: PromptFormatOption = None,
+    shots_as: ShotsAsOption = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, ...")] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Finetune adapters (MAGMA: adapters + image prefix; hf: LoRA) on (image, 0-shot prompt,
     ideal answer); resumable."""
@@ -264,15 +268,11 @@ def evaluate(
     judge_names: Annotated[
         list[str] | None, typer.Option("--judge", help="judge (repeatable; default all automatic)")
     ] = None,
-    prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
-    shots_as: Annotated[
-        str | None, typer.Option(help="chat format: shots inline (one user turn) or as turns")
-    ] = None,
-    engine: Annotated[
-        str | None, typer.Option(help="hf (transformers) or vllm (hf: models on a GPU)")
-    ] = None,
+    prompt_format: PromptFormatOption = None,
+    shots_as: ShotsAsOption = None,
+    engine: EngineOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Generate and judge one model (base or --adapter) on chosen splits and shots."""
     from vlmalign.config import load_config
@@ -316,10 +316,8 @@ def ask(
     temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.7,
     max_new_tokens: Annotated[int, typer.Option(help="answer length limit")] = 15,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
-    prompt_format: Annotated[str | None, typer.Option(help="magma or chat")] = None,
-    shots_as: Annotated[
-        str | None, typer.Option(help="chat format: shots inline (one user turn) or as turns")
-    ] = None,
+    prompt_format: PromptFormatOption = None,
+    shots_as: ShotsAsOption = None,
     engine: Annotated[str, typer.Option(help="hf or vllm (hf: models on a GPU)")] = "hf",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
     adapter: Annotated[Path | None, typer.Option(help="finetuned adapter directory")] = None,
