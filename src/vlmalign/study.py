@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,21 @@ def _prepare(
     return dataset, judges, load_model(config.model, config.device, progress, config.engine)
 
 
+@contextmanager
+def _recorded_run(
+    out: Path, dataset: Dataset, provenance: dict[str, Any]
+) -> Iterator[tuple[RunStore, list[Task]]]:
+    """A study run in the store: started with its dataset snapshot; when the block succeeds,
+    the tasks it appended and its final provenance are recorded and the run is finished."""
+    with RunStore(out) as store:
+        run_id = store.start_run(provenance)
+        store.snapshot_dataset(dataset)
+        tasks: list[Task] = []
+        yield store, tasks
+        store.add_run_generations(run_id, [t.key for t in tasks])
+        store.finish_run(run_id, provenance)
+
+
 def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     """Run (or resume) the paper's study and write report.md and results.json into config.out.
 
@@ -281,10 +297,8 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     dataset, judges, model = _prepare(config, config, progress)
     prompt_format = config.prompt_format or model.default_prompt_format
     provenance = _provenance(model, dataset, config, prompt_format, judges)
-    with RunStore(config.out) as store:
-        run_id = store.start_run(provenance)
-        store.snapshot_dataset(dataset)
-        tasks, generated, judged = evaluate(
+    with _recorded_run(config.out, dataset, provenance) as (store, tasks):
+        base, generated, judged = evaluate(
             store,
             model,
             dataset,
@@ -295,7 +309,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
             prompt_format,
             progress,
         )
-        adapter_card = None
+        tasks += base
         if config.adapter is not None or config.finetune is not None:
             if config.adapter is not None:
                 adapter_dir = config.adapter
@@ -328,8 +342,6 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
             generated += more_generated
             judged = {k: judged[k] + more_judged[k] for k in judged}
             provenance["finetuned_adapter"] = _adapter_summary(adapter_card, adapter_dir)
-        store.add_run_generations(run_id, [t.key for t in tasks])
-        store.finish_run(run_id, provenance)
     cells = build_report([config.out], config.out)[0].cells
     return StudyResult(config, cells, provenance, generated, len(tasks) - generated, judged)
 
@@ -363,12 +375,10 @@ def run_eval(
     provenance = _provenance(model, dataset, config, prompt_format, judges)
     if adapter is not None:
         provenance["finetuned_adapter"] = _adapter_summary(card, adapter)
-    with RunStore(config.out) as store:
-        run_id = store.start_run(provenance)
-        store.snapshot_dataset(dataset)
+    with _recorded_run(config.out, dataset, provenance) as (store, tasks):
         if adapter is not None:
             store.record_finetune(card)
-        tasks, generated, judged = evaluate(
+        evaluated, generated, judged = evaluate(
             store,
             model,
             dataset,
@@ -379,7 +389,6 @@ def run_eval(
             prompt_format,
             progress,
         )
-        store.add_run_generations(run_id, [t.key for t in tasks])
-        store.finish_run(run_id, provenance)
+        tasks += evaluated
     cells = build_report([config.out], config.out)[0].cells
     return StudyResult(config, cells, provenance, generated, len(tasks) - generated, judged)
