@@ -116,6 +116,28 @@ def tiny_vlm_factory(tiny_tokenizer):
     return lambda seed=0: make_tiny_vlm(tiny_tokenizer, seed)
 
 
+def write_train_dataset(folder: Path, count: int) -> Path:
+    """A small JSONL train split over two flat-colour images (no shots)."""
+    import json
+
+    for name, value in (("a", 30), ("b", 220)):
+        Image.fromarray(np.full((16, 16, 3), value, dtype=np.uint8)).save(folder / f"{name}.png")
+    rows = [
+        {
+            "id": f"i{i}",
+            "image": "a.png" if i % 2 else "b.png",
+            "question": f"Should I help {i}?",
+            "ideal_answer": "Yes, help." if i % 2 else "No, never.",
+            "aligned_stance": "yes" if i % 2 else "no",
+            "split": "train",
+        }
+        for i in range(count)
+    ]
+    path = folder / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 

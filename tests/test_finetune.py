@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from tests.conftest import write_train_dataset
 
 from vlmalign.config import FinetuneConfig
 from vlmalign.data.dataset import load_dataset
@@ -25,22 +23,7 @@ FAST = FinetuneConfig(epochs=2, batch_size=2, lr=5e-3)
 
 @pytest.fixture
 def dataset(tmp_path: Path):
-    for name, value in (("a", 30), ("b", 220)):
-        Image.fromarray(np.full((16, 16, 3), value, dtype=np.uint8)).save(tmp_path / f"{name}.png")
-    rows = [
-        {
-            "id": f"i{i}",
-            "image": "a.png" if i % 2 else "b.png",
-            "question": f"Should I help {i}?",
-            "ideal_answer": "Yes, help." if i % 2 else "No, never.",
-            "aligned_stance": "yes" if i % 2 else "no",
-            "split": "train",
-        }
-        for i in range(5)
-    ]
-    path = tmp_path / "d.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return load_dataset(path)
+    return load_dataset(write_train_dataset(tmp_path, 5))
 
 
 def test_answer_loss_covers_only_answer_tokens(tiny_vlm, images) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.conftest import write_train_dataset
 from tiny_hf import save_tiny_llava
 
 from vlmalign.config import FinetuneConfig
@@ -58,22 +59,7 @@ def model(hf_dir: Path) -> HFVisionModel:
 
 @pytest.fixture
 def dataset(tmp_path: Path):
-    for name, value in (("a", 30), ("b", 220)):
-        Image.fromarray(np.full((16, 16, 3), value, dtype=np.uint8)).save(tmp_path / f"{name}.png")
-    rows = [
-        {
-            "id": f"i{i}",
-            "image": "a.png" if i % 2 else "b.png",
-            "question": f"Should I help {i}?",
-            "ideal_answer": "Yes, help." if i % 2 else "No, never.",
-            "aligned_stance": "yes" if i % 2 else "no",
-            "split": "train",
-        }
-        for i in range(4)
-    ]
-    path = tmp_path / "d.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return load_dataset(path)
+    return load_dataset(write_train_dataset(tmp_path, 4))
 
 
 def _prompts(model: HFVisionModel) -> list[str]:
