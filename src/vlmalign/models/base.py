@@ -18,6 +18,22 @@ Engine = Literal["hf", "vllm"]
 ENGINES: tuple[Engine, ...] = ("hf", "vllm")
 
 
+class ModelIdentity:
+    """What every backend answers the same way: its weights' fingerprint, its adapter's hash.
+
+    Backends set `_fingerprint` once and `_adapter_hash` whenever an adapter is (un)loaded.
+    """
+
+    _fingerprint: str
+    _adapter_hash: str | None = None
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def adapter_hash(self) -> str | None:
+        return self._adapter_hash
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """One prompt to answer: the image, the rendered prompt (with the image token), a seed."""

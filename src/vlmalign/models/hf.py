@@ -25,7 +25,7 @@ from torch import nn
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from vlmalign.errors import ModelError
-from vlmalign.models.base import GenerationRequest, LossOn, ScoringRequest
+from vlmalign.models.base import GenerationRequest, LossOn, ModelIdentity, ScoringRequest
 from vlmalign.prompts import IMAGE_TOKEN, Prompt, PromptFormat, ShotsAs
 from vlmalign.sampling import RowSampler, SamplingParams
 
@@ -268,7 +268,7 @@ def _overrides_position_ids(model: Any) -> bool:
 
 
 # --- the model -----------------------------------------------------------------------------
-class HFVisionModel(nn.Module):
+class HFVisionModel(ModelIdentity, nn.Module):
     """A Hugging Face image-text-to-text model implementing VisionLanguageModel."""
 
     encoder_trainable = False  # LoRA adapts the language model only
@@ -306,12 +306,6 @@ class HFVisionModel(nn.Module):
         self.eval()
 
     # --- identity -----------------------------------------------------------------------
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def adapter_hash(self) -> str | None:
-        return self._adapter_hash
-
     @property
     def device(self) -> torch.device:
         return next(self.hf.parameters()).device

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmalign.models.base import GenerationRequest, ScoringRequest
+from vlmalign.models.base import GenerationRequest, ModelIdentity, ScoringRequest
 from vlmalign.prompts import IMAGE_TOKEN, Prompt, PromptFormat, ShotsAs
 from vlmalign.sampling import SamplingParams, decode
 
@@ -118,7 +118,7 @@ class Batch:
         return cls(embeds, mask, position_ids, labels, is_continuation)
 
 
-class MagmaModel(nn.Module):
+class MagmaModel(ModelIdentity, nn.Module):
     """A MAGMA-style VLM implementing the VisionLanguageModel protocol."""
 
     def __init__(
@@ -147,12 +147,6 @@ class MagmaModel(nn.Module):
         self.eval()
 
     # --- identity -----------------------------------------------------------------------
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def adapter_hash(self) -> str | None:
-        return self._adapter_hash
-
     @property
     def device(self) -> torch.device:
         return next(self.lm.parameters()).device

@@ -25,7 +25,7 @@ from torch import nn
 
 from vlmalign.cache import cache_root
 from vlmalign.errors import ModelError
-from vlmalign.models.base import GenerationRequest, LossOn, ScoringRequest
+from vlmalign.models.base import GenerationRequest, LossOn, ModelIdentity, ScoringRequest
 from vlmalign.models.hf import (
     LoraSettings,
     Prompter,
@@ -133,7 +133,7 @@ def generation_config(source: Source) -> Any:
         return None
 
 
-class VLLMVisionModel(nn.Module):
+class VLLMVisionModel(ModelIdentity, nn.Module):
     """An `hf:` model whose generation runs in vLLM (started on first use)."""
 
     encoder_trainable = False
@@ -165,12 +165,6 @@ class VLLMVisionModel(nn.Module):
         self._lora_request: Any = None
 
     # --- identity and prompts (as the hf engine) ---------------------------------------
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def adapter_hash(self) -> str | None:
-        return self._adapter_hash
-
     @property
     def device(self) -> torch.device:
         return self._device
