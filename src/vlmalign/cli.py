@@ -28,9 +28,11 @@ ethics_app = typer.Typer(
     help="The ETHICS classifier head behind the `ethics` judge.", no_args_is_help=True
 )
 labels_app = typer.Typer(help="Export and import human labels.", no_args_is_help=True)
+judges_app = typer.Typer(help="List judges, and measure how far each can be trusted.")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(labels_app, name="labels")
 app.add_typer(ethics_app, name="ethics")
+app.add_typer(judges_app, name="judges")
 
 # Options that several commands share, declared once.
 PromptFormatOption = Annotated[str | None, typer.Option(help="magma or chat")]
@@ -120,7 +122,10 @@ def study(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = None,
     judge_names: Annotated[
         list[str] | None,
-        typer.Option("--judge", help="NAME or NAME:ARGUMENT (repeatable; default the config's)"),
+        typer.Option(
+            "--judge",
+            help="NAME, NAME:ARGUMENT or LABEL=NAME[:ARGUMENT] (repeatable; default the config's)",
+        ),
     ] = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -266,7 +271,12 @@ def evaluate(
     out_dir: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/eval"),
     seed: Annotated[int, typer.Option(help="study seed")] = 0,
     judge_names: Annotated[
-        list[str] | None, typer.Option("--judge", help="judge (repeatable; default all automatic)")
+        list[str] | None,
+        typer.Option(
+            "--judge",
+            help="NAME[:ARGUMENT] or LABEL=NAME[:ARGUMENT] (repeatable; default the "
+            "automatic judges)",
+        ),
     ] = None,
     prompt_format: PromptFormatOption = None,
     shots_as: ShotsAsOption = None,
@@ -360,7 +370,12 @@ def ask(
 @app.command()
 def judge(
     judge_name: Annotated[
-        str, typer.Option("--judge", help="NAME or NAME:ARGUMENT (see `vlmalign judges`)")
+        str,
+        typer.Option(
+            "--judge",
+            help="NAME[:ARGUMENT] (see `vlmalign judges`), or LABEL=NAME[:ARGUMENT] to key the "
+            "verdicts by LABEL",
+        ),
     ],
     input_file: Annotated[Path, typer.Option("--input", help="JSONL with question, response, ...")],
     output: Annotated[Path, typer.Option("--output", help="JSONL to write")],
@@ -377,18 +392,18 @@ def judge(
     prompt_format: Annotated[str | None, typer.Option(help="vlm: magma or chat")] = None,
     batch_size: Annotated[int | None, typer.Option(help="inputs per forward pass")] = None,
 ) -> None:
-    """Judge responses from a file; each line comes back with verdicts[NAME]."""
+    """Judge responses from a file; each line comes back with verdicts[NAME] (or [LABEL])."""
     from pydantic import ValidationError
 
     from vlmalign.judge_file import judge_file
-    from vlmalign.judges.options import JudgeOptions, split_judge_name
-    from vlmalign.judges.registry import JUDGES
+    from vlmalign.judges.options import JudgeOptions
+    from vlmalign.judges.registry import JUDGES, parse_judge_ref
 
-    base, _ = split_judge_name(judge_name)
-    spec = JUDGES.get(base)
+    kind = parse_judge_ref(judge_name).kind
+    spec = JUDGES.get(kind)
     if adapter is not None and spec is not None and not spec.uses_model:
         raise VlmalignError(
-            f"the {base!r} judge runs no VLM that an adapter could change; drop --adapter"
+            f"the {kind!r} judge runs no VLM that an adapter could change; drop --adapter"
         )
     flags = {
         "adapter": adapter,
@@ -464,13 +479,55 @@ def list_models() -> None:
     out.print(_table("models", ["name", "size", "needs", "description"], rows))
 
 
-@app.command("judges")
-def list_judges() -> None:
-    """List judges and what they need."""
+@judges_app.callback(invoke_without_command=True)
+def list_judges(ctx: typer.Context) -> None:
+    """List judges and what they need (`vlmalign judges validate` measures them)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from vlmalign.judges.registry import JUDGES
 
     rows = [[s.display_name, s.needs, s.description] for s in JUDGES.values()]
     out.print(_table("judges", ["name", "needs", "description"], rows))
+
+
+@judges_app.command("validate")
+def judges_validate(
+    dataset: Annotated[
+        str, typer.Option(help="JSONL file or builtin:NAME whose reference answers are judged")
+    ] = "builtin:moral-vqa-40",
+    run_dir: Annotated[
+        Path | None, typer.Option("--run", help="also measure against this run's human labels")
+    ] = None,
+    judge_names: Annotated[
+        list[str] | None,
+        typer.Option("--judge", help="NAME or NAME:ARGUMENT (repeatable; default stance, ethics)"),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help='write {"validity": [...]} to this JSON file')
+    ] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Measure how well judges separate aligned from misaligned answers (judge validity)."""
+    from vlmalign.config import StudyConfig
+    from vlmalign.data.dataset import load_dataset
+    from vlmalign.judges.registry import build_judge
+    from vlmalign.report.markdown import VALIDITY_HEADER, validity_rows
+    from vlmalign.validation import validate_judges
+
+    data = load_dataset(dataset)
+    if run_dir is not None:
+        _existing_run(run_dir)
+    names = judge_names or list(StudyConfig.model_fields["judges"].default)
+    judges = [build_judge(name, image_base_dir=data.base_dir) for name in names]
+    entries = validate_judges(judges, data, run_dir, progress=not quiet)
+    title = f"judge validity on {data.source}" + (f" and {run_dir}" if run_dir else "")
+    out.print(_table(title, VALIDITY_HEADER, validity_rows(entries)))
+    if output is not None:
+        document = {"validity": [e.model_dump(mode="json") for e in entries]}
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(output)
+        err.print(f"wrote {output}")
 
 
 @ethics_app.command("train")
@@ -500,6 +557,7 @@ def report(
     ] = None,
 ) -> None:
     """Rebuild report.md, report.html, results.json and CSVs from run directories' stores."""
+    from vlmalign.report.analysis import condition_label
     from vlmalign.report.build import HTML_FILE, REPORT_FILE, build_report
 
     target = out_dir or (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
@@ -511,10 +569,25 @@ def report(
         for comparison in analysis.comparisons:
             if comparison.significant:
                 out.print(f"significant: {comparison.sentence()}")
+        if analysis.human:
+            coverage = analysis.human_coverage
+            per_condition = ", ".join(
+                f"{condition_label(c.condition)} {c.labelled} of {c.responses}" for c in coverage
+            )
+            out.print(
+                f"humans labelled {sum(c.labelled for c in coverage)} of "
+                f"{sum(c.responses for c in coverage)} responses ({per_condition})",
+                soft_wrap=True,
+                markup=False,
+            )
         for judge, agreement in analysis.judge_vs_human.items():
-            kappa = "–" if agreement.kappa is None else f"{agreement.kappa:.2f}"
-            accuracy = "–" if agreement.accuracy is None else f"{agreement.accuracy:.0%}"
-            out.print(f"{judge} vs humans: agrees {accuracy}, kappa {kappa}; {agreement.summary()}")
+            out.print(
+                f"{judge} vs humans (95% intervals): agrees {agreement.accuracy_text()}, "
+                f"kappa {agreement.kappa_text()}, aligned rate {agreement.bias_text()}; "
+                f"{agreement.summary()}",
+                soft_wrap=True,
+                markup=False,
+            )
     out.print(f"wrote {target / REPORT_FILE}, {target / HTML_FILE}, results.json and CSVs")
 
 
@@ -542,7 +615,15 @@ def annotate(
         int | None, typer.Option(min=1, help="offer each response until K annotators labelled it")
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="derive each annotator's order from this seed")
+        int | None,
+        typer.Option(help="derive each annotator's order (and the --budget sample) from this seed"),
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="offer only N responses: a seeded sample spread evenly over conditions and items",
+        ),
     ] = None,
 ) -> None:
     """Serve the labelling app: annotators label responses blind, one at a time."""
@@ -555,10 +636,19 @@ def annotate(
         raise VlmalignError(
             f"--host {host} lets other machines reach the app; also pass --token SECRET"
         )
-    web = create_app(run_dir, token=token, overlap=overlap, seed=seed)
-    queue = web.state.vlmalign.queue
+    web = create_app(run_dir, token=token, overlap=overlap, seed=seed, budget=budget)
+    state = web.state.vlmalign
+    offered, responses = len(state.queue.keys), state.responses
+    scope = ""
+    if budget is not None and budget < responses:
+        scope = f" (a stratified sample of {responses}; --budget {budget})"
+    elif budget is not None:
+        scope = f" (all of them: --budget {budget} is not below the run's {responses})"
     shown = f"[{host}]" if ":" in host else host
-    out.print(f"{len(queue.keys)} responses to label; open http://{shown}:{port}/ (Ctrl+C stops)")
+    out.print(
+        f"{offered} responses to label{scope}; open http://{shown}:{port}/ (Ctrl+C stops)",
+        soft_wrap=True,
+    )
     uvicorn.run(web, host=host, port=port, log_level="warning")
 
 

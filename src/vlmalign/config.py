@@ -17,7 +17,8 @@ from pydantic import (
 
 from vlmalign.data.schema import Split
 from vlmalign.errors import ConfigError
-from vlmalign.judges.options import JudgeOptions, split_judge_name
+from vlmalign.judges.options import JudgeOptions
+from vlmalign.judges.registry import JudgeRef, options_by_judge, parse_judge_refs
 from vlmalign.models.base import Engine
 from vlmalign.prompts import PromptFormat, ShotsAs
 from vlmalign.sampling import SamplingParams
@@ -115,34 +116,47 @@ class StudyConfig(BaseModel):
     adapter: Path | None = Field(None, description="evaluate this adapter instead of training one")
     finetuned_conditions: tuple[Condition, ...] = FINETUNED_CONDITIONS
     judges: tuple[str, ...] = Field(
-        ("stance", "ethics"), description="NAME or NAME:ARGUMENT, e.g. 'vlm:mini'"
+        ("stance", "ethics"),
+        description="NAME, NAME:ARGUMENT or LABEL=NAME[:ARGUMENT], e.g. 'vlm:mini', "
+        "'small=vlm:mini'; verdicts are keyed by the label, else the name as given",
     )
     judge_options: dict[str, JudgeOptions] = Field(
-        default_factory=dict, description="per judge name: device, tokenizer, threshold, ..."
+        default_factory=dict,
+        description="per judge (its label or name as given; its kind, e.g. 'vlm', when it is "
+        "the only judge of that kind): device, tokenizer, threshold, ...",
     )
     batch_size: int = Field(16, ge=1, le=1024)
     device: str = "auto"
 
     @field_validator("judges")
     @classmethod
-    def _one_judge_per_name(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        # Verdicts and report rows are keyed by the judge's name (the part before ':').
-        names = [split_judge_name(judge)[0] for judge in value]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"judge {twice[0]!r} is listed more than once")
+    def _one_judge_per_identity(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Verdicts and report rows are keyed by each judge's identity (label or name as given).
+        try:
+            parse_judge_refs(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
         return value
 
     @model_validator(mode="after")
     def _options_for_listed_judges(self) -> StudyConfig:
-        unknown = sorted(set(self.judge_options) - set(self.judge_names()))
-        if unknown:
-            raise ValueError(f"judge_options for {unknown[0]!r}, which is not in judges")
+        try:
+            self.options_by_judge()
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
         return self
 
+    def judge_refs(self) -> list[JudgeRef]:
+        """The judges as listed, each with its label (if any) and spec."""
+        return parse_judge_refs(self.judges)
+
     def judge_names(self) -> list[str]:
-        """The judges' names as verdicts and reports know them (without ':ARGUMENT')."""
-        return [split_judge_name(judge)[0] for judge in self.judges]
+        """The judges' identities, as verdicts and reports know them (`vlm:mini`, `small`)."""
+        return [ref.identity for ref in self.judge_refs()]
+
+    def options_by_judge(self) -> dict[str, JudgeOptions]:
+        """`judge_options` keyed by judge identity (a key by kind resolved to its one judge)."""
+        return options_by_judge(self.judge_refs(), self.judge_options)
 
     @field_validator("conditions")
     @classmethod

@@ -48,8 +48,9 @@ def judge_file(
 ) -> int:
     """Judge every line; write the output only once everything is judged.
 
-    `judge_name` is `NAME` or `NAME:ARGUMENT`; relative image references resolve against the
-    input file's folder, as a dataset's do.
+    `judge_name` is `NAME[:ARGUMENT]` or `LABEL=NAME[:ARGUMENT]`; each line's verdict goes under
+    the judge's identity (the label, else the name as given). Relative image references resolve
+    against the input file's folder, as a dataset's do.
     """
     records = read_responses(input_path)  # a bad file fails before a judge model loads
     judge = build_judge(judge_name, options, image_base_dir=input_path.resolve().parent)

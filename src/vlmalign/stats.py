@@ -17,6 +17,7 @@ degenerate table) are ``None``, never ``nan``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import krippendorff
 import numpy as np
 from numpy.typing import NDArray
 from scipy import stats as scipy_stats
-from sklearn.metrics import cohen_kappa_score
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 Outcome = bool | None
 OutcomesByItem = Mapping[str, Sequence[Outcome]]
@@ -174,6 +175,157 @@ def accuracy_estimate(
         method="wilson" if one_sample_each else "cluster-bootstrap",
         confidence=confidence,
     )
+
+
+# --- how well a judge separates known verdicts ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Known:
+    """One judged response whose right verdict is known (a reference answer, or humans' majority).
+
+    `verdict` is the judge's outcome (None = unclear); `score` its graded confidence that the
+    response is aligned, when it has one. `cluster` groups responses that are not independent
+    (the two reference answers of one item, the samples of one prompt).
+    """
+
+    cluster: str
+    expected: bool
+    verdict: Outcome
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class BalancedAccuracy:
+    """Balanced accuracy = (accuracy on expected-aligned + accuracy on expected-misaligned) / 2.
+
+    An unclear verdict is a miss on its side (a judge gains nothing by abstaining); `unclear`
+    counts them. The interval is the wider of a percentile bootstrap over clusters and the
+    Wilson interval of all hits (so that a perfect score on few items is not over-trusted);
+    None with fewer than two clusters or when one side has no response. `auc` is the ROC AUC
+    of the scores (unclear verdicts without a score count as 0.5), None without scores or with
+    one side empty.
+    """
+
+    n: int
+    n_aligned: int
+    n_misaligned: int
+    clusters: int
+    unclear: int
+    aligned_accuracy: float | None
+    misaligned_accuracy: float | None
+    balanced_accuracy: float | None
+    ci_low: float | None
+    ci_high: float | None
+    auc: float | None
+    auc_ci_low: float | None
+    auc_ci_high: float | None
+    confidence: float
+
+
+def balanced_accuracy_estimate(
+    known: Sequence[Known],
+    graded: bool = False,
+    confidence: float = DEFAULT_CONFIDENCE,
+    resamples: int = 2_000,
+    seed: int = 0,
+) -> BalancedAccuracy:
+    """How well verdicts (and, if `graded`, scores) separate expected-aligned from misaligned."""
+    _check_confidence(confidence)
+    clusters = sorted({k.cluster for k in known})
+    index = {c: i for i, c in enumerate(clusters)}
+    # Per cluster: [hits on aligned, aligned, hits on misaligned, misaligned].
+    counts = np.zeros((len(clusters), 4), dtype=np.float64)
+    for k in known:
+        hit = k.verdict is not None and k.verdict == k.expected
+        column = 0 if k.expected else 2
+        counts[index[k.cluster], column] += hit
+        counts[index[k.cluster], column + 1] += 1
+    totals = counts.sum(axis=0)
+    aligned_acc = totals[0] / totals[1] if totals[1] else None
+    misaligned_acc = totals[2] / totals[3] if totals[3] else None
+    balanced = (
+        (aligned_acc + misaligned_acc) / 2
+        if aligned_acc is not None and misaligned_acc is not None
+        else None
+    )
+    low = high = None
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(clusters), size=(resamples, len(clusters)))
+    if balanced is not None and len(clusters) >= 2:
+        sums = counts[draws].sum(axis=1)  # (resamples, 4)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stat = (sums[:, 0] / sums[:, 1] + sums[:, 2] / sums[:, 3]) / 2
+        low, high = _percentile_interval(stat, confidence)
+        # Every resample of a perfect (or hopeless) judge is the same: the bootstrap interval
+        # collapses. The Wilson interval of all hits keeps few items from being over-trusted.
+        wilson = wilson_interval(int(totals[0] + totals[2]), len(known), confidence)
+        if wilson is not None and low is not None and high is not None:
+            low, high = min(low, wilson[0]), max(high, wilson[1])
+    auc = auc_low = auc_high = None
+    if graded and totals[1] and totals[3]:
+        auc, auc_low, auc_high = _auc_with_interval(known, index, draws, confidence)
+    return BalancedAccuracy(
+        n=len(known),
+        n_aligned=int(totals[1]),
+        n_misaligned=int(totals[3]),
+        clusters=len(clusters),
+        unclear=sum(1 for k in known if k.verdict is None),
+        aligned_accuracy=None if aligned_acc is None else float(aligned_acc),
+        misaligned_accuracy=None if misaligned_acc is None else float(misaligned_acc),
+        balanced_accuracy=None if balanced is None else float(balanced),
+        ci_low=low,
+        ci_high=high,
+        auc=auc,
+        auc_ci_low=auc_low,
+        auc_ci_high=auc_high,
+        confidence=confidence,
+    )
+
+
+def roc_auc(expected: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """P(score of a random expected-aligned response > that of a misaligned one), ties half.
+
+    The Mann-Whitney form of the ROC AUC, via `sklearn.metrics.roc_auc_score`; None when one
+    class is absent.
+    """
+    if len(set(expected)) < 2:
+        return None
+    return float(roc_auc_score(list(expected), list(scores)))
+
+
+def _auc_with_interval(
+    known: Sequence[Known],
+    index: Mapping[str, int],
+    draws: NDArray[np.int64],
+    confidence: float,
+) -> tuple[float | None, float | None, float | None]:
+    expected = [k.expected for k in known]
+    scores = [0.5 if k.score is None else float(k.score) for k in known]
+    auc = roc_auc(expected, scores)
+    if auc is None or len(index) < 2:
+        return auc, None, None
+    members: list[list[int]] = [[] for _ in index]
+    for position, k in enumerate(known):
+        members[index[k.cluster]].append(position)
+    values = []
+    for draw in draws[:500]:  # the AUC is not vectorised: fewer resamples suffice for 2 digits
+        picked = [p for c in draw for p in members[c]]
+        value = roc_auc([expected[p] for p in picked], [scores[p] for p in picked])
+        values.append(math.nan if value is None else value)
+    low, high = _percentile_interval(np.asarray(values), confidence)
+    return auc, low, high
+
+
+def _percentile_interval(
+    statistic: NDArray[np.float64], confidence: float
+) -> tuple[float | None, float | None]:
+    finite = statistic[np.isfinite(statistic)]
+    if finite.size == 0:
+        return None, None
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return _clip_unit(float(low)), _clip_unit(float(high))
 
 
 # --- paired comparisons of two conditions on the same items --------------------------------------
@@ -531,6 +683,10 @@ class JudgeAgreement:
     `judge_unclear` / `human_unclear`, over all `pairs`). `confusion[judge][human]` counts them
     with keys "aligned" / "misaligned". `alignment_bias` = judge_aligned_rate −
     human_aligned_rate on those responses: > 0 means the judge over-estimates alignment.
+
+    Every figure carries its interval: accuracy a Wilson interval; kappa and the bias a
+    percentile bootstrap over those responses (`kappa_interval`, `alignment_bias_interval`).
+    An interval is None where its figure is, or with fewer than two responses.
     """
 
     pairs: int
@@ -545,6 +701,31 @@ class JudgeAgreement:
     judge_aligned_rate: float | None
     human_aligned_rate: float | None
     alignment_bias: float | None
+    kappa_ci_low: float | None = None
+    kappa_ci_high: float | None = None
+    bias_ci_low: float | None = None
+    bias_ci_high: float | None = None
+
+    def accuracy_text(self) -> str:
+        """ "67% [45%–84%]": accuracy with its interval, "–" when undefined."""
+        if self.accuracy is None:
+            return "–"
+        interval = _pair_text(self.accuracy_ci_low, self.accuracy_ci_high, "{:.0%}", "–")
+        return f"{self.accuracy:.0%}{interval}"
+
+    def kappa_text(self) -> str:
+        """ "0.40 [0.05, 0.71]": kappa with its interval, "–" when undefined."""
+        if self.kappa is None:
+            return "–"
+        return f"{self.kappa:.2f}{_pair_text(self.kappa_ci_low, self.kappa_ci_high, '{:.2f}')}"
+
+    def bias_text(self) -> str:
+        """ "+12.5 points [+3.0, +21.0]": judge − human aligned rate with its interval."""
+        if self.alignment_bias is None:
+            return "–"
+        low, high = (None if v is None else v * 100 for v in (self.bias_ci_low, self.bias_ci_high))
+        interval = _pair_text(low, high, "{:+.1f}")
+        return f"{self.alignment_bias * 100:+.1f} points{interval}"
 
     def summary(self) -> str:
         """One line for a report, e.g. "over-estimates alignment by 12.5 points (n=40)"."""
@@ -558,17 +739,24 @@ class JudgeAgreement:
 
 
 def judge_vs_human(
-    judge: Sequence[Outcome], human: Sequence[Outcome], confidence: float = DEFAULT_CONFIDENCE
+    judge: Sequence[Outcome],
+    human: Sequence[Outcome],
+    confidence: float = DEFAULT_CONFIDENCE,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
 ) -> JudgeAgreement:
     """Agreement of a judge with human outcomes (see `human_outcome`) on the same responses.
 
     Accuracy is the share of agreeing verdicts (Wilson interval), kappa corrects it for chance
-    (`cohen_kappa`; None when both use one class only).
+    (`cohen_kappa`; None when both use one class only); kappa and the alignment bias get
+    percentile bootstrap intervals over responses (seeded: the same input gives the same one).
     """
     if len(judge) != len(human):
         raise ValueError(f"judge and human outcomes differ in length: {len(judge)} vs {len(human)}")
     decided = [(j, h) for j, h in zip(judge, human, strict=True) if j is not None and h is not None]
     n = len(decided)
+    kappa_ci = kappa_interval(judge, human, confidence, resamples, seed)
+    bias_ci = alignment_bias_interval(judge, human, confidence, resamples, seed)
     agree = sum(1 for j, h in decided if j == h)
     accuracy = proportion(agree, n, confidence)
     judge_aligned = sum(1 for j, _ in decided if j)
@@ -590,10 +778,132 @@ def judge_vs_human(
         alignment_bias=judge_rate - human_rate
         if judge_rate is not None and human_rate is not None
         else None,
+        kappa_ci_low=kappa_ci[0] if kappa_ci else None,
+        kappa_ci_high=kappa_ci[1] if kappa_ci else None,
+        bias_ci_low=bias_ci[0] if bias_ci else None,
+        bias_ci_high=bias_ci[1] if bias_ci else None,
     )
 
 
+def kappa_interval(
+    judge: Sequence[Outcome],
+    human: Sequence[Outcome],
+    confidence: float = DEFAULT_CONFIDENCE,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> Interval | None:
+    """Percentile bootstrap interval of Cohen's kappa between a judge and humans.
+
+    Only responses both decided count (as in `judge_vs_human`). Each resample draws as many of
+    them as there are, with replacement, keeping a response's two verdicts together. Responses
+    are treated as independent (samples of one prompt are not quite). A resample where kappa is
+    undefined (both sides used one class only) is left out of the percentiles. None when kappa
+    itself is undefined (`cohen_kappa`), with fewer than two responses, or when no resample has
+    a kappa. Perfect agreement on both classes gives (1.0, 1.0).
+    """
+    _check_confidence(confidence)
+    judged, humans = _decided_arrays(judge, human)
+    if judged.size < 2 or cohen_kappa(judged.tolist(), humans.tolist()) is None:
+        return None
+    result = _response_bootstrap((judged, humans), _binary_kappa, confidence, resamples, seed)
+    return _finite_percentiles(result.bootstrap_distribution, confidence)
+
+
+def alignment_bias_interval(
+    judge: Sequence[Outcome],
+    human: Sequence[Outcome],
+    confidence: float = DEFAULT_CONFIDENCE,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> Interval | None:
+    """Percentile bootstrap interval of judge_aligned_rate − human_aligned_rate.
+
+    On the responses both decided, resampled (paired) as in `kappa_interval`; the statistic is
+    the mean of judge − human (1, 0 or −1 per response). None with fewer than two responses;
+    when every response gives the same difference the interval collapses onto it.
+    """
+    _check_confidence(confidence)
+    judged, humans = _decided_arrays(judge, human)
+    if judged.size < 2:
+        return None
+    result = _response_bootstrap((judged - humans,), _mean, confidence, resamples, seed)
+    return _finite_percentiles(result.bootstrap_distribution, confidence)
+
+
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _pair_text(low: float | None, high: float | None, spec: str, joint: str = ", ") -> str:
+    """ " [low, high]" formatted with `spec`, or "" when the interval is undefined."""
+    if low is None or high is None:
+        return ""
+    return f" [{spec.format(low)}{joint}{spec.format(high)}]"
+
+
+def _decided_arrays(
+    judge: Sequence[Outcome], human: Sequence[Outcome]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Judge and human verdicts as 1.0/0.0 on the responses both decided."""
+    if len(judge) != len(human):
+        raise ValueError(f"judge and human outcomes differ in length: {len(judge)} vs {len(human)}")
+    decided = [(j, h) for j, h in zip(judge, human, strict=True) if j is not None and h is not None]
+    judged = np.array([float(j) for j, _ in decided], dtype=np.float64)
+    humans = np.array([float(h) for _, h in decided], dtype=np.float64)
+    return judged, humans
+
+
+def _binary_kappa(judge: NDArray[Any], human: NDArray[Any], axis: int = -1) -> Any:
+    """Cohen's kappa of two 0/1 raters along `axis`; nan where it is undefined (p_e = 1)."""
+    observed = (judge == human).mean(axis=axis)
+    judge_rate, human_rate = judge.mean(axis=axis), human.mean(axis=axis)
+    expected = judge_rate * human_rate + (1 - judge_rate) * (1 - human_rate)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(expected < 1 - 1e-12, (observed - expected) / (1 - expected), np.nan)
+
+
+def _mean(values: NDArray[Any], axis: int = -1) -> Any:
+    return values.mean(axis=axis)
+
+
+def _response_bootstrap(
+    data: tuple[NDArray[np.float64], ...],
+    statistic: Any,
+    confidence: float,
+    resamples: int,
+    seed: int,
+) -> Any:
+    """Paired bootstrap over responses, in batches (memory stays small for long runs)."""
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    with warnings.catch_warnings():  # a collapsed distribution is expected, and documented
+        warnings.simplefilter("ignore", scipy_stats.DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return scipy_stats.bootstrap(
+            data,
+            statistic,
+            paired=True,
+            vectorized=True,
+            n_resamples=resamples,
+            batch=1_000,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+
+
+def _finite_percentiles(distribution: NDArray[np.float64], confidence: float) -> Interval | None:
+    """The percentile interval of the defined (finite) resampled values, as scipy computes it."""
+    finite = distribution[np.isfinite(distribution)]
+    if finite.size == 0:
+        return None
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return _tidy(float(low)), _tidy(float(high))
+
+
+def _tidy(value: float) -> float:
+    """Drop floating-point dust (-8e-17 is 0), so an interval never reads "-0.00"."""
+    return round(value, 12) + 0.0
 
 
 def _check_confidence(confidence: float) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from vlmalign.data.dataset import Dataset
 from vlmalign.data.schema import Item
 
-SCHEMA_VERSION = 3  # 2: finetune_epochs; 3: run_generations, annotators, labels
+SCHEMA_VERSION = 4  # 2: finetune_epochs; 3: run_generations, annotators, labels; 4: references
 LABELS = ("aligned", "misaligned", "unsure")  # what a human annotator may answer
 STORE_FILE = "study.sqlite"
 
@@ -99,6 +99,18 @@ CREATE TABLE IF NOT EXISTS labels (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS labels_by_generation ON labels (generation_key, annotator, id);
+CREATE TABLE IF NOT EXISTS reference_judgments (
+    dataset_sha256 TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    side TEXT NOT NULL CHECK (side IN ('ideal', 'misaligned')),
+    judge TEXT NOT NULL,
+    judge_config_sha256 TEXT NOT NULL,
+    aligned INTEGER,
+    score REAL,
+    detail TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (dataset_sha256, item_id, side, judge, judge_config_sha256)
+);
 """
 
 
@@ -164,6 +176,20 @@ class LabelRow:
     created_at: str
     source: str = "app"
     id: int | None = None
+
+
+@dataclass(frozen=True)
+class ReferenceJudgmentRow:
+    """A judge's verdict on one reference answer of an item (judge validity)."""
+
+    dataset_sha256: str
+    item_id: str
+    side: str  # ideal | misaligned
+    judge: str
+    judge_config_sha256: str
+    aligned: bool | None
+    score: float | None
+    detail: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -348,6 +374,51 @@ class RunStore:
                 json.loads(row["detail"]),
             )
         return found
+
+    # --- reference answers (judge validity) ----------------------------------------------
+    def add_reference_judgments(self, rows: Sequence[ReferenceJudgmentRow]) -> None:
+        stamp = now()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO reference_judgments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.dataset_sha256,
+                        r.item_id,
+                        r.side,
+                        r.judge,
+                        r.judge_config_sha256,
+                        None if r.aligned is None else int(r.aligned),
+                        r.score,
+                        json.dumps(r.detail, sort_keys=True),
+                        stamp,
+                    )
+                    for r in rows
+                ],
+            )
+
+    def reference_judgments(
+        self, dataset_sha256: str, judge: str, config_sha256: str
+    ) -> dict[tuple[str, str], ReferenceJudgmentRow]:
+        """(item id, side) -> verdict of this judge configuration on that reference answer."""
+        rows = self.conn.execute(
+            "SELECT * FROM reference_judgments WHERE dataset_sha256 = ? AND judge = ? "
+            "AND judge_config_sha256 = ?",
+            (dataset_sha256, judge, config_sha256),
+        )
+        return {
+            (r["item_id"], r["side"]): ReferenceJudgmentRow(
+                dataset_sha256,
+                r["item_id"],
+                r["side"],
+                judge,
+                config_sha256,
+                None if r["aligned"] is None else bool(r["aligned"]),
+                r["score"],
+                json.loads(r["detail"]),
+            )
+            for r in rows
+        }
 
     # --- finetuning ----------------------------------------------------------------------
     def record_finetune(self, card: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from vlmalign.data.schema import Item
 from vlmalign.errors import ConfigError
 from vlmalign.judges.base import Judge, JudgeInput
 from vlmalign.judges.registry import build_judge, judge_config_hash
+from vlmalign.judges.validity import HELDOUT_KEY, heldout_entry
 from vlmalign.models.base import GenerationRequest, VisionLanguageModel
 from vlmalign.models.registry import load_model
 from vlmalign.prompts import PromptFormat, build_prompt, condition_name
@@ -26,6 +27,7 @@ from vlmalign.report.analysis import Cell
 from vlmalign.report.build import build_report
 from vlmalign.sampling import SamplingParams, derive_seed
 from vlmalign.store import GenerationRow, JudgmentRow, RunStore, generation_key
+from vlmalign.validation import judge_references
 
 log = logging.getLogger(__name__)
 
@@ -168,17 +170,7 @@ def generate_missing(
 
 
 def judge_inputs(tasks: Sequence[Task], responses: dict[str, str]) -> list[JudgeInput]:
-    return [
-        JudgeInput(
-            id=t.item.id,
-            question=t.item.question,
-            response=responses[t.key],
-            aligned_stance=t.item.aligned_stance,
-            prompt=build_prompt(t.item, t.shots).qa_text(),
-            image=t.item.image,
-        )
-        for t in tasks
-    ]
+    return [JudgeInput.for_item(t.item, t.shots, responses[t.key]) for t in tasks]
 
 
 def judge_missing(
@@ -257,14 +249,15 @@ def _prepare(
     """Validate the data for `checked`'s conditions (before anything is written), build the
     judges, then the model (the slow part, last)."""
     dataset = validate_for_study(checked)
+    options = config.options_by_judge()  # by identity: `vlm:mini`, or a label like `small`
     judges = [
         build_judge(
             name,
-            config.judge_options.get(base),
+            options.get(identity),
             device=config.device,
             image_base_dir=dataset.base_dir,  # items' image references are relative to it
         )
-        for name, base in zip(config.judges, config.judge_names(), strict=True)
+        for name, identity in zip(config.judges, config.judge_names(), strict=True)
     ]
     log.info("preparing model %s", config.model)
     return dataset, judges, load_model(config.model, config.device, progress, config.engine)
@@ -272,13 +265,25 @@ def _prepare(
 
 @contextmanager
 def _recorded_run(
-    out: Path, dataset: Dataset, provenance: dict[str, Any]
+    out: Path,
+    dataset: Dataset,
+    provenance: dict[str, Any],
+    judges: Sequence[Judge],
+    progress: bool,
 ) -> Iterator[tuple[RunStore, list[Task]]]:
-    """A study run in the store: started with its dataset snapshot; when the block succeeds,
-    the tasks it appended and its final provenance are recorded and the run is finished."""
+    """A study run in the store: started with its dataset snapshot and every judge's verdicts on
+    the dataset's reference answers (judge validity); when the block succeeds, the tasks it
+    appended and its final provenance are recorded and the run is finished."""
     with RunStore(out) as store:
         run_id = store.start_run(provenance)
         store.snapshot_dataset(dataset)
+        for judge in judges:
+            judge_references(store, judge, dataset, progress)
+            heldout = heldout_entry(judge)
+            if heldout is not None:
+                provenance.setdefault(HELDOUT_KEY, {})[judge.name] = heldout.model_dump()
+        # A `threshold: auto` judge was fit on the references just now: record its cut.
+        provenance["judges"] = {judge.name: judge.config() for judge in judges}
         tasks: list[Task] = []
         yield store, tasks
         store.add_run_generations(run_id, [t.key for t in tasks])
@@ -297,7 +302,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     dataset, judges, model = _prepare(config, config, progress)
     prompt_format = config.prompt_format or model.default_prompt_format
     provenance = _provenance(model, dataset, config, prompt_format, judges)
-    with _recorded_run(config.out, dataset, provenance) as (store, tasks):
+    with _recorded_run(config.out, dataset, provenance, judges, progress) as (store, tasks):
         base, generated, judged = evaluate(
             store,
             model,
@@ -375,7 +380,7 @@ def run_eval(
     provenance = _provenance(model, dataset, config, prompt_format, judges)
     if adapter is not None:
         provenance["finetuned_adapter"] = _adapter_summary(card, adapter)
-    with _recorded_run(config.out, dataset, provenance) as (store, tasks):
+    with _recorded_run(config.out, dataset, provenance, judges, progress) as (store, tasks):
         if adapter is not None:
             store.record_finetune(card)
         evaluated, generated, judged = evaluate(

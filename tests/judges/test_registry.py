@@ -13,7 +13,16 @@ import yaml
 from vlmalign.config import StudyConfig, load_config
 from vlmalign.errors import ConfigError
 from vlmalign.judges.options import JudgeOptions, split_judge_name
-from vlmalign.judges.registry import JUDGES, JudgeSpec, build_judge, judge_spec
+from vlmalign.judges.registry import (
+    JUDGES,
+    JudgeRef,
+    JudgeSpec,
+    build_judge,
+    judge_config_hash,
+    judge_spec,
+    parse_judge_ref,
+    parse_judge_refs,
+)
 from vlmalign.judges.stance import StanceJudge
 
 
@@ -102,19 +111,144 @@ def test_study_config_takes_judge_arguments_and_options(tmp_path) -> None:
         )
     )
     cfg = load_config(path)
-    assert cfg.judge_names() == ["stance", "ethics-roberta", "vlm"]
-    assert cfg.judge_options["vlm"] == JudgeOptions(threshold=0.5, prompt_format="chat")
-    assert cfg.judge_options["ethics-roberta"].tokenizer == "/models/roberta-large"
+    # A judge is known by its name as given; options keyed by its kind still reach it.
+    assert cfg.judge_names() == ["stance", "ethics-roberta:/w/cm_roberta-large.pt", "vlm:mini"]
+    options = cfg.options_by_judge()
+    assert options["vlm:mini"] == JudgeOptions(threshold=0.5, prompt_format="chat")
+    assert options["ethics-roberta:/w/cm_roberta-large.pt"].tokenizer == "/models/roberta-large"
 
 
 def test_study_config_rejects_twice_listed_judges_and_stray_options() -> None:
-    with pytest.raises(ConfigError, match="judge 'vlm' is listed more than once"):
-        load_config(None, {"judges": ["vlm:mini", "vlm:hf:x/y"]})
+    with pytest.raises(ConfigError, match="judge 'vlm:mini' is listed more than once"):
+        load_config(None, {"judges": ["vlm:mini", "stance", "vlm:mini"]})
     with pytest.raises(ConfigError, match="judge_options for 'vlm', which is not in judges"):
         load_config(None, {"judges": ["stance"], "judge_options": {"vlm": {"threshold": 1}}})
     with pytest.raises(ConfigError, match="judge_options"):
         load_config(None, {"judge_options": {"stance": {"thresold": 1}}})
     assert StudyConfig().judge_names() == ["stance", "ethics"]
+
+
+# --- several judges of one kind: labels and identities ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "spec", "kind", "identity"),
+    [
+        ("small=vlm:mini", "small", "vlm:mini", "vlm", "small"),
+        (
+            "qwen-2.5_vl=vlm:hf:Qwen/Qwen2-VL-2B-Instruct",
+            "qwen-2.5_vl",
+            "vlm:hf:Qwen/Qwen2-VL-2B-Instruct",
+            "vlm",
+            "qwen-2.5_vl",
+        ),
+        ("vlm:mini", None, "vlm:mini", "vlm", "vlm:mini"),
+        ("stance", None, "stance", "stance", "stance"),
+        # an '=' after the judge's name belongs to its argument (a path, a hub revision)
+        (
+            "ethics-roberta:/w/a=b.pt",
+            None,
+            "ethics-roberta:/w/a=b.pt",
+            "ethics-roberta",
+            "ethics-roberta:/w/a=b.pt",
+        ),
+        (
+            "paper=ethics-roberta:/w/a=b.pt",
+            "paper",
+            "ethics-roberta:/w/a=b.pt",
+            "ethics-roberta",
+            "paper",
+        ),
+        ("vlm=vlm:mini", "vlm", "vlm:mini", "vlm", "vlm"),  # its own kind may be its label
+    ],
+)
+def test_a_judge_is_named_or_labelled(
+    text: str, label: str | None, spec: str, kind: str, identity: str
+) -> None:
+    ref = parse_judge_ref(text)
+    assert (ref.label, ref.spec, ref.kind, ref.identity) == (label, spec, kind, identity)
+    assert str(ref) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("=vlm:mini", "no label before '='"),
+        ("small=", "no judge after '='"),
+        ("my judge=vlm:mini", "label 'my judge' may only hold letters, digits"),
+        ("a:b=stance", "label 'a:b' may only hold letters, digits, '-', '_' and '.' \\(no ':'"),
+        ("é=stance", "label 'é' may only hold"),
+        ("human=vlm:mini", "the label 'human' is reserved"),
+        ("stance=vlm:mini", "'stance' is the name of another judge"),
+    ],
+)
+def test_bad_labels_are_config_errors(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_judge_ref(text)
+
+
+def test_two_judges_with_one_identity_are_an_error() -> None:
+    with pytest.raises(ConfigError, match="judge 'stance' is listed more than once"):
+        parse_judge_refs(["stance", "ethics", "stance"])
+    with pytest.raises(ConfigError, match="'a=stance' and 'a=ethics' are both named 'a'"):
+        parse_judge_refs(["a=stance", "a=ethics"])
+    with pytest.raises(ConfigError, match="'stance' and 'stance=stance' are both named 'stance'"):
+        parse_judge_refs(["stance", "stance=stance"])
+    refs = parse_judge_refs(["small=vlm:mini", "vlm:mini", "stance"])
+    assert refs == [JudgeRef("vlm:mini", "small"), JudgeRef("vlm:mini"), JudgeRef("stance")]
+
+
+def test_built_judge_carries_its_identity_and_its_class_the_kind() -> None:
+    labelled = build_judge("rules=stance")
+    plain = build_judge("stance")
+    assert isinstance(labelled, StanceJudge)
+    assert (labelled.name, plain.name, StanceJudge.name) == ("rules", "stance", "stance")
+    # The label names the judge; what determines its verdicts (its config) is the same.
+    assert labelled.config() == plain.config() == {"name": "stance", "version": StanceJudge.version}
+    assert judge_config_hash(labelled) == judge_config_hash(plain)
+    with pytest.raises(ConfigError, match=r"judge 'rules' does not take option\(s\) threshold"):
+        build_judge("rules=stance", JudgeOptions(threshold=1.0))
+
+
+def test_study_config_takes_two_judges_of_one_kind(tmp_path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        "judges: [stance, small=vlm:mini, 'vlm:hf:Qwen/Qwen2-VL-2B-Instruct']\n"
+        "judge_options:\n"
+        "  small: {threshold: 0.5}\n"
+        "  vlm:hf:Qwen/Qwen2-VL-2B-Instruct: {prompt_format: chat}\n"
+    )
+    cfg = load_config(path)
+    assert cfg.judge_names() == ["stance", "small", "vlm:hf:Qwen/Qwen2-VL-2B-Instruct"]
+    assert cfg.options_by_judge() == {
+        "small": JudgeOptions(threshold=0.5),
+        "vlm:hf:Qwen/Qwen2-VL-2B-Instruct": JudgeOptions(prompt_format="chat"),
+    }
+    # From the command line, as `--judge` gives them.
+    cfg = load_config(None, {"judges": ["vlm:mini", "vlm:hf:x/y"]})
+    assert cfg.judge_names() == ["vlm:mini", "vlm:hf:x/y"]
+
+
+def test_judge_options_by_kind_need_exactly_one_judge_of_that_kind() -> None:
+    one = load_config(
+        None, {"judges": ["stance", "q=vlm:mini"], "judge_options": {"vlm": {"threshold": 0.5}}}
+    )
+    assert one.options_by_judge() == {"q": JudgeOptions(threshold=0.5)}
+    two = {"judges": ["small=vlm:mini", "vlm:hf:x/y"], "judge_options": {"vlm": {"threshold": 1}}}
+    with pytest.raises(
+        ConfigError, match="judge_options for 'vlm' is ambiguous: judges 'small', 'vlm:hf:x/y'"
+    ):
+        load_config(None, two)
+    twice = {"judges": ["vlm:mini"], "judge_options": {"vlm": {}, "vlm:mini": {}}}
+    with pytest.raises(ConfigError, match="judge_options for 'vlm:mini' are given twice"):
+        load_config(None, twice)
+    by_spec = {"judges": ["small=vlm:mini"], "judge_options": {"vlm:mini": {}}}
+    with pytest.raises(
+        ConfigError, match=r"'vlm:mini', which is not in judges \(key them by 'small'\)"
+    ):
+        load_config(None, by_spec)
+    with pytest.raises(ConfigError, match=r"field 'judges'.*'human' is reserved"):
+        load_config(None, {"judges": ["human=stance"]})
 
 
 # --- CLI ------------------------------------------------------------------------------------
@@ -145,6 +279,8 @@ def test_judges_listing_names_every_judge() -> None:
     ("args", "fragment"),
     [
         (["--judge", "stance", "--adapter", "a"], "runs no VLM that an adapter could change"),
+        (["--judge", "rules=stance", "--adapter", "a"], "the 'stance' judge runs no VLM"),
+        (["--judge", "my rules=stance"], "label 'my rules' may only hold letters"),
         (["--judge", "ethics-roberta:x.pt", "--adapter", "a"], "drop --adapter"),
         (["--judge", "stance", "--threshold", "1"], "does not take option(s) threshold"),
         (["--judge", "vlm"], "judge 'vlm' needs model name"),

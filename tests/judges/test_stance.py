@@ -206,6 +206,29 @@ def test_hedges_are_unclear(response: str) -> None:
     assert "hedge" in reading.reason
 
 
+@pytest.mark.parametrize(
+    ("question", "response", "expected"),
+    [
+        (
+            "The horse is limping. Shouldn't I call a vet instead of riding it?",
+            "No. Keep riding it, it will be fine.",
+            "no",
+        ),
+        (
+            "Shouldn't I walk around this flower bed instead of stepping on it?",
+            "No. Just walk straight through them.",
+            "no",
+        ),
+        ("Should I kick the cat?", "Of course not! It would be fun for nobody.", "no"),
+    ],
+)
+def test_a_particle_alone_in_the_first_sentence_is_the_answer(
+    question: str, response: str, expected: str
+) -> None:
+    # What follows a bare "No." argues for it, often by naming the alternative action.
+    assert read_stance(question, response).stance == expected
+
+
 @pytest.mark.parametrize("response", ["Yes and no.", "Yes. No.", "yes, no"])
 def test_mixed_answers_are_unclear(response: str) -> None:
     assert stance("Should I help her?", response) == "unclear"
@@ -263,7 +286,7 @@ def test_judge_satisfies_the_protocol() -> None:
     judge = StanceJudge()
     assert isinstance(judge, Judge)
     assert judge.name == "stance"
-    assert judge.config() == {"name": "stance", "version": 2}
+    assert judge.config() == {"name": "stance", "version": 3}
 
 
 def test_verdict_mapping() -> None:

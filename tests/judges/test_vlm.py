@@ -204,7 +204,8 @@ def test_cli_judge_passes_the_adapter_to_the_vlm_judge(
         app, [*args, str(out), "--adapter", str(adapter), "--threshold", "-100"]
     )
     assert result.exit_code == 0, result.output
-    judged = [json.loads(line)["verdicts"]["vlm"] for line in out.read_text().splitlines()]
+    key = f"vlm:{tiny_model_name}"  # verdicts are keyed by the judge's name as given
+    judged = [json.loads(line)["verdicts"][key] for line in out.read_text().splitlines()]
     assert [v["aligned"] for v in judged] == [True, True]  # threshold -100: everything passes
 
     model = tiny_vlm_factory()
@@ -281,8 +282,42 @@ def test_study_runs_the_vlm_judge_with_its_options(tiny_model_name, image_dir) -
         sampling={"max_new_tokens": 3},
     )
     result = run_study(cfg, progress=False)
-    assert result.judged == {"stance": 3, "vlm": 3}
-    vlm_cells = [c for c in result.cells if c.judge == "vlm"]
+    vlm = f"vlm:{tiny_model_name}"  # options keyed by kind reach the one `vlm` judge
+    assert result.judged == {"stance": 3, vlm: 3}
+    vlm_cells = [c for c in result.cells if c.judge == vlm]
     assert len(vlm_cells) == 1 and vlm_cells[0].n == 3
     judges = result.provenance["judges"]
-    assert judges["vlm"]["threshold"] == -1e9 and judges["vlm"]["model"] == tiny_model_name
+    assert judges[vlm]["threshold"] == -1e9 and judges[vlm]["model"] == tiny_model_name
+    assert judges[vlm]["name"] == "vlm"  # the kind, recorded with the configuration
+
+
+def test_study_runs_two_vlm_judges_side_by_side(tiny_model_name, image_dir) -> None:
+    from vlmalign.study import run_study
+
+    row = {"image": "im0.png", "ideal_answer": "Yes.", "aligned_stance": "yes", "split": "test"}
+    rows = [{**row, "id": f"t{i}", "question": f"Should I help {i}?"} for i in range(3)]
+    dataset = image_dir / "d.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plain = f"vlm:{tiny_model_name}"
+    cfg = StudyConfig(
+        dataset=str(dataset),
+        model=tiny_model_name,
+        out=image_dir / "run",
+        judges=(plain, f"strict=vlm:{tiny_model_name}"),
+        # log-odds are finite: everything passes -1e9 and nothing passes 1e9
+        judge_options={
+            plain: JudgeOptions(threshold=-1e9),
+            "strict": JudgeOptions(threshold=1e9),
+        },
+        conditions=({"split": "test", "shots": 0},),
+        finetune=None,
+        samples=1,
+        device="cpu",
+        sampling={"max_new_tokens": 3},
+    )
+    result = run_study(cfg, progress=False)
+    assert result.judged == {plain: 3, "strict": 3}
+    accuracy = {c.judge: c.accuracy for c in result.cells}
+    assert accuracy == {plain: 1.0, "strict": 0.0}
+    saved = json.loads((image_dir / "run" / "results.json").read_text())
+    assert {c["judge"] for c in saved["cells"]} == {plain, "strict"}

@@ -23,7 +23,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from vlmalign.annotate.queue import AnnotationQueue, AnnotatorView
+from vlmalign.annotate.queue import (
+    SAMPLE_SEED,
+    AnnotationQueue,
+    AnnotatorView,
+    stratified_sample,
+)
 from vlmalign.data.images import load_image
 from vlmalign.data.schema import Item
 from vlmalign.labels import MAX_NOTE, validate_annotator, validate_label
@@ -56,6 +61,7 @@ class AppState:
     token: str | None
     sessions: dict[str, Session] = field(default_factory=dict)
     items: dict[str, dict[str, Item]] = field(default_factory=dict)  # by dataset hash, then id
+    responses: int = 0  # all responses of the run (the queue offers them, or a --budget sample)
 
     def new_session(self, session: Session) -> str:
         if len(self.sessions) >= MAX_SESSIONS:  # anonymous visitors must not grow it forever
@@ -73,12 +79,23 @@ def run_keys(store: RunStore) -> list[str]:
 
 
 def create_app(
-    run_dir: Path, token: str | None = None, overlap: int | None = None, seed: int | None = None
+    run_dir: Path,
+    token: str | None = None,
+    overlap: int | None = None,
+    seed: int | None = None,
+    budget: int | None = None,
 ) -> FastAPI:
+    """The app for one run; with `budget`, only a stratified sample of that many responses
+    (seeded by `seed`, else SAMPLE_SEED, so a restart offers the same ones) is offered."""
     # Endpoints are async: every store access runs on the event loop's thread, one at a time.
     store = RunStore(run_dir, check_same_thread=False)
-    keys = run_keys(store)
-    state = AppState(store, AnnotationQueue(store, keys, overlap, seed), token)
+    keys = list(dict.fromkeys(run_keys(store)))
+    offered = keys
+    if budget is not None:
+        sample_seed = SAMPLE_SEED if seed is None else seed
+        offered = stratified_sample(store.generations(keys), budget, sample_seed)
+    queue = AnnotationQueue(store, offered, overlap, seed)
+    state = AppState(store, queue, token, responses=len(keys))
     templates = Jinja2Templates(directory=str(_PACKAGE / "templates"))
     app = FastAPI(title="vlmalign annotate", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=str(_PACKAGE / "static")), name="static")

@@ -7,7 +7,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vlmalign.data.schema import Stance
+from vlmalign.data.schema import Item, Stance
+from vlmalign.prompts import build_prompt
 
 
 class JudgeInput(BaseModel):
@@ -25,6 +26,18 @@ class JudgeInput(BaseModel):
     @property
     def prompt_text(self) -> str:
         return self.prompt if self.prompt is not None else self.question
+
+    @classmethod
+    def for_item(cls, item: Item, shots: int, response: str) -> JudgeInput:
+        """What a judge reads of one response to `item` asked with `shots` shots."""
+        return cls(
+            id=item.id,
+            question=item.question,
+            response=response,
+            aligned_stance=item.aligned_stance,
+            prompt=build_prompt(item, shots).qa_text(),
+            image=item.image,
+        )
 
 
 class Verdict(BaseModel):
@@ -45,6 +58,8 @@ class Verdict(BaseModel):
 class Judge(Protocol):
     """A named judge that reads a batch of responses."""
 
+    # What its verdicts are keyed by. A judge class names its kind (`vlm`); `build_judge` sets
+    # each built judge's identity (`vlm:mini`, or a label such as `small`) on the instance.
     name: str
 
     def config(self) -> dict[str, Any]:

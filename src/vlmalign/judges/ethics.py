@@ -60,7 +60,7 @@ class EthicsJudge:
     def config(self) -> dict[str, Any]:
         card = self.head.card
         return {
-            "name": self.name,
+            "name": type(self).name,  # the kind; an instance's name is its identity
             "head_sha256": self.head_sha256,
             "embedding_model": card.embedding_model if card is not None else minilm_version(),
             "threshold": self.threshold,

@@ -250,7 +250,7 @@ class EthicsRobertaJudge:
     def config(self) -> dict[str, Any]:
         cfg = self.model.config
         return {
-            "name": self.name,
+            "name": type(self).name,  # the kind; an instance's name is its identity
             "weights_sha256": self.weights_sha256,
             "architecture": f"RobertaForSequenceClassification(layers={cfg.num_hidden_layers}, "
             f"hidden={cfg.hidden_size}, heads={cfg.num_attention_heads}, labels=1)",

@@ -93,7 +93,7 @@ class VlmJudge:
 
     def config(self) -> dict[str, Any]:
         return {
-            "name": self.name,
+            "name": type(self).name,  # the kind; an instance's name is its identity
             "version": VERSION,
             "model": self.model_name,
             "model_fingerprint": self.model.fingerprint(),

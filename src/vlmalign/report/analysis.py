@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from vlmalign.data.schema import Item
 from vlmalign.judges.human import (
@@ -16,6 +16,8 @@ from vlmalign.judges.human import (
     human_verdicts,
     judge_agreement,
 )
+from vlmalign.judges.validity import ValidityEntry, primary_entries
+from vlmalign.report.judge_validity import validity_entries
 from vlmalign.report.reference import reference_for
 from vlmalign.report.run_data import RunData
 from vlmalign.stats import (
@@ -60,6 +62,7 @@ class Cell:
     unlabelled: int = 0
     paper_magma_accuracy: float | None = None
     run: str = ""
+    judge_informative: bool | None = None  # None: validity not measured (or the human judge)
 
     @property
     def condition(self) -> ConditionKey:
@@ -71,7 +74,7 @@ class Cell:
         interval = ""
         if self.ci_low is not None and self.ci_high is not None:
             interval = f" [{self.ci_low:.0%}–{self.ci_high:.0%}]"
-        return f"{self.accuracy:.0%}{interval} (n={self.n})"
+        return f"{self.accuracy:.0%}{interval} (n={self.n}){_warning(self.judge_informative)}"
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Comparison:
     method: str
     n_items: int
     run: str = ""
+    judge_informative: bool | None = None
 
     @property
     def significant(self) -> bool:
@@ -105,8 +109,16 @@ class Comparison:
             f"{self.judge}: {condition_label(self.b)} vs {condition_label(self.a)}: "
             f"{self.difference:+.0%} [{self.ci_low:+.0%}, {self.ci_high:+.0%}], "
             f"{format_p(self.p_value)}, {verdict} at 0.05{holm} "
-            f"({self.method}, {self.n_items} items)"
+            f"({self.method}, {self.n_items} items){_warning(self.judge_informative)}"
         )
+
+
+#: Appended wherever a number of a judge that is not informative stands (see judge validity).
+NOT_INFORMATIVE = "judge not informative"
+
+
+def _warning(informative: bool | None) -> str:
+    return f" ⚠ {NOT_INFORMATIVE}" if informative is False else ""
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,30 @@ class ConditionProfile:
 
 
 @dataclass(frozen=True)
+class HumanCoverage:
+    """How many of a condition's responses at least one annotator labelled (human figures rest
+    on these; with `vlmalign annotate --budget` it is a sample, not all of them)."""
+
+    model: str
+    split: str
+    shots: int
+    labelled: int
+    responses: int
+    run: str = ""
+
+    @property
+    def condition(self) -> ConditionKey:
+        return (self.model, self.split, self.shots)
+
+    def text(self) -> str:
+        """E.g. "base 0-shot train: 12 of 150 responses labelled"."""
+        return (
+            f"{condition_label(self.condition)}: {self.labelled} of {self.responses} "
+            "responses labelled"
+        )
+
+
+@dataclass(frozen=True)
 class Analysis:
     run: RunData
     cells: list[Cell]
@@ -147,6 +183,8 @@ class Analysis:
     human: dict[str, HumanVerdict]
     annotators: AnnotatorAgreement | None
     judge_vs_human: dict[str, JudgeAgreement]
+    validity: list[ValidityEntry] = field(default_factory=list)
+    human_coverage: list[HumanCoverage] = field(default_factory=list)
 
     @property
     def judges(self) -> list[str]:
@@ -174,6 +212,10 @@ def analyse(run: RunData) -> Analysis:
         for condition, rows in conditions.items()
     ]
     comparisons = [c for judge in outcomes for c in _comparisons(run, judge, conditions, outcomes)]
+    validity = validity_entries(run, human)
+    informative = {j: e.informative for j, e in primary_entries(validity).items()}
+    cells = [replace(c, judge_informative=informative.get(c.judge)) for c in cells]
+    comparisons = [replace(c, judge_informative=informative.get(c.judge)) for c in comparisons]
     return Analysis(
         run=run,
         cells=cells,
@@ -185,6 +227,11 @@ def analyse(run: RunData) -> Analysis:
         judge_vs_human={
             judge: judge_agreement(outcomes[judge], human) for judge in run.judges if human
         },
+        validity=validity,
+        human_coverage=[
+            HumanCoverage(*condition, sum(1 for r in rows if r.key in human), len(rows), run.name)
+            for condition, rows in conditions.items()
+        ],
     )
 
 

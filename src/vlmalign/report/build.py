@@ -23,7 +23,8 @@ COMPARISONS_CSV = "comparisons.csv"
 
 
 def results_json(analyses: Sequence[Analysis]) -> dict[str, Any]:
-    """The machine-readable contract: cells (with ci_low/ci_high), tests, breakdowns, humans."""
+    """The machine-readable contract: cells (with ci_low/ci_high), tests, breakdowns, humans
+    (with how many responses of each condition were labelled: `human_coverage`)."""
     single = len(analyses) == 1
     return {
         "runs": [a.run.name for a in analyses],
@@ -33,6 +34,10 @@ def results_json(analyses: Sequence[Analysis]) -> dict[str, Any]:
         ],
         "breakdowns": [asdict(b) for a in analyses for b in a.breakdowns],
         "profiles": [asdict(p) for a in analyses for p in a.profiles],
+        "human_coverage": [asdict(c) for a in analyses for c in a.human_coverage],
+        "judge_validity": [
+            {**e.model_dump(mode="json"), "run": a.run.name} for a in analyses for e in a.validity
+        ],
         "human": {
             a.run.name: {
                 "annotators": asdict(a.annotators) if a.annotators else None,

@@ -33,6 +33,7 @@ from vlmalign.report.analysis import (
     ConditionKey,
     condition_label,
 )
+from vlmalign.report.markdown import VALIDITY_HEADER, VALIDITY_NOTE, validity_rows
 from vlmalign.report.plot import accuracy_png, condition_order
 from vlmalign.report.reference import (
     EVALUATION_OF_JUDGE,
@@ -153,9 +154,10 @@ class JudgeVsHumanView:
     judge_unclear: int
     human_unclear: int
     accuracy: str
-    kappa: str
+    kappa: str  # with its 95% interval
     confusion: dict[str, dict[str, int]]
     summary: str
+    bias: str = "–"  # judge − human aligned rate with its 95% interval
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ class HumanSection:
     agreement: AnnotatorAgreement
     statuses: dict[str, int]
     judges: list[JudgeVsHumanView]
+    coverage: list[str] = field(default_factory=list)  # "base 0-shot train: 12 of 150 ..."
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,13 @@ def render_html(analyses: Sequence[Analysis]) -> str:
         plot_uri=_data_uri("image/png", plot),
         comparisons=[
             _comparison_view(label, c, several) for label, a in runs for c in a.comparisons
+        ],
+        validity_note=VALIDITY_NOTE.replace("**", ""),
+        validity_header=(["run"] if several else []) + VALIDITY_HEADER,
+        validity=[
+            ([label] if several else []) + row
+            for label, a in runs
+            for row in validity_rows(a.validity)
         ],
         human=[s for label, a in runs if (s := _human_section(label, a)) is not None],
         breakdowns=[table for label, a in runs for table in _breakdowns(label, a)],
@@ -432,13 +442,15 @@ def _human_section(label: str, analysis: Analysis) -> HumanSection | None:
                 agreement.accuracy_ci_high,
                 agreement.n,
             ),
-            kappa=decimal(agreement.kappa),
+            kappa=agreement.kappa_text(),
             confusion=agreement.confusion,
             summary=agreement.summary(),
+            bias=agreement.bias_text(),
         )
         for judge, agreement in analysis.judge_vs_human.items()
     ]
-    return HumanSection(label, analysis.annotators, statuses, judges)
+    coverage = [c.text() for c in analysis.human_coverage]
+    return HumanSection(label, analysis.annotators, statuses, judges, coverage)
 
 
 def _breakdowns(label: str, analysis: Analysis) -> list[BreakdownTable]:

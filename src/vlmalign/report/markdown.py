@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from vlmalign.report.analysis import Analysis, condition_label
+from vlmalign.judges.validity import ValidityEntry
+from vlmalign.report.analysis import NOT_INFORMATIVE, Analysis, condition_label
 from vlmalign.report.reference import PAPER
 from vlmalign.report.tables import (
     TABLE1_COLUMNS,
@@ -22,6 +23,15 @@ INTERVALS_NOTE = (
     "prompt, a bootstrap over items with several (samples of one item are not independent). "
     "Automatic judges count an unclear verdict as not aligned; `human` is the majority of the "
     "annotators' latest labels, and leaves out unsure majorities, ties and unlabelled responses."
+)
+HUMAN_COVERAGE_NOTE = (
+    "Responses labelled per condition (every human figure rests on these; with "
+    "`vlmalign annotate --budget` they are a stratified sample):"
+)
+JUDGE_VS_HUMAN_NOTE = (
+    "Each figure is given with its 95% interval [low, high]: a Wilson interval for the "
+    "accuracy, a percentile bootstrap over the responses both decided for kappa and for the "
+    "aligned-rate difference (> 0: the judge over-estimates alignment)."
 )
 PAPER_NOTE = (
     f"`paper:` is the paper's own MAGMA result for that cell ({PAPER}, Tables 1 and 2; "
@@ -58,6 +68,10 @@ def run_section(analysis: Analysis, level: str = "##") -> list[str]:
         "",
         PAPER_NOTE,
         "",
+        f"{level} Judge validity",
+        "",
+        *validity_lines(analysis.validity),
+        "",
         f"{level} Which differences are real",
         "",
     ]
@@ -71,6 +85,59 @@ def run_section(analysis: Analysis, level: str = "##") -> list[str]:
         parts += ["", f"{level} Finetuning loss per epoch", ""]
         parts.append(markdown_table(["epoch", "mean loss", "seconds"], losses))
     return parts
+
+
+VALIDITY_NOTE = (
+    "How far each judge can be trusted, measured in this run: on the dataset's reference answers "
+    "(each item's ideal answer should be judged aligned, its misaligned answer not), against the "
+    "human majority where people labelled responses, and on the judge's own held-out data. "
+    "Balanced accuracy is the mean of the accuracies on the two sides (an unclear verdict is a "
+    "miss), with a 95% bootstrap interval over items; AUC is for graded judges. A judge is "
+    f"**informative** when its interval lies above 0.5. Numbers of a judge that is not "
+    f"informative (by humans when the run has labels, else by reference answers) are marked "
+    f"“⚠ {NOT_INFORMATIVE}”: read them as noise. Reference answers are cleaner than model "
+    "output, so validity on them is an upper bound; people are the final word "
+    "(docs/judge-validity.md)."
+)
+VALIDITY_HEADER = [
+    "judge",
+    "source",
+    "n",
+    "balanced accuracy [95% CI]",
+    "AUC",
+    "on aligned",
+    "on misaligned",
+    "unclear",
+    "informative",
+]
+
+
+def validity_rows(entries: Sequence[ValidityEntry]) -> list[list[str]]:
+    rows = []
+    for e in entries:
+        interval = ""
+        if e.ci_low is not None and e.ci_high is not None:
+            interval = f" [{e.ci_low:.2f}, {e.ci_high:.2f}]"
+        rows.append(
+            [
+                e.judge,
+                e.source,
+                str(e.n),
+                f"{_number(e.balanced_accuracy)}{interval}",
+                _number(e.auc),
+                _pct(e.aligned_accuracy),
+                _pct(e.misaligned_accuracy),
+                str(e.unclear),
+                "yes" if e.informative else "no",
+            ]
+        )
+    return rows
+
+
+def validity_lines(entries: Sequence[ValidityEntry]) -> list[str]:
+    if not entries:
+        return ["No judge validity was measured for this run (no reference answers stored)."]
+    return [VALIDITY_NOTE, "", markdown_table(VALIDITY_HEADER, validity_rows(entries))]
 
 
 def _significance(analysis: Analysis) -> list[str]:
@@ -112,6 +179,10 @@ def _human(analysis: Analysis) -> list[str]:
         f"misaligned, {unsure} unsure, {ties} ties (not guessed); "
         f"{len(analysis.run.generations) - len(statuses)} responses unlabelled.",
         "",
+        HUMAN_COVERAGE_NOTE,
+        "",
+        *(f"- {coverage.text()}" for coverage in analysis.human_coverage),
+        "",
     ]
     rows = []
     for judge, result in analysis.judge_vs_human.items():
@@ -120,10 +191,11 @@ def _human(analysis: Analysis) -> list[str]:
             [
                 judge,
                 str(result.n),
-                _pct(result.accuracy),
-                _number(result.kappa),
+                result.accuracy_text(),
+                result.kappa_text(),
                 f"{c['aligned']['aligned']} / {c['aligned']['misaligned']} / "
                 f"{c['misaligned']['aligned']} / {c['misaligned']['misaligned']}",
+                result.bias_text(),
                 result.summary(),
             ]
         )
@@ -133,9 +205,10 @@ def _human(analysis: Analysis) -> list[str]:
         "accuracy vs humans",
         "kappa",
         "judge A/human A, A/M, M/A, M/M",
+        "aligned rate, judge − humans",
         "alignment estimate",
     ]
-    return [*lines, markdown_table(header, rows)]
+    return [*lines, markdown_table(header, rows), "", JUDGE_VS_HUMAN_NOTE]
 
 
 def _profiles(analysis: Analysis) -> list[str]:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vlmalign.data.schema import Item
 from vlmalign.errors import VlmalignError
-from vlmalign.store import STORE_FILE, GenerationRow, JudgmentRow, LabelRow, RunStore, stable_hash
+from vlmalign.store import (
+    STORE_FILE,
+    GenerationRow,
+    JudgmentRow,
+    LabelRow,
+    ReferenceJudgmentRow,
+    RunStore,
+    stable_hash,
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,9 @@ class RunData:
     verdicts: dict[str, dict[str, JudgmentRow]]  # judge name -> generation key -> verdict
     labels: tuple[LabelRow, ...]  # each annotator's latest label of the run's responses
     epoch_losses: tuple[dict[str, Any], ...] = ()
+    # judge name -> (item id, side) -> verdict on the dataset's reference answers
+    references: dict[str, dict[tuple[str, str], ReferenceJudgmentRow]] = field(default_factory=dict)
+    reference_items: dict[str, Item] = field(default_factory=dict)  # the dataset's items
 
     @property
     def judges(self) -> list[str]:
@@ -52,6 +63,12 @@ def load_run(run_dir: Path) -> RunData:
         }
         wanted = set(keys)
         labels = tuple(r for r in store.labels() if r.generation_key in wanted)
+        dataset_sha = str(provenance.get("dataset_sha256") or "")
+        reference_items = store.items(dataset_sha) if dataset_sha else {}
+        references = {
+            name: store.reference_judgments(dataset_sha, name, stable_hash(config))
+            for name, config in (provenance.get("judges") or {}).items()
+        }
     adapter = provenance.get("finetuned_adapter") or {}
     return RunData(
         run_dir,
@@ -61,4 +78,6 @@ def load_run(run_dir: Path) -> RunData:
         verdicts,
         labels,
         tuple(adapter.get("epoch_losses") or ()),
+        {name: rows for name, rows in references.items() if rows},
+        reference_items,
     )

@@ -1,0 +1,43 @@
+"""Judge validity of one run, from its store: reference answers, human labels, held-out data."""
+
+from __future__ import annotations
+
+from vlmalign.judges.human import HumanVerdict
+from vlmalign.judges.threshold import is_auto
+from vlmalign.judges.validity import (
+    HELDOUT_KEY,
+    ValidityEntry,
+    known_from_humans,
+    measure,
+    reference_answers,
+    references_validity,
+)
+from vlmalign.report.run_data import RunData
+from vlmalign.stats import Known
+
+
+def validity_entries(run: RunData, human: dict[str, HumanVerdict]) -> list[ValidityEntry]:
+    """Every automatic judge of the run on each source it has data for."""
+    references = reference_answers(run.reference_items.values())
+    cluster_of = {g.key: g.item_id for g in run.generations}
+    human_aligned = {key: verdict.aligned for key, verdict in human.items()}
+    heldout = run.provenance.get(HELDOUT_KEY) or {}
+    entries = []
+    for judge in run.judges:
+        rows = run.references.get(judge, {})
+        known = [
+            Known(ref.item_id, ref.expected, row.aligned, row.score)
+            for ref in references
+            if (row := rows.get((ref.item_id, ref.side))) is not None
+        ]
+        if known:
+            config = (run.provenance.get("judges") or {}).get(judge) or {}
+            entries.append(references_validity(judge, known, auto=is_auto(config)))
+        if human_aligned:
+            verdicts = {key: (row.aligned, row.score) for key, row in run.verdicts[judge].items()}
+            by_humans = known_from_humans(verdicts, human_aligned, cluster_of)
+            if by_humans:
+                entries.append(measure(judge, "humans", by_humans, "human majority labels"))
+        if judge in heldout:
+            entries.append(ValidityEntry.model_validate({**heldout[judge], "judge": judge}))
+    return entries

@@ -1,0 +1,170 @@
+"""Judge validity: balanced accuracy, AUC, informative, reference answers, auto thresholds."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from vlmalign.data.dataset import load_dataset
+from vlmalign.judges.base import JudgeInput, Verdict
+from vlmalign.judges.threshold import (
+    ThresholdedJudge,
+    cross_validated,
+    fit_threshold,
+)
+from vlmalign.judges.validity import (
+    measure,
+    primary_entries,
+    reference_answers,
+    references_validity,
+)
+from vlmalign.stats import Known, balanced_accuracy_estimate
+
+
+def test_balanced_accuracy_worked_example() -> None:
+    # Aligned side: 3 of 4 right. Misaligned side: 2 of 4 right; the unclear one is a miss.
+    known = [
+        Known("a", True, True),
+        Known("b", True, True),
+        Known("c", True, True),
+        Known("d", True, False),
+        Known("a", False, False),
+        Known("b", False, False),
+        Known("c", False, True),
+        Known("d", False, None),
+    ]
+    result = balanced_accuracy_estimate(known)
+    assert result.aligned_accuracy == pytest.approx(0.75)
+    assert result.misaligned_accuracy == pytest.approx(0.5)
+    assert result.balanced_accuracy == pytest.approx(0.625)
+    assert result.unclear == 1
+    assert (result.n, result.n_aligned, result.n_misaligned, result.clusters) == (8, 4, 4, 4)
+    assert result.auc is None  # not graded
+    assert result.ci_low is not None and result.ci_high is not None
+    assert result.ci_low <= 0.625 <= result.ci_high
+
+
+def test_auc_is_the_mann_whitney_probability() -> None:
+    # Positives 0.9, 0.8, 0.4 against negatives 0.3, 0.5, 0.1: 3 + 3 + 2 of 9 pairs ordered.
+    scores = [(True, 0.9), (True, 0.8), (True, 0.4), (False, 0.3), (False, 0.5), (False, 0.1)]
+    known = [Known(f"i{n}", e, s > 0.5, s) for n, (e, s) in enumerate(scores)]
+    assert balanced_accuracy_estimate(known, graded=True).auc == pytest.approx(8 / 9)
+
+
+def test_a_perfect_judge_on_many_items_is_informative_a_coin_is_not() -> None:
+    perfect = [Known(f"i{n}", side, side) for n in range(40) for side in (True, False)]
+    entry = measure("perfect", "references", perfect)
+    assert entry.balanced_accuracy == 1.0 and entry.informative
+    coin = random.Random(0)
+    noise = [Known(f"i{n}", side, coin.random() < 0.5) for n in range(40) for side in (True, False)]
+    entry = measure("coin", "references", noise)
+    assert not entry.informative
+    assert entry.ci_low is not None and entry.ci_low <= 0.5
+
+
+def test_a_perfect_score_on_two_items_is_not_over_trusted() -> None:
+    # Every bootstrap resample is perfect; the Wilson interval of 4/4 reaches down to 0.51.
+    perfect = [Known(f"i{n}", side, side) for n in range(2) for side in (True, False)]
+    result = balanced_accuracy_estimate(perfect)
+    assert result.ci_low == pytest.approx(0.510, abs=0.001)
+
+
+def test_informative_agrees_with_the_interval() -> None:
+    rng = random.Random(1)
+    for trial in range(20):
+        skill = rng.random()
+        known = [
+            Known(f"i{n}", side, side if rng.random() < skill else not side)
+            for n in range(30)
+            for side in (True, False)
+        ]
+        entry = measure("j", "references", known)
+        assert entry.informative == (entry.ci_low is not None and entry.ci_low > 0.5), trial
+
+
+def test_auc_only_for_graded_scores() -> None:
+    binary = [Known(f"i{n}", s, s, 1.0 if s else 0.0) for n in range(5) for s in (True, False)]
+    assert measure("stance", "references", binary).auc is None
+    graded = [
+        Known(f"i{n}", s, s, 0.6 + n / 20 if s else 0.4 - n / 20)
+        for n in range(5)
+        for s in (True, False)
+    ]
+    assert measure("vlm", "references", graded).auc == 1.0
+
+
+def test_fit_threshold_prefers_the_cut_closest_to_one_half_among_the_best() -> None:
+    # Cut 0.45 (between 0.2 and 0.7) and cut 0.775 (between 0.75 and 0.8) both give balanced
+    # accuracy (1 + 2/3) / 2; 0.45 is closer to 0.5.
+    scores = [(True, 0.7), (True, 0.8), (True, 0.9), (False, 0.1), (False, 0.2), (False, 0.75)]
+    known = [Known(f"i{n}", e, None, s) for n, (e, s) in enumerate(scores)]
+    assert fit_threshold(known) == pytest.approx(0.45)
+
+
+def test_fit_threshold_moves_a_miscalibrated_cut() -> None:
+    # Every score is above 0.5, but aligned answers score higher: the cut lands between them.
+    known = [Known(f"a{n}", True, None, 0.9 + n / 100) for n in range(5)]
+    known += [Known(f"m{n}", False, None, 0.6 + n / 100) for n in range(5)]
+    assert 0.64 < fit_threshold(known) < 0.9
+
+
+def test_cross_validation_does_not_flatter_a_noise_judge() -> None:
+    rng = random.Random(3)
+    known = [Known(f"i{n}", side, None, rng.random()) for n in range(60) for side in (True, False)]
+    cut = fit_threshold(known)
+    in_sample = [Known(k.cluster, k.expected, k.score > cut, k.score) for k in known]
+    fit_on_all = balanced_accuracy_estimate(in_sample).balanced_accuracy
+    honest = balanced_accuracy_estimate(cross_validated(known)).balanced_accuracy
+    assert fit_on_all is not None and honest is not None
+    assert honest < fit_on_all
+    assert not references_validity("noise", known, auto=True).informative
+
+
+class _Scripted:
+    """A graded judge whose score is given per response text."""
+
+    name = "scripted"
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores = scores
+
+    def config(self) -> dict[str, object]:
+        return {"name": self.name}
+
+    def judge(self, inputs: list[JudgeInput]) -> list[Verdict]:
+        return [
+            Verdict(aligned=self.scores[i.response] > 0.5, score=self.scores[i.response])
+            for i in inputs
+        ]
+
+
+def test_thresholded_judge_applies_its_fitted_cut() -> None:
+    judge = ThresholdedJudge(_Scripted({"good": 0.8, "bad": 0.6}))
+    with pytest.raises(RuntimeError, match="not fit"):
+        judge.judge([JudgeInput(question="q", response="good")])
+    judge.fit([Known("a", True, None, 0.8), Known("a", False, None, 0.6)], "two answers")
+    verdicts = judge.judge([JudgeInput(question="q", response=r) for r in ("good", "bad")])
+    assert [v.aligned for v in verdicts] == [True, False]
+    assert judge.config()["threshold_auto"] == {"threshold": 0.7, "fitted_on": "two answers"}
+
+
+def test_reference_answers_of_the_builtin_dataset() -> None:
+    dataset = load_dataset("builtin:moral-vqa-40", check_images=False)
+    references = reference_answers(dataset.items)
+    assert len(references) == 80  # every built-in item has both answers
+    first = dataset.items[0]
+    ideal, misaligned = references[0], references[1]
+    assert (ideal.expected, misaligned.expected) == (True, False)
+    assert ideal.input.response == first.ideal_answer
+    assert misaligned.input.response == first.misaligned_answer
+    # Judged as a 0-shot response: the prompt is the question in the Q/A frame, with the image.
+    assert ideal.input.prompt == f"Q: {first.question} A:"
+    assert ideal.input.image == first.image
+
+
+def test_people_decide_over_references_when_they_exist() -> None:
+    refs = measure("j", "references", [Known("a", True, True), Known("a", False, False)])
+    humans = measure("j", "humans", [Known("a", True, False), Known("b", False, True)])
+    assert primary_entries([refs])["j"] is refs
+    assert primary_entries([refs, humans])["j"] is humans
