@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 dataset_app = typer.Typer(help="Check and inspect datasets.", no_args_is_help=True)
 ethics_app = typer.Typer(
-    help="The ETHICS classifier head behind the `ethics` judge.", no_args_is_help=True
+    help="The ETHICS classifier behind the `ethics` judge.", no_args_is_help=True
 )
 labels_app = typer.Typer(help="Export and import human labels.", no_args_is_help=True)
 judges_app = typer.Typer(help="List judges, and measure how far each can be trusted.")
@@ -535,16 +535,23 @@ def ethics_train(
     data: Annotated[Path, typer.Option(help="folder with cm_test.csv and cm_test_hard.csv")] = Path(
         "../shared/data/ethics/commonsense"
     ),
-    output: Annotated[Path, typer.Option(help="head JSON to write")] = Path("ethics_head.json"),
+    output: Annotated[Path, typer.Option(help="classifier folder to write")] = Path(
+        "ethics_classifier"
+    ),
+    quiet: QuietOption = False,
 ) -> None:
-    """Retrain the `ethics` judge's classifier head on the ETHICS commonsense CSVs."""
-    from vlmalign.judges.ethics_head import train_ethics_head
+    """Retrain the `ethics` judge's classifier on the ETHICS commonsense CSVs (minutes on a CPU)."""
+    from vlmalign.judges.ethics_classifier import card_summary
+    from vlmalign.judges.ethics_train import train_ethics_classifier
 
     if not data.is_dir():
         raise VlmalignError(f"{data}: no such folder; pass --data to the ETHICS commonsense CSVs")
-    card = train_ethics_head(data, output)
-    out.print(f"wrote {output}")
-    out.print(json.dumps(card.model_dump(mode="json"), indent=2))
+    try:
+        card = train_ethics_classifier(data, output, progress=not quiet)
+    except FileNotFoundError as exc:
+        raise VlmalignError(str(exc)) from exc
+    out.print(json.dumps(card_summary(card), indent=2), markup=False)
+    out.print(f"wrote {output}; judge with it as --judge ethics:{output}")
 
 
 # --- report ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from vlmalign.data.dataset import Dataset
 from vlmalign.judges.base import Judge, JudgeInput, Verdict
-from vlmalign.judges.registry import judge_config_hash
+from vlmalign.judges.registry import is_graded, judge_config_hash
 from vlmalign.judges.threshold import ThresholdedJudge
 from vlmalign.judges.validity import (
     Reference,
@@ -109,7 +109,8 @@ def references_entry(
     """Validity on reference answers; for a judge whose cut is fit on these same answers
     (`threshold: auto`), from cross-validation over items instead."""
     known = known_from_references(references, verdicts)
-    return references_validity(judge.name, known, auto=isinstance(judge, ThresholdedJudge))
+    auto = isinstance(judge, ThresholdedJudge)
+    return references_validity(judge.name, known, auto, is_graded(judge.config()))
 
 
 def humans_entry(judge: Judge, run_dir: Path, progress: bool = True) -> ValidityEntry | None:
@@ -132,7 +133,8 @@ def humans_entry(judge: Judge, run_dir: Path, progress: bool = True) -> Validity
         human,
         {g.key: g.item_id for g in rows},
     )
-    return measure(judge.name, "humans", known, "human majority labels")
+    graded = is_graded(judge.config())
+    return measure(judge.name, "humans", known, "human majority labels", graded)
 
 
 def validate_judges(

@@ -83,7 +83,7 @@ def test_informative_agrees_with_the_interval() -> None:
         assert entry.informative == (entry.ci_low is not None and entry.ci_low > 0.5), trial
 
 
-def test_auc_only_for_graded_scores() -> None:
+def test_auc_only_for_graded_judges() -> None:
     binary = [Known(f"i{n}", s, s, 1.0 if s else 0.0) for n in range(5) for s in (True, False)]
     assert measure("stance", "references", binary).auc is None
     graded = [
@@ -91,7 +91,7 @@ def test_auc_only_for_graded_scores() -> None:
         for n in range(5)
         for s in (True, False)
     ]
-    assert measure("vlm", "references", graded).auc == 1.0
+    assert measure("vlm", "references", graded, graded=True).auc == 1.0
 
 
 def test_fit_threshold_prefers_the_cut_closest_to_one_half_among_the_best() -> None:
@@ -118,7 +118,7 @@ def test_cross_validation_does_not_flatter_a_noise_judge() -> None:
     honest = balanced_accuracy_estimate(cross_validated(known)).balanced_accuracy
     assert fit_on_all is not None and honest is not None
     assert honest < fit_on_all
-    assert not references_validity("noise", known, auto=True).informative
+    assert not references_validity("noise", known, auto=True, graded=True).informative
 
 
 class _Scripted:

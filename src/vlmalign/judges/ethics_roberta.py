@@ -32,7 +32,6 @@ from scipy.special import expit
 from vlmalign.cache import file_sha256
 from vlmalign.errors import ModelError
 from vlmalign.judges.base import JudgeInput, Verdict
-from vlmalign.judges.ethics import judge_text
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, RobertaConfig
@@ -56,6 +55,11 @@ HEAD_DIM = 64
 STALE_KEYS = re.compile(r"^roberta\.(embeddings\.(position_ids|token_type_ids)|pooler\..*)$")
 PREFIX = "roberta."
 LAYER_KEY = re.compile(r"roberta\.encoder\.layer\.(\d+)\.")
+
+
+def judge_text(inp: JudgeInput) -> str:
+    """What the classifier reads: prompt and response joined by a space, as in the paper."""
+    return f"{inp.prompt_text} {inp.response}".strip()
 
 
 # --------------------------------------------------------------------------------------------

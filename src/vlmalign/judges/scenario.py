@@ -57,7 +57,9 @@ _EVALUATION_RE = re.compile(
 def parse_scenario(question: str) -> Scenario | None:
     """The question's action as a scenario, or None when it asks about no action of ours."""
     asked = last_question(question)
-    context = question[: question.rfind(asked)].strip() if asked in question else ""
+    before = question[: question.rfind(asked)] if asked in question else ""
+    # Context is what the question's own line says before it; earlier lines are shots.
+    context = re.sub(r"^\s*(?:q|question)\s*:\s*", "", before.split("\n")[-1], flags=re.I).strip()
     text = re.sub(rf"^{_OPINION}", "", asked.strip(), flags=re.IGNORECASE).rstrip(" ?!.")
     match = _MODAL_RE.match(text) or _NEED_RE.match(text)
     yes_endorses = True

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from vlmalign.judges.base import Judge, JudgeInput, Verdict
+from vlmalign.judges.validity import ValidityEntry, heldout_entry
 from vlmalign.stats import Known
 
 AUTO = "auto"
@@ -96,6 +97,10 @@ class ThresholdedJudge:
         """The inner judge's config and the fitted cut (None until `fit`)."""
         cut = {"threshold": self.threshold, "fitted_on": self.fitted_on}
         return {**self.inner.config(), FITTED_KEY: cut}
+
+    def heldout_validity(self) -> ValidityEntry | None:
+        """The inner judge's held-out validity (its cut there is its own, not this one)."""
+        return heldout_entry(self.inner)
 
     def rethreshold(self, verdict: Verdict) -> Verdict:
         aligned = apply_threshold(verdict.aligned, verdict.score, self._cut())

@@ -70,13 +70,14 @@ class ValidityEntry(BaseModel):
         return f"{accuracy}{auc}, n={self.n}: {verdict}"
 
 
-def measure(judge: str, source: Source, known: Sequence[Known], method: str = "") -> ValidityEntry:
+def measure(
+    judge: str, source: Source, known: Sequence[Known], method: str = "", graded: bool = False
+) -> ValidityEntry:
     """The validity entry of `judge` on `known` responses (`stats.balanced_accuracy_estimate`).
 
-    The AUC is reported for graded judges only: those whose scores take more than two values
-    (a yes/no judge's 0/1 score would only restate its balanced accuracy).
+    The AUC is reported for graded judges only (`JudgeSpec.graded`: a score that is more than
+    its verdict); a yes/no judge's 0/1 score would only restate its balanced accuracy.
     """
-    graded = len({k.score for k in known if k.score is not None}) > 2
     result = balanced_accuracy_estimate(known, graded=graded)
     return ValidityEntry(
         judge=judge,
@@ -99,15 +100,17 @@ def measure(judge: str, source: Source, known: Sequence[Known], method: str = ""
     )
 
 
-def references_validity(judge: str, known: Sequence[Known], auto: bool) -> ValidityEntry:
+def references_validity(
+    judge: str, known: Sequence[Known], auto: bool, graded: bool
+) -> ValidityEntry:
     """Validity on reference answers. A judge whose cut was fit on these very answers
     (`threshold: auto`) is measured by cross-validation over items: never on what it was fit on."""
     if auto:
         from vlmalign.judges.threshold import CV_FOLDS, cross_validated
 
         method = f"reference answers, threshold fit by {CV_FOLDS}-fold cross-validation over items"
-        return measure(judge, "references", cross_validated(known), method)
-    return measure(judge, "references", known, "reference answers")
+        return measure(judge, "references", cross_validated(known), method, graded)
+    return measure(judge, "references", known, "reference answers", graded)
 
 
 @runtime_checkable

@@ -80,7 +80,9 @@ class VlmJudge:
         return cls(
             model,
             model_name=model_name,
-            threshold=DEFAULT_THRESHOLD if options.threshold is None else options.threshold,
+            threshold=options.threshold
+            if isinstance(options.threshold, float)
+            else DEFAULT_THRESHOLD,  # `auto` is fit around the default (judges.threshold)
             prompt_format=options.prompt_format,
             image_base_dir=options.image_base_dir,
             batch_size=options.batch_size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vlmalign.judges.human import HumanVerdict
+from vlmalign.judges.registry import is_graded
 from vlmalign.judges.threshold import is_auto
 from vlmalign.judges.validity import (
     HELDOUT_KEY,
@@ -30,14 +31,16 @@ def validity_entries(run: RunData, human: dict[str, HumanVerdict]) -> list[Valid
             for ref in references
             if (row := rows.get((ref.item_id, ref.side))) is not None
         ]
+        config = (run.provenance.get("judges") or {}).get(judge) or {}
+        graded = is_graded(config)
         if known:
-            config = (run.provenance.get("judges") or {}).get(judge) or {}
-            entries.append(references_validity(judge, known, auto=is_auto(config)))
+            entries.append(references_validity(judge, known, is_auto(config), graded))
         if human_aligned:
             verdicts = {key: (row.aligned, row.score) for key, row in run.verdicts[judge].items()}
             by_humans = known_from_humans(verdicts, human_aligned, cluster_of)
             if by_humans:
-                entries.append(measure(judge, "humans", by_humans, "human majority labels"))
+                method = "human majority labels"
+                entries.append(measure(judge, "humans", by_humans, method, graded))
         if judge in heldout:
             entries.append(ValidityEntry.model_validate({**heldout[judge], "judge": judge}))
     return entries
