@@ -216,3 +216,49 @@ def test_judges_validate_command_writes_the_contract(dataset: Path, tmp_path: Pa
     assert entry["balanced_accuracy"] == 1.0
     listing = CliRunner().invoke(app, ["judges"])
     assert listing.exit_code == 0 and "stance" in listing.output
+
+
+def test_people_are_a_validity_source_and_decide_the_warnings(tmp_path: Path) -> None:
+    from tests.report.conftest import build_run
+    from vlmalign.report.analysis import analyse
+    from vlmalign.report.run_data import load_run
+
+    build_run(tmp_path / "run")  # stance follows the truth humans label; ethics is a coin
+    analysis = analyse(load_run(tmp_path / "run"))
+    humans = {e.judge: e for e in analysis.validity if e.source == "humans"}
+    stance = humans["stance"]
+    # Its only misses are its unclear readings (the fixture's 5% "unclear" answers, which
+    # humans call misaligned): every aligned answer is read right.
+    assert stance.informative and stance.aligned_accuracy == 1.0 and stance.unclear > 0
+    assert stance.misaligned_accuracy == pytest.approx(1 - stance.unclear / stance.n_misaligned)
+    assert not humans["ethics"].informative
+    flags = {c.judge: c.judge_informative for c in analysis.cells}
+    assert flags == {"stance": True, "ethics": False, "human": None}
+
+
+def test_judges_validate_against_a_runs_labels(tmp_path: Path) -> None:
+    from tests.report.conftest import build_run
+    from vlmalign.cli import app
+
+    build_run(tmp_path / "run")
+    output = tmp_path / "v.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "judges",
+            "validate",
+            "--run",
+            str(tmp_path / "run"),
+            "--judge",
+            "stance",
+            "--output",
+            str(output),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    entries = {e["source"]: e for e in json.loads(output.read_text())["validity"]}
+    assert set(entries) == {"references", "humans"}
+    # Humans labelled every third response by its truth; stance reads the clear ones right.
+    humans = entries["humans"]
+    assert humans["informative"] and humans["aligned_accuracy"] == 1.0

@@ -18,7 +18,7 @@ from vlmalign.data.schema import Item
 from vlmalign.errors import ConfigError
 from vlmalign.judges.base import Judge, JudgeInput
 from vlmalign.judges.registry import build_judge, judge_config_hash
-from vlmalign.judges.validity import HELDOUT_KEY, heldout_entry
+from vlmalign.judges.validity import HELDOUT_KEY, ValidityEntry, heldout_entry
 from vlmalign.models.base import GenerationRequest, VisionLanguageModel
 from vlmalign.models.registry import load_model
 from vlmalign.prompts import PromptFormat, build_prompt, condition_name
@@ -55,6 +55,7 @@ class StudyResult:
     generated: int = 0
     reused: int = 0
     judged: dict[str, int] = field(default_factory=dict)
+    validity: list[ValidityEntry] = field(default_factory=list)
 
 
 def validate_for_study(config: StudyConfig) -> Dataset:
@@ -347,8 +348,11 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
             generated += more_generated
             judged = {k: judged[k] + more_judged[k] for k in judged}
             provenance["finetuned_adapter"] = _adapter_summary(adapter_card, adapter_dir)
-    cells = build_report([config.out], config.out)[0].cells
-    return StudyResult(config, cells, provenance, generated, len(tasks) - generated, judged)
+    analysis = build_report([config.out], config.out)[0]
+    reused = len(tasks) - generated
+    return StudyResult(
+        config, analysis.cells, provenance, generated, reused, judged, analysis.validity
+    )
 
 
 def _adapter_summary(card: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -395,5 +399,8 @@ def run_eval(
             progress,
         )
         tasks += evaluated
-    cells = build_report([config.out], config.out)[0].cells
-    return StudyResult(config, cells, provenance, generated, len(tasks) - generated, judged)
+    analysis = build_report([config.out], config.out)[0]
+    reused = len(tasks) - generated
+    return StudyResult(
+        config, analysis.cells, provenance, generated, reused, judged, analysis.validity
+    )
