@@ -116,6 +116,17 @@ def tiny_vlm_factory(tiny_tokenizer):
     return lambda seed=0: make_tiny_vlm(tiny_tokenizer, seed)
 
 
+@pytest.fixture
+def tiny_model(monkeypatch, tiny_vlm_factory) -> str:
+    """The tiny random MAGMA registered as model `tiny` (for studies run through the registry)."""
+    from vlmalign.models import registry as model_registry
+    from vlmalign.models.registry import ModelSpec
+
+    spec = ModelSpec("tiny", "tiny random MAGMA", "tiny", "nothing", lambda *_: tiny_vlm_factory())
+    monkeypatch.setitem(model_registry.MODELS, "tiny", spec)
+    return "tiny"
+
+
 def write_train_dataset(folder: Path, count: int) -> Path:
     """A small JSONL train split over two flat-colour images (no shots)."""
     import json

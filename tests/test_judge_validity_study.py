@@ -19,8 +19,6 @@ from vlmalign.config import StudyConfig
 from vlmalign.judges import registry as judge_registry
 from vlmalign.judges.base import JudgeInput, Verdict
 from vlmalign.judges.registry import JudgeSpec
-from vlmalign.models import registry as model_registry
-from vlmalign.models.registry import ModelSpec
 from vlmalign.study import run_study
 
 ITEMS = 12
@@ -67,13 +65,6 @@ def score_judge(monkeypatch) -> None:
         graded=True,
     )
     monkeypatch.setitem(judge_registry.JUDGES, "score", spec)
-
-
-@pytest.fixture
-def tiny_model(monkeypatch, tiny_vlm_factory) -> str:
-    spec = ModelSpec("tiny", "tiny random MAGMA", "tiny", "nothing", lambda *_: tiny_vlm_factory())
-    monkeypatch.setitem(model_registry.MODELS, "tiny", spec)
-    return "tiny"
 
 
 @pytest.fixture
@@ -220,6 +211,7 @@ def test_judges_validate_command_writes_the_contract(dataset: Path, tmp_path: Pa
 
 def test_people_are_a_validity_source_and_decide_the_warnings(tmp_path: Path) -> None:
     from tests.report.conftest import build_run
+
     from vlmalign.report.analysis import analyse
     from vlmalign.report.run_data import load_run
 
@@ -238,6 +230,7 @@ def test_people_are_a_validity_source_and_decide_the_warnings(tmp_path: Path) ->
 
 def test_judges_validate_against_a_runs_labels(tmp_path: Path) -> None:
     from tests.report.conftest import build_run
+
     from vlmalign.cli import app
 
     build_run(tmp_path / "run")

@@ -18,8 +18,6 @@ from vlmalign.judges import registry as judge_registry
 from vlmalign.judges.base import JudgeInput, Verdict
 from vlmalign.judges.options import JudgeOptions
 from vlmalign.judges.registry import JudgeSpec
-from vlmalign.models import registry as model_registry
-from vlmalign.models.registry import ModelSpec
 
 
 class ScriptedJudge:
@@ -49,13 +47,6 @@ def fake_judge(monkeypatch) -> None:
         configured=lambda argument, options: ScriptedJudge(argument or ""),
     )
     monkeypatch.setitem(judge_registry.JUDGES, "fake", spec)
-
-
-@pytest.fixture
-def tiny_model(monkeypatch, tiny_vlm_factory) -> str:
-    spec = ModelSpec("tiny", "tiny random MAGMA", "tiny", "nothing", lambda *_: tiny_vlm_factory())
-    monkeypatch.setitem(model_registry.MODELS, "tiny", spec)
-    return "tiny"
 
 
 @pytest.fixture

@@ -33,6 +33,8 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(labels_app, name="labels")
 app.add_typer(ethics_app, name="ethics")
 app.add_typer(judges_app, name="judges")
+store_app = typer.Typer(help="Check run stores (study.sqlite).", no_args_is_help=True)
+app.add_typer(store_app, name="store")
 
 # Options that several commands share, declared once.
 PromptFormatOption = Annotated[str | None, typer.Option(help="magma or chat")]
@@ -50,8 +52,11 @@ log = logging.getLogger("vlmalign")
 
 
 def _error(message: object) -> None:
-    """One unwrapped line on stderr (rich would wrap long paths)."""
-    print(f"error: {message}", file=sys.stderr)
+    """One unwrapped line on stderr (rich would wrap long paths); control characters and line
+    breaks from user data are escaped, so the line stays one line and cannot drive the terminal."""
+    from vlmalign.data.text import printable
+
+    print(f"error: {printable(str(message))}", file=sys.stderr)
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -81,6 +86,14 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
 
 
 # --- study ---------------------------------------------------------------------------------
+def _print_validity(entries: Any) -> None:
+    """One line per judge and source: how far its numbers can be trusted."""
+    for entry in entries:
+        out.print(
+            f"judge validity: {entry.judge} on {entry.source}: {entry.summary()}", markup=False
+        )
+
+
 def _print_tables(cells: Any, provenance: dict[str, Any]) -> None:
     from vlmalign.report.tables import (
         TABLE1_COLUMNS,
@@ -153,6 +166,7 @@ def study(
         )
     result = run_study(cfg, progress=not quiet)
     _print_tables(result.cells, result.provenance)
+    _print_validity(result.validity)
     out.print(
         f"{result.generated} new responses, {result.reused} reused; "
         f"wrote {cfg.out / 'report.md'}, {cfg.out / 'report.html'} and results.json"
@@ -430,13 +444,14 @@ def dataset_validate(
 ) -> None:
     """Check a dataset; every problem is one line `file:line: item 'id': what`; exit 2 if any."""
     from vlmalign.data.dataset import DatasetInvalid, check_shots, load_dataset
+    from vlmalign.data.text import printable
 
     try:
         data = load_dataset(path)
         check_shots(data, shots)
     except DatasetInvalid as exc:
         for problem in exc.problems:
-            _error(problem)
+            _error(printable(str(problem)))  # no control character of the file reaches a tty
         raise typer.Exit(2) from exc
     splits = {s: len(data.split(s)) for s in ("train", "test")}
     counts = f"{splits['train']} train, {splits['test']} test"
@@ -448,25 +463,29 @@ def dataset_show(
     path: Annotated[str, typer.Argument(help="JSONL file or builtin:NAME")],
     limit: Annotated[int, typer.Option(help="rows to show (0 = all)")] = 0,
 ) -> None:
-    """List a dataset's items."""
+    """List a dataset's items (control characters in their text are shown escaped: \\x1b)."""
     from vlmalign.data.dataset import load_dataset
+    from vlmalign.data.text import printable
 
     data = load_dataset(path, check_images=False)
     items = data.items[:limit] if limit else data.items
     rows = [
         [
-            i.id,
-            i.split or "-",
-            i.polarity or "-",
-            i.aligned_stance,
-            str(len(i.shots)),
-            ",".join(i.tags),
-            i.question,
+            printable(cell)
+            for cell in (
+                i.id,
+                i.split or "-",
+                i.polarity or "-",
+                i.aligned_stance,
+                str(len(i.shots)),
+                ",".join(i.tags),
+                i.question,
+            )
         ]
         for i in items
     ]
     header = ["id", "split", "polarity", "aligned", "shots", "tags", "question"]
-    out.print(_table(f"{data.source} ({len(data)} items)", header, rows))
+    out.print(_table(f"{escape(printable(data.source))} ({len(data)} items)", header, rows))
 
 
 # --- listings -------------------------------------------------------------------------------
@@ -573,6 +592,7 @@ def report(
         if len(analyses) > 1:
             out.print(f"[bold]{analysis.run.name}[/bold]")
         _print_tables(analysis.cells, analysis.run.provenance)
+        _print_validity(analysis.validity)
         for comparison in analysis.comparisons:
             if comparison.significant:
                 out.print(f"significant: {comparison.sentence()}")
@@ -616,7 +636,18 @@ def annotate(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
     token: Annotated[
-        str | None, typer.Option(help="access token annotators must enter (needed off loopback)")
+        str | None,
+        typer.Option(
+            help="access token annotators must enter (needed off loopback; at least 16 "
+            "characters, or `auto` to generate one)"
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="also serve requests for this host name (repeatable; loopback names and a "
+            "non-wildcard --host are always allowed)"
+        ),
     ] = None,
     overlap: Annotated[
         int | None, typer.Option(min=1, help="offer each response until K annotators labelled it")
@@ -634,16 +665,37 @@ def annotate(
     ] = None,
 ) -> None:
     """Serve the labelling app: annotators label responses blind, one at a time."""
+    import re
+    import secrets
+
     import uvicorn
 
     from vlmalign.annotate.app import create_app
+    from vlmalign.annotate.security import WILDCARD_HOSTS, host_name, token_problem
 
     _existing_run(run_dir)
+    if token == "auto":
+        token = secrets.token_urlsafe(24)
+        out.print(f"access token (annotators enter it to sign in): {token}", markup=False)
+    elif token is not None and (problem := token_problem(token)):
+        raise VlmalignError(problem)
     if host not in LOOPBACK and not token:
         raise VlmalignError(
-            f"--host {host} lets other machines reach the app; also pass --token SECRET"
+            f"--host {host} lets other machines reach the app; also pass --token auto"
         )
-    web = create_app(run_dir, token=token, overlap=overlap, seed=seed, budget=budget)
+    extra = allowed_host or []
+    for name in extra:
+        if not host_name(name) or re.search(r"[^a-z0-9.:\-]", host_name(name)):
+            raise VlmalignError(f"--allowed-host {name!r}: not a host name or IP address")
+    web = create_app(
+        run_dir,
+        token=token,
+        overlap=overlap,
+        seed=seed,
+        budget=budget,
+        host=host,
+        extra_hosts=extra,
+    )
     state = web.state.vlmalign
     offered, responses = len(state.queue.keys), state.responses
     scope = ""
@@ -651,11 +703,18 @@ def annotate(
         scope = f" (a stratified sample of {responses}; --budget {budget})"
     elif budget is not None:
         scope = f" (all of them: --budget {budget} is not below the run's {responses})"
-    shown = f"[{host}]" if ":" in host else host
+    wildcard = host.strip() in WILDCARD_HOSTS
+    shown = "127.0.0.1" if wildcard else f"[{host}]" if ":" in host else host
     out.print(
         f"{offered} responses to label{scope}; open http://{shown}:{port}/ (Ctrl+C stops)",
         soft_wrap=True,
     )
+    if wildcard and not extra:
+        out.print(
+            f"--host {host} listens on every address, but only loopback names are served; "
+            "add --allowed-host NAME for each name or address annotators open",
+            soft_wrap=True,
+        )
     uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
@@ -668,19 +727,40 @@ def labels_export(
         bool, typer.Option(help="every revision, not only each annotator's latest label")
     ] = False,
 ) -> None:
-    """Write human labels as CSV, with each response's condition."""
+    """Write human labels as UTF-8 CSV, with each response's condition.
+
+    Every cell is quoted; a cell a spreadsheet would run as a formula gets a leading `'`,
+    which `labels import` removes again.
+    """
+    import io
+
     from vlmalign.labels import export_csv
     from vlmalign.store import RunStore
 
-    with RunStore(_existing_run(run_dir)) as store:
+    with RunStore(_existing_run(run_dir), read_only=True) as store:
         if output is None:
-            export_csv(store, sys.stdout, all_revisions)
+            # UTF-8 and no newline translation whatever the console's locale: the bytes are
+            # those `--output` writes, so `> labels.csv` re-imports.
+            sys.stdout.flush()
+            stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+            try:
+                export_csv(store, stream, all_revisions)
+            finally:
+                stream.flush()
+                stream.detach()
             return
         tmp = output.with_name(output.name + ".tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            count = export_csv(store, handle, all_revisions)
-        tmp.replace(output)
-    err.print(f"wrote {count} labels to {output}")
+        try:
+            with tmp.open("w", newline="", encoding="utf-8") as handle:
+                count = export_csv(store, handle, all_revisions)
+            tmp.replace(output)
+        except OSError as exc:
+            raise VlmalignError(
+                f"{output}: cannot write ({exc.strerror}); choose another --output"
+            ) from exc
+        finally:
+            tmp.unlink(missing_ok=True)  # nothing half-written is left behind
+    err.print(f"wrote {count} labels to {output}", soft_wrap=True, markup=False)
 
 
 @labels_app.command("import")
@@ -694,7 +774,30 @@ def labels_import(
 
     with RunStore(_existing_run(run_dir)) as store:
         result = import_csv(store, file)
-    out.print(f"imported {result.imported} labels ({result.already_present} already present)")
+    repeated = f", {result.repeated} repeated rows of the file" if result.repeated else ""
+    out.print(
+        f"imported {result.imported} labels ({result.already_present} already present{repeated})"
+    )
+
+
+# --- run stores -----------------------------------------------------------------------------
+@store_app.command("check")
+def store_check(
+    run_dir: Annotated[Path, typer.Argument(help="run directory (holds study.sqlite)")],
+) -> None:
+    """Check a run's store: SQLite integrity, foreign keys, duplicate and orphan rows, unfinished
+    runs. Exit 0 when clean, 1 with the list of problems, 2 when it is not a usable store."""
+    from vlmalign.store import STORE_FILE
+    from vlmalign.store_check import check_store, summary
+
+    problems = check_store(run_dir)
+    if not problems:
+        print(f"{run_dir / STORE_FILE}: ok ({summary(run_dir)})")
+        return
+    print(f"{run_dir / STORE_FILE}: {len(problems)} problems")
+    for problem in problems:
+        print(f"  {problem}")
+    raise typer.Exit(1)
 
 
 def main() -> None:

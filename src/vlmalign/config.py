@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from vlmalign.data.schema import Split
+from vlmalign.data.text import printable
 from vlmalign.errors import ConfigError
 from vlmalign.judges.options import JudgeOptions
 from vlmalign.judges.registry import JudgeRef, options_by_judge, parse_judge_refs
@@ -172,25 +173,68 @@ def _describe(exc: ValidationError) -> str:
     return f"field {field!r}: {first['msg']}"
 
 
+MAX_CONFIG_DEPTH = 32
+"""YAML collections nested deeper than this are refused (a study config needs 4 levels)."""
+
+
+def _check_nesting(text: str, where: str) -> None:
+    """Refuse deep nesting from the event stream, before PyYAML's recursive composer sees it."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else None
+                at = f":{line}" if line is not None else ""
+                too_deep = f"more than {MAX_CONFIG_DEPTH} levels"
+                raise ConfigError(f"{where}{at}: config is nested too deeply ({too_deep})")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in `path`; every problem is a one-line ConfigError naming file:line."""
+    where = printable(str(path))
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read config: {exc.strerror}") from exc
+    except ValueError as exc:  # a path with a NUL character
+        raise ConfigError(f"{where}: cannot read config: bad file name") from exc
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors) is dropped
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{where}:{line}: config is not UTF-8 text; save it as UTF-8") from exc
+    try:
+        _check_nesting(text, where)
+        return yaml.safe_load(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (a control one)
+        line = text.count("\n", 0, exc.position) + 1
+        char = printable(chr(exc.character)) if isinstance(exc.character, int) else "?"
+        raise ConfigError(f"{where}:{line}: invalid YAML (character {char} not allowed)") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        why = f" ({printable(problem)})" if isinstance(problem, str) and problem else ""
+        raise ConfigError(f"{where}{at}: invalid YAML{why}") from exc
+    except RecursionError as exc:  # _check_nesting should have refused it first
+        raise ConfigError(f"{where}: config is nested too deeply") from exc
+
+
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> StudyConfig:
     """Read a YAML config (or the defaults) and apply the CLI's non-None overrides."""
     data: dict[str, Any] = {}
     where = "command line"
     if path is not None:
-        where = str(path)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", None)
-            at = f":{line + 1}" if line is not None else ""
-            raise ConfigError(f"{path}{at}: invalid YAML") from exc
+        where = printable(str(path))
+        loaded = _read_yaml(path)
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config must be a mapping of settings")
-        data = loaded or {}
+            raise ConfigError(f"{where}: a config must be a mapping of settings")
+        data = dict(loaded or {})
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {_describe(exc)}") from exc
+        raise ConfigError(f"{where}: {printable(_describe(exc))}") from exc

@@ -23,3 +23,13 @@ class ConfigError(VlmalignError):
 
 class ModelError(VlmalignError):
     """A model cannot be built or loaded (unknown name, missing weights, missing package)."""
+
+
+class StoreError(VlmalignError):
+    """A run store (study.sqlite) cannot be used: corrupt, newer, locked, read-only, disk full.
+
+    The message names the store and says what to do."""
+
+    def __init__(self, path: object, message: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{path} {message}")

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from vlmalign.data.jsonl import jsonl_objects, string_id
+from vlmalign.data.jsonl import decode_text, jsonl_objects, split_lines, string_id
+from vlmalign.data.text import printable
 from vlmalign.errors import DatasetError, VlmalignError
 from vlmalign.judges.base import JudgeInput
 from vlmalign.judges.options import JudgeOptions
@@ -19,12 +20,18 @@ _INPUT_FIELDS = set(JudgeInput.model_fields)
 
 def read_responses(path: Path) -> list[tuple[dict[str, Any], JudgeInput]]:
     """Each line's original object and its JudgeInput; one-line errors name file:line:id."""
+    name = printable(str(path))
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VlmalignError(f"{path}: cannot read responses: {exc}") from exc
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise VlmalignError(f"{name}: cannot read responses: {exc.strerror}") from exc
+    except ValueError as exc:  # a path with a NUL character
+        raise VlmalignError(f"{name}: cannot read responses: bad file name") from exc
+    # UTF-8 with or without a byte-order mark; lines split on "\n" only (a U+2028 inside a
+    # string is valid JSON), CRLF accepted.
+    lines = split_lines(decode_text(name, raw, "responses file"))
     records = []
-    for number, data in jsonl_objects(str(path), lines):
+    for number, data in jsonl_objects(name, lines):
         if isinstance(data, DatasetError):
             raise data
         item_id = string_id(data)
@@ -35,7 +42,7 @@ def read_responses(path: Path) -> list[tuple[dict[str, Any], JudgeInput]]:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"])
             message = "missing field" if first["type"] == "missing" else first["msg"]
-            raise DatasetError(str(path), number, item_id, f"{message} {field!r}") from exc
+            raise DatasetError(name, number, item_id, f"{message} {field!r}") from exc
     return records
 
 

@@ -117,7 +117,7 @@ def humans_entry(judge: Judge, run_dir: Path, progress: bool = True) -> Validity
     """The judge against the human majority of a run's labelled responses (judged live)."""
     from vlmalign.judges.human import human_verdicts
 
-    with RunStore(run_dir) as store:
+    with RunStore(run_dir, read_only=True) as store:
         human = {k: v.aligned for k, v in human_verdicts(store.labels()).items()}
         generations = store.generations([k for k, v in human.items() if v is not None])
         items = {}

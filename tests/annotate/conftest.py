@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from vlmalign.data.dataset import load_dataset
 from vlmalign.store import GenerationRow, RunStore, generation_key
@@ -65,3 +73,34 @@ def run(tmp_path: Path) -> tuple[Path, list[str]]:
         "Yes.",
     ]
     return tmp_path, make_run(tmp_path, responses)
+
+
+def local_client(app: FastAPI) -> TestClient:
+    """A test client that names a loopback Host (the app refuses TestClient's `testserver`)."""
+    return TestClient(app, base_url="http://127.0.0.1")
+
+
+def local_client_at(app: FastAPI, address: str) -> TestClient:
+    """A loopback test client whose requests come from `address` (for per-client limits)."""
+    return TestClient(app, base_url="http://127.0.0.1", client=(address, 50000))
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """The app served by a real uvicorn on a free loopback port, in a thread; its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

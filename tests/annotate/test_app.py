@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.annotate.conftest import local_client
 
 from vlmalign.annotate.app import create_app
 from vlmalign.store import RunStore
@@ -35,7 +36,7 @@ def current_key(html: str) -> str:
 
 @pytest.fixture
 def client(run: tuple[Path, list[str]]) -> TestClient:
-    return TestClient(create_app(run[0], seed=7))
+    return local_client(create_app(run[0], seed=7))
 
 
 def test_sign_in_label_and_finish(client: TestClient, run: tuple[Path, list[str]]) -> None:
@@ -57,9 +58,9 @@ def test_sign_in_label_and_finish(client: TestClient, run: tuple[Path, list[str]
 def test_order_is_shuffled_per_annotator_and_recorded(run: tuple[Path, list[str]]) -> None:
     orders = []
     for name in ("ana", "ben", "cy", "dee"):
-        client = TestClient(create_app(run[0]))
+        client = local_client(create_app(run[0]))
         orders.append(current_key(sign_in(client, name)))
-        again = TestClient(create_app(run[0]))  # a restart keeps the annotator's order
+        again = local_client(create_app(run[0]))  # a restart keeps the annotator's order
         assert current_key(sign_in(again, name)) == orders[-1]
     with RunStore(run[0]) as store:
         seeds = store.conn.execute("SELECT name, order_seed FROM annotators").fetchall()
@@ -127,7 +128,7 @@ def test_image_by_item_id(client: TestClient) -> None:
     response = client.get(src.group(1))
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/jpeg"
-    assert TestClient(client.app).get(src.group(1)).status_code == 403  # not signed in
+    assert local_client(client.app).get(src.group(1)).status_code == 403  # not signed in
 
 
 def test_unknown_or_malformed_response_key_is_404(client: TestClient) -> None:
@@ -137,13 +138,13 @@ def test_unknown_or_malformed_response_key_is_404(client: TestClient) -> None:
 
 
 def test_token_is_required_when_set(run: tuple[Path, list[str]]) -> None:
-    client = TestClient(create_app(run[0], token="s3cret"))
+    client = local_client(create_app(run[0], token="correct-horse-battery"))
     page = client.get("/")
     assert 'name="token"' in page.text
     wrong = client.post("/login", data={"name": "ana", "token": "nope", "csrf": csrf_of(page.text)})
     assert wrong.status_code == 403
     assert client.get("/next", follow_redirects=False).status_code == 303  # still signed out
-    assert "Answer" in sign_in(client, token="s3cret")
+    assert "Answer" in sign_in(client, token="correct-horse-battery")
 
 
 def test_revise_keeps_history_and_latest_counts(
@@ -168,7 +169,7 @@ def test_overlap_offers_each_response_until_k_labelled(run: tuple[Path, list[str
     app = create_app(run[0], overlap=2, seed=1)
     totals = []
     for name in ("ana", "ben", "cy"):
-        client = TestClient(app)
+        client = local_client(app)
         html = sign_in(client, name)
         count = 0
         while "All done" not in html:
@@ -185,7 +186,7 @@ def test_overlap_offers_each_response_until_k_labelled(run: tuple[Path, list[str
 
 def test_refusals_come_in_a_fixed_order(client: TestClient, run: tuple[Path, list[str]]) -> None:
     key = run[1][0]
-    anonymous = TestClient(client.app)
+    anonymous = local_client(client.app)
     assert anonymous.post(f"/r/{key}", data={"label": "bogus"}).status_code == 403  # no CSRF
     page = anonymous.get("/")
     signed_out = {"label": "aligned", "csrf": csrf_of(page.text)}

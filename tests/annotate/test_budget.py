@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.annotate.conftest import local_client
 from typer.testing import CliRunner
 
 from vlmalign import cli
@@ -103,7 +104,7 @@ def label_all(client: TestClient, name: str) -> list[str]:
 
 def test_budget_20_offers_exactly_20_then_done(big_run: tuple[Path, list[GenerationRow]]) -> None:
     run_dir, rows = big_run
-    client = TestClient(create_app(run_dir, seed=5, budget=20))
+    client = local_client(create_app(run_dir, seed=5, budget=20))
     html = sign_in(client, "ana")
     assert "0 / 20 labelled" in html  # progress counts toward the sample, not all 60
     seen = label_all(client, "ana")
@@ -131,32 +132,32 @@ def test_same_seed_same_sample_for_every_annotator(
     big_run: tuple[Path, list[GenerationRow]],
 ) -> None:
     run_dir = big_run[0]
-    first = set(label_all(TestClient(create_app(run_dir, seed=5, budget=20)), "ana"))
+    first = set(label_all(local_client(create_app(run_dir, seed=5, budget=20)), "ana"))
     # A restart with the same flags, another annotator: the same 20 responses.
-    again = set(label_all(TestClient(create_app(run_dir, seed=5, budget=20)), "ben"))
+    again = set(label_all(local_client(create_app(run_dir, seed=5, budget=20)), "ben"))
     assert again == first
-    other = set(label_all(TestClient(create_app(run_dir, seed=6, budget=20)), "cy"))
+    other = set(label_all(local_client(create_app(run_dir, seed=6, budget=20)), "cy"))
     assert len(other) == 20 and other != first
 
 
 def test_default_seed_is_fixed(big_run: tuple[Path, list[GenerationRow]]) -> None:
     run_dir = big_run[0]
-    first = set(label_all(TestClient(create_app(run_dir, budget=9)), "ana"))
-    assert set(label_all(TestClient(create_app(run_dir, budget=9)), "ben")) == first
+    first = set(label_all(local_client(create_app(run_dir, budget=9)), "ana"))
+    assert set(label_all(local_client(create_app(run_dir, budget=9)), "ben")) == first
     assert len(first) == 9
 
 
 def test_overlap_applies_within_the_sample(big_run: tuple[Path, list[GenerationRow]]) -> None:
     app = create_app(big_run[0], overlap=1, seed=2, budget=12)
-    ana = label_all(TestClient(app), "ana")
+    ana = label_all(local_client(app), "ana")
     assert len(ana) == 12
-    assert label_all(TestClient(app), "ben") == []  # K=1: the sample is covered
+    assert label_all(local_client(app), "ben") == []  # K=1: the sample is covered
 
 
 def test_budget_at_least_the_run_offers_everything(
     big_run: tuple[Path, list[GenerationRow]],
 ) -> None:
-    seen = label_all(TestClient(create_app(big_run[0], seed=1, budget=500)), "ana")
+    seen = label_all(local_client(create_app(big_run[0], seed=1, budget=500)), "ana")
     assert sorted(seen) == sorted(r.key for r in big_run[1])
 
 

@@ -142,7 +142,7 @@ def test_cli_export_import_and_errors(run: tuple[Path, list[str]], tmp_path: Pat
     assert vlmalign("labels", "import", str(run_dir), str(path)).returncode == 0
     exported = vlmalign("labels", "export", str(run_dir), "--csv")
     assert exported.returncode == 0
-    assert f"{keys[2]}," in exported.stdout and ",dee,unsure," in exported.stdout
+    assert f'"{keys[2]}",' in exported.stdout and ',"dee","unsure",' in exported.stdout  # quoted
     target = tmp_path / "out.csv"
     assert vlmalign("labels", "export", str(run_dir), "--output", str(target)).returncode == 0
     assert target.read_text() == exported.stdout

@@ -3,23 +3,35 @@
 Security, since responses are untrusted model output and the app may face a network:
 - templates autoescape everything, and a Content-Security-Policy forbids inline script;
 - images are served by item id, looked up in the run's store: the client never names a path;
-- every state-changing request carries the session's CSRF token (synchronizer pattern);
+- only the Host names of an allow-list are served (no DNS rebinding), bodies are small forms;
+- a session exists only after a successful sign-in; sign-ins are rate limited, and anonymous
+  requests create no server state (the sign-in form's CSRF token is a signed double-submit
+  cookie); every other state-changing request carries the session's CSRF token;
 - labels outside LABELS are refused with 422; the CLI binds 127.0.0.1 unless told otherwise.
+
+Endpoints that touch SQLite are plain `def` (FastAPI runs them in its thread pool, so a locked
+store never stalls the event loop); they share one connection through the queue's lock.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' Annotated[..., Depends(f)]
 # at definition time, and `f` is a closure it could not resolve from a string.
 
+import hashlib
+import hmac
 import io
+import logging
 import re
 import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -27,48 +39,49 @@ from vlmalign.annotate.queue import (
     SAMPLE_SEED,
     AnnotationQueue,
     AnnotatorView,
+    SharedStore,
     stratified_sample,
+)
+from vlmalign.annotate.security import (
+    LOOPBACK_HOSTS,
+    Guard,
+    RateLimit,
+    Session,
+    Sessions,
+    SignInLimiter,
+    allowed_hosts,
+    token_problem,
 )
 from vlmalign.data.images import load_image
 from vlmalign.data.schema import Item
+from vlmalign.errors import StoreError
 from vlmalign.labels import MAX_NOTE, validate_annotator, validate_label
 from vlmalign.store import LABELS, GenerationRow, LabelRow, RunStore, now
 
 SESSION_COOKIE = "vlmalign_session"
-MAX_SESSIONS = 10_000
+LOGIN_COOKIE = "vlmalign_login"  # a random nonce; the sign-in form carries its HMAC
+BUSY_TIMEOUT = 5.0  # seconds a request waits for a store another process is writing
 KEY_PATTERN = re.compile(r"[0-9a-f]{64}")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-    "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{22,64}")
 _PACKAGE = resources.files("vlmalign.annotate")
+log = logging.getLogger(__name__)
 
 
-@dataclass
-class Session:
-    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    annotator: str | None = None
-
-
+# --- Host allow-list --------------------------------------------------------------------------
 @dataclass
 class AppState:
     store: RunStore
     queue: AnnotationQueue
     token: str | None
-    sessions: dict[str, Session] = field(default_factory=dict)
+    sessions: Sessions = field(default_factory=Sessions)
     items: dict[str, dict[str, Item]] = field(default_factory=dict)  # by dataset hash, then id
     responses: int = 0  # all responses of the run (the queue offers them, or a --budget sample)
+    hosts: frozenset[str] = frozenset(LOOPBACK_HOSTS)
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
-    def new_session(self, session: Session) -> str:
-        if len(self.sessions) >= MAX_SESSIONS:  # anonymous visitors must not grow it forever
-            self.sessions.pop(next(iter(self.sessions)))
-        sid = secrets.token_urlsafe(32)
-        self.sessions[sid] = session
-        return sid
+    def login_csrf(self, nonce: str) -> str:
+        """The sign-in form's CSRF token: an HMAC of the login cookie's nonce (stateless)."""
+        return hmac.new(self.secret, b"login:" + nonce.encode(), hashlib.sha256).hexdigest()
 
 
 def run_keys(store: RunStore) -> list[str]:
@@ -78,141 +91,185 @@ def run_keys(store: RunStore) -> list[str]:
     return keys or store.all_generation_keys()
 
 
+Signed = tuple[str, Session]  # session id and session of a signed-in request
+
+
 def create_app(
     run_dir: Path,
     token: str | None = None,
     overlap: int | None = None,
     seed: int | None = None,
     budget: int | None = None,
+    *,
+    host: str = "127.0.0.1",
+    extra_hosts: Iterable[str] = (),
+    rate_limit: RateLimit | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    busy_timeout: float = BUSY_TIMEOUT,
 ) -> FastAPI:
     """The app for one run; with `budget`, only a stratified sample of that many responses
-    (seeded by `seed`, else SAMPLE_SEED, so a restart offers the same ones) is offered."""
-    # Endpoints are async: every store access runs on the event loop's thread, one at a time.
+    (seeded by `seed`, else SAMPLE_SEED, so a restart offers the same ones) is offered.
+
+    Requests must name a loopback host, `host` (unless a wildcard) or one of `extra_hosts`.
+    """
+    if token is not None and (problem := token_problem(token)):
+        raise ValueError(problem)
+    # Used from the thread pool's threads, one at a time (SharedStore's lock).
     store = RunStore(run_dir, check_same_thread=False)
+    store.conn.execute(f"PRAGMA busy_timeout = {max(0, int(busy_timeout * 1000))}")
     keys = list(dict.fromkeys(run_keys(store)))
     offered = keys
     if budget is not None:
         sample_seed = SAMPLE_SEED if seed is None else seed
         offered = stratified_sample(store.generations(keys), budget, sample_seed)
-    queue = AnnotationQueue(store, offered, overlap, seed)
-    state = AppState(store, queue, token, responses=len(keys))
+    queue = AnnotationQueue(SharedStore(store), offered, overlap, seed)
+    hosts = allowed_hosts(host, extra_hosts)
+    state = AppState(store, queue, token, responses=len(keys), hosts=hosts)
+    limiter = SignInLimiter(rate_limit or RateLimit(), clock)
     templates = Jinja2Templates(directory=str(_PACKAGE / "templates"))
     app = FastAPI(title="vlmalign annotate", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=str(_PACKAGE / "static")), name="static")
+    app.add_middleware(Guard, hosts=hosts)
     app.state.vlmalign = state
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        return response
+    async def store_failed(request: Request, exc: Exception) -> Response:
+        text = str(exc).lower()
+        if "locked" in text or "busy" in text:  # another process writing, e.g. an import
+            return PlainTextResponse("the run's store is busy; try again in a moment", 503)
+        log.error("annotate: store failure: %s", exc)
+        return PlainTextResponse("the run's store failed; see the server's log", 500)
 
-    async def session(request: Request) -> tuple[str, Session]:
+    app.add_exception_handler(sqlite3.Error, store_failed)
+    app.add_exception_handler(StoreError, store_failed)
+
+    async def signed(request: Request) -> Signed | None:  # memory only: on the event loop
         sid = request.cookies.get(SESSION_COOKIE, "")
-        if sid not in state.sessions:
-            sid = state.new_session(Session())
-        return sid, state.sessions[sid]
+        session = state.sessions.get(sid)
+        return None if session is None else (sid, session)
 
-    async def signed_in(current: Annotated[tuple[str, Session], Depends(session)]) -> str:
-        annotator = current[1].annotator
-        if annotator is None:
+    async def signed_in(current: Annotated[Signed | None, Depends(signed)]) -> Signed:
+        if current is None:
             raise HTTPException(303, headers={"Location": "/"})
-        return annotator
+        return current
 
-    def check_csrf(current: tuple[str, Session], csrf: str | None) -> None:
-        if not csrf or not secrets.compare_digest(csrf, current[1].csrf):
+    def check_csrf(current: Signed | None, csrf: str | None) -> Signed:
+        """The signed-in session, when `csrf` is its token; refusals: CSRF first, then 403."""
+        if current is None:
+            problem = "sign in first" if csrf else "missing CSRF token; reload the page"
+            raise HTTPException(403, problem)
+        if not csrf or not hmac.compare_digest(csrf.encode(), current[1].csrf.encode()):
             raise HTTPException(403, "missing or wrong CSRF token; reload the page")
+        return current
 
-    def page(
-        request: Request,
-        current: tuple[str, Session],
-        name: str,
-        context: dict[str, Any],
-        status: int = 200,
-    ) -> HTMLResponse:
-        context = {"csrf": current[1].csrf, "annotator": current[1].annotator, **context}
-        response = templates.TemplateResponse(request, name, context, status_code=status)
-        response.set_cookie(SESSION_COOKIE, current[0], httponly=True, samesite="strict", path="/")
+    def login_page(request: Request, status: int = 200, **context: Any) -> Response:
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        if not NONCE_PATTERN.fullmatch(nonce):
+            nonce = secrets.token_urlsafe(16)
+        context = {
+            "csrf": state.login_csrf(nonce),
+            "annotator": None,
+            "needs_token": state.token is not None,
+            **context,
+        }
+        response = templates.TemplateResponse(request, "login.html", context, status_code=status)
+        response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict", path="/")
         return response
+
+    def page(request: Request, current: Signed, name: str, context: dict[str, Any]) -> Response:
+        context = {"csrf": current[1].csrf, "annotator": current[1].annotator, **context}
+        return templates.TemplateResponse(request, name, context)
 
     def item_of(generation: GenerationRow) -> Item:
         sha = generation.dataset_sha256
-        if sha not in state.items:
-            state.items[sha] = store.items(sha)
-        return state.items[sha][generation.item_id]
+        with queue.db.use() as db:
+            if sha not in state.items:
+                state.items[sha] = db.items(sha)
+            return state.items[sha][generation.item_id]
 
     def viewable(view: AnnotatorView, key: str) -> GenerationRow:
         if not KEY_PATTERN.fullmatch(key) or not view.can_view(key):
             raise HTTPException(404, "no such response")
-        return store.generations([key])[0]
+        with queue.db.use() as db:
+            return db.generations([key])[0]
 
     @app.get("/", response_class=HTMLResponse)
     async def home(
-        request: Request, current: Annotated[tuple[str, Session], Depends(session)]
+        request: Request, current: Annotated[Signed | None, Depends(signed)]
     ) -> Response:
-        if current[1].annotator is not None:
+        if current is not None:
             return RedirectResponse("/next", status_code=303)
-        return page(request, current, "login.html", {"needs_token": state.token is not None})
+        return login_page(request)  # anonymous: no server state, only the login cookie
 
     @app.post("/login", response_class=HTMLResponse)
-    async def login(
+    def login(
         request: Request,
-        current: Annotated[tuple[str, Session], Depends(session)],
+        current: Annotated[Signed | None, Depends(signed)],
         name: Annotated[str, Form()] = "",
         token: Annotated[str, Form()] = "",
         csrf: Annotated[str | None, Form()] = None,
     ) -> Response:
-        check_csrf(current, csrf)
+        if not limiter.allow(request.client.host if request.client else ""):
+            raise HTTPException(
+                429, "too many sign-in attempts; wait a minute", headers={"Retry-After": "60"}
+            )
+        # The sign-in form's token (HMAC of the login cookie), or a signed-in session's own.
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        expected = [state.login_csrf(nonce)] if NONCE_PATTERN.fullmatch(nonce) else []
+        expected += [current[1].csrf] if current is not None else []
+        if not csrf or not any(hmac.compare_digest(csrf.encode(), e.encode()) for e in expected):
+            raise HTTPException(403, "missing or wrong CSRF token; reload the page")
         name = name.strip()
         problem = validate_annotator(name)
         status = 422
-        wrong_token = state.token is not None and not secrets.compare_digest(
+        wrong_token = state.token is not None and not hmac.compare_digest(
             token.encode(), state.token.encode()
         )
         if problem is None and wrong_token:
             problem, status = "wrong access token", 403
         if problem is not None:
-            context = {"needs_token": state.token is not None, "error": problem, "name": name}
-            return page(request, current, "login.html", context, status)
+            return login_page(request, status, error=problem, name=name)
         # A fresh session id and CSRF token at sign-in (no session fixation).
-        state.sessions.pop(current[0], None)
-        sid = state.new_session(Session(annotator=name))
-        state.queue.register(name)
+        if current is not None:
+            state.sessions.drop(current[0])
+        sid = state.sessions.create(name)
+        if sid is None:
+            raise HTTPException(503, "too many sessions are signed in; try again later")
+        queue.register(name)
         response = RedirectResponse("/next", status_code=303)
         response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="strict", path="/")
+        response.delete_cookie(LOGIN_COOKIE, path="/")
         return response
 
     @app.post("/logout")
     async def logout(
-        current: Annotated[tuple[str, Session], Depends(session)],
+        current: Annotated[Signed | None, Depends(signed)],
         csrf: Annotated[str | None, Form()] = None,
     ) -> Response:
-        check_csrf(current, csrf)
-        state.sessions.pop(current[0], None)
-        return RedirectResponse("/", status_code=303)
+        state.sessions.drop(check_csrf(current, csrf)[0])
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
 
     @app.get("/next")
-    async def next_response(annotator: Annotated[str, Depends(signed_in)]) -> Response:
-        key = state.queue.view(annotator).next_key()
+    def next_response(current: Annotated[Signed, Depends(signed_in)]) -> Response:
+        key = queue.view(current[1].annotator).next_key()
         return RedirectResponse(f"/r/{key}" if key else "/done", status_code=303)
 
     @app.get("/r/{key}", response_class=HTMLResponse)
-    async def show(
-        request: Request,
-        key: str,
-        annotator: Annotated[str, Depends(signed_in)],
-        current: Annotated[tuple[str, Session], Depends(session)],
+    def show(
+        request: Request, key: str, current: Annotated[Signed, Depends(signed_in)]
     ) -> Response:
-        view = state.queue.view(annotator)
+        view = queue.view(current[1].annotator)
         generation = viewable(view, key)
         history = view.history
         position = history.index(key) if key in history else len(history)
+        mine = view.mine.get(key)
         context = {
             "key": key,
             "item": item_of(generation),
             "response": generation.response,
             "labels": LABELS,
-            "current": view.mine.get(key),
+            "current": None if mine is None else queue.label(mine),
             "back": history[position - 1] if position > 0 else None,
             "forward": history[position + 1] if position + 1 < len(history) else None,
             "progress": view.progress(),
@@ -221,46 +278,38 @@ def create_app(
         return page(request, current, "response.html", context)
 
     @app.post("/r/{key}")
-    async def label(
+    def label(
         key: str,
-        current: Annotated[tuple[str, Session], Depends(session)],
+        current: Annotated[Signed | None, Depends(signed)],
         label: Annotated[str, Form()] = "",
         note: Annotated[str, Form()] = "",
         csrf: Annotated[str | None, Form()] = None,
     ) -> Response:
         # Refusals in a fixed order: CSRF (403), signed in (403), label (422), response (404).
-        check_csrf(current, csrf)
-        annotator = current[1].annotator
-        if annotator is None:
-            raise HTTPException(403, "sign in first")
+        annotator = check_csrf(current, csrf)[1].annotator
         problem = validate_label(label) or (
             f"note is longer than {MAX_NOTE} characters" if len(note) > MAX_NOTE else None
         )
         if problem:
             raise HTTPException(422, problem)
-        viewable(state.queue.view(annotator), key)
-        store.add_labels([LabelRow(key, annotator, label, note.strip(), now())])
+        viewable(queue.view(annotator), key)
+        queue.add_label(LabelRow(key, annotator, label, note.strip(), now()))
         return RedirectResponse("/next", status_code=303)
 
     @app.get("/done", response_class=HTMLResponse)
-    async def done(
-        request: Request,
-        annotator: Annotated[str, Depends(signed_in)],
-        current: Annotated[tuple[str, Session], Depends(session)],
-    ) -> Response:
-        view = state.queue.view(annotator)
+    def done(request: Request, current: Annotated[Signed, Depends(signed_in)]) -> Response:
+        view = queue.view(current[1].annotator)
         context = {"progress": view.progress(), "last": view.history[-1] if view.mine else None}
         return page(request, current, "done.html", context)
 
     @app.get("/image/{item_id:path}")
-    async def image(
-        item_id: str, current: Annotated[tuple[str, Session], Depends(session)]
-    ) -> Response:
-        found = store.item(item_id)  # an id from the store, never a path from the client
+    def image(item_id: str, current: Annotated[Signed | None, Depends(signed)]) -> Response:
+        if current is None:
+            raise HTTPException(403, "sign in first")
+        with queue.db.use() as db:
+            found = db.item(item_id)  # an id from the store, never a path from the client
         if found is None:
             raise HTTPException(404, "no such item")
-        if current[1].annotator is None:
-            raise HTTPException(403, "sign in first")
         item, base_dir = found
         try:
             picture = load_image(item.image, base_dir).image

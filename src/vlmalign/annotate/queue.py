@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import random
 import secrets
+import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from vlmalign.store import GenerationRow, LabelRow, RunStore, stable_hash
@@ -72,16 +74,67 @@ class Progress:
     total: int
 
 
+class SharedStore:
+    """The run store's one SQLite connection, shared by the server's worker threads.
+
+    The app's endpoints that touch SQLite are plain `def` functions, which FastAPI runs in a
+    thread pool so that a slow or locked store never blocks the event loop; this lock lets one
+    thread at a time use the connection (opened with check_same_thread=False). The queue's
+    in-memory label index is guarded by the same lock, so it always matches what was read.
+    """
+
+    def __init__(self, store: RunStore) -> None:
+        self._store = store
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def use(self) -> Iterator[RunStore]:
+        with self._lock:
+            yield self._store
+
+
 class AnnotationQueue:
+    """The responses offered, and an index of their labels kept current incrementally.
+
+    The index (who labelled each response, and each annotator's latest label per response) is
+    read once at start, then brought up to date on every view by reading only the labels added
+    since (`id > last id seen`, a primary-key range): a request costs the same with 50 or 50,000
+    labels in the store, and labels written by another process (`labels import`) still show up.
+    """
+
     def __init__(
-        self, store: RunStore, keys: list[str], overlap: int | None, seed: int | None = None
+        self,
+        store: RunStore | SharedStore,
+        keys: list[str],
+        overlap: int | None,
+        seed: int | None = None,
     ) -> None:
-        self.store = store
+        self.db = store if isinstance(store, SharedStore) else SharedStore(store)
         self.keys = list(dict.fromkeys(keys))
         self.key_set = set(self.keys)
         self.overlap = overlap
         self.seed = seed
         self._orders: dict[str, list[str]] = {}
+        self._last_id = 0
+        self._labellers: dict[str, set[str]] = defaultdict(set)  # response -> annotators
+        self._mine: dict[str, dict[str, int]] = defaultdict(dict)  # annotator -> key -> label id
+        with self.db.use() as db:
+            self._refresh(db)
+
+    def _refresh(self, store: RunStore) -> None:
+        """Apply the labels added since the last read (the caller holds the lock)."""
+        rows = store.conn.execute(
+            "SELECT id, generation_key, annotator FROM labels WHERE id > ? ORDER BY id",
+            (self._last_id,),
+        ).fetchall()
+        for row in rows:
+            self._last_id = int(row["id"])
+            key = row["generation_key"]
+            if key not in self.key_set:
+                continue
+            self._labellers[key].add(row["annotator"])
+            # A revision keeps the response's place in the first-labelled order.
+            self._mine[row["annotator"]][key] = int(row["id"])
 
     def register(self, annotator: str) -> int:
         """Record the annotator's order seed (random, or derived from the app's --seed)."""
@@ -90,26 +143,52 @@ class AnnotationQueue:
             if self.seed is None
             else int(stable_hash([self.seed, annotator])[:8], 16)
         )
-        return self.store.annotator_seed(annotator, fresh)
+        with self.db.use() as store:
+            return store.annotator_seed(annotator, fresh)
 
     def order(self, annotator: str) -> list[str]:
-        if annotator not in self._orders:  # computed once: a page view should not write
-            keys = list(self.keys)
-            random.Random(self.register(annotator)).shuffle(keys)
-            self._orders[annotator] = keys
-        return self._orders[annotator]
+        with self.db.use():
+            if annotator not in self._orders:  # computed once: a page view should not write
+                keys = list(self.keys)
+                random.Random(self.register(annotator)).shuffle(keys)
+                self._orders[annotator] = keys
+            return self._orders[annotator]
 
     def view(self, annotator: str) -> AnnotatorView:
-        """The queue as this annotator sees it now, from one read of the labels."""
-        labellers: dict[str, set[str]] = defaultdict(set)
-        mine: dict[str, LabelRow] = {}  # first-labelled order, latest label as the value
-        for row in self.store.labels(latest_only=False):
-            if row.generation_key not in self.key_set:
-                continue
-            labellers[row.generation_key].add(row.annotator)
-            if row.annotator == annotator:
-                mine[row.generation_key] = row
-        return AnnotatorView(self, annotator, self.order(annotator), labellers, mine)
+        """The queue as this annotator sees it now (a snapshot, safe to use without the lock)."""
+        with self.db.use() as store:
+            self._refresh(store)
+            order = self.order(annotator)
+            mine = dict(self._mine.get(annotator, {}))
+            closed: frozenset[str] = frozenset()
+            if self.overlap is not None:
+                closed = frozenset(
+                    key
+                    for key, who in self._labellers.items()
+                    if len(who) >= self.overlap and annotator not in who
+                )
+        return AnnotatorView(self, annotator, order, closed, mine)
+
+    def add_label(self, row: LabelRow) -> None:
+        with self.db.use() as store:
+            store.add_labels([row])
+            self._refresh(store)
+
+    def label(self, label_id: int) -> LabelRow | None:
+        """One stored label by its id (its note is read only when a page shows it)."""
+        with self.db.use() as store:
+            r = store.conn.execute("SELECT * FROM labels WHERE id = ?", (label_id,)).fetchone()
+        if r is None:
+            return None
+        return LabelRow(
+            r["generation_key"],
+            r["annotator"],
+            r["label"],
+            r["note"],
+            r["created_at"],
+            r["source"],
+            r["id"],
+        )
 
 
 @dataclass(frozen=True)
@@ -117,8 +196,8 @@ class AnnotatorView:
     queue: AnnotationQueue
     annotator: str
     order: list[str]
-    labellers: dict[str, set[str]]  # response key -> annotators who labelled it
-    mine: dict[str, LabelRow]  # this annotator's latest label per response
+    closed: frozenset[str]  # responses K others labelled (with --overlap), closed to this one
+    mine: dict[str, int]  # response key -> id of this annotator's latest label of it
 
     @property
     def history(self) -> list[str]:
@@ -127,9 +206,7 @@ class AnnotatorView:
 
     def _open(self, key: str) -> bool:
         """Still offered to this annotator: theirs already, or fewer than K labels so far."""
-        others = self.labellers.get(key, set())
-        overlap = self.queue.overlap
-        return self.annotator in others or overlap is None or len(others) < overlap
+        return key not in self.closed
 
     def next_key(self) -> str | None:
         return next((k for k in self.order if k not in self.mine and self._open(k)), None)

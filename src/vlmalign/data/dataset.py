@@ -11,8 +11,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from vlmalign.data.images import ImageError, load_image
-from vlmalign.data.jsonl import jsonl_objects, string_id
+from vlmalign.data.jsonl import decode_text, jsonl_objects, split_lines, string_id
 from vlmalign.data.schema import Item, Split
+from vlmalign.data.text import printable
 from vlmalign.errors import DatasetError
 
 BUILTIN_PREFIX = "builtin:"
@@ -64,10 +65,14 @@ def resolve_source(source: str | Path) -> Path:
         name = text[len(BUILTIN_PREFIX) :]
         if name not in BUILTIN_DATASETS:
             known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_DATASETS)
-            raise DatasetError(text, None, None, f"unknown built-in dataset; known: {known}")
+            message = f"unknown built-in dataset; known: {known}"
+            raise DatasetError(printable(text), None, None, message)
         ref = resources.files("vlmalign.data") / "builtin" / f"{name}.jsonl"
         return Path(str(ref))
-    return Path(text).expanduser()
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as exc:  # `~nosuchuser/...`
+        raise DatasetError(printable(text), None, None, "cannot find that home folder") from exc
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -77,6 +82,8 @@ def _validation_message(exc: ValidationError) -> str:
         return f"missing field {field!r}"
     if first["type"] == "extra_forbidden":
         return f"unknown field {field!r}"
+    if first["type"] == "value_error" and "error" in first.get("ctx", {}):
+        return f"field {field!r}: {first['ctx']['error']}"  # our validator's words, no prefix
     return f"field {field!r}: {first['msg']}"
 
 
@@ -111,7 +118,8 @@ def _image_errors(name: str, records: Sequence[ItemRecord], base_dir: Path) -> l
         try:
             load_image(record.item.image, base_dir)
         except ImageError as exc:
-            errors.append(DatasetError(name, record.line, record.item.id, str(exc)))
+            message = printable(str(exc))  # the reference is the file's text
+            errors.append(DatasetError(name, record.line, record.item.id, message))
     return errors
 
 
@@ -129,16 +137,16 @@ class DatasetInvalid(DatasetError):
 def load_dataset(source: str | Path, *, check_images: bool = True) -> Dataset:
     """Parse and validate every line; raise DatasetInvalid listing every problem found."""
     path = resolve_source(source)
-    name = str(source) if str(source).startswith(BUILTIN_PREFIX) else str(path)
+    source_name = str(source) if str(source).startswith(BUILTIN_PREFIX) else str(path)
+    name = printable(source_name)  # error messages name the file; its name may be hostile too
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DatasetError(name, None, None, f"cannot read dataset: {exc.strerror}") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(name, None, None, "dataset is not UTF-8 text") from exc
-    records, errors = _parse_lines(name, text.splitlines())
+    except ValueError as exc:  # a path with a NUL character
+        raise DatasetError(name, None, None, "cannot read dataset: bad file name") from exc
+    text = decode_text(name, data)  # a leading byte-order mark (Excel) is dropped
+    records, errors = _parse_lines(name, split_lines(text))
     if check_images:
         errors += _image_errors(name, records, path.parent)
     if not errors and not records:
@@ -147,14 +155,14 @@ def load_dataset(source: str | Path, *, check_images: bool = True) -> Dataset:
         errors.sort(key=lambda e: e.line or 0)
         raise DatasetInvalid(errors)
     digest = hashlib.sha256(data).hexdigest()
-    return Dataset(source=name, path=path, records=tuple(records), sha256=digest)
+    return Dataset(source=source_name, path=path, records=tuple(records), sha256=digest)
 
 
 def check_shots(dataset: Dataset, shots: int, split: Split | None = None) -> None:
     """Every item that will be asked with `shots` shots must have at least that many."""
     problems = [
         DatasetError(
-            dataset.source,
+            printable(dataset.source),
             r.line,
             r.item.id,
             f"a {shots}-shot condition needs {shots} shots but the item has {len(r.item.shots)}",

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.util
 import io
+import threading
 import urllib.request
+import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
 
 from vlmalign.cache import cache_root
+from vlmalign.data.text import printable
 
 PKG_SCHEME = "pkg:"
 URL_SCHEMES = ("http://", "https://")
+
+MAX_IMAGE_PIXELS = 50_000_000
+"""Images with more pixels are refused before decoding (a 17 KB PNG can hold 144 megapixels)."""
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
+"""Image files larger than this are refused before they are read."""
+IMAGE_CACHE_BYTES = 512 * 1024 * 1024
+"""Decoded images kept for reuse, in bytes of pixels (least recently used dropped first)."""
 
 
 class ImageError(Exception):
@@ -33,7 +44,10 @@ class LoadedImage:
 
 def package_root(package: str) -> Path:
     """Directory of an installed top-level package, found without importing it."""
-    spec = importlib.util.find_spec(package)
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError) as exc:  # ValueError: a module without a spec (__main__)
+        raise ImageError(f"package {package!r} cannot be located: {exc}") from exc
     if spec is None or not spec.submodule_search_locations:
         raise ImageError(f"package {package!r} is not installed")
     return Path(next(iter(spec.submodule_search_locations)))
@@ -47,8 +61,13 @@ def resolve_local(ref: str, base_dir: Path | None) -> Path | None:
         package, _, resource = ref[len(PKG_SCHEME) :].partition("/")
         if not package or not resource:
             raise ImageError(f"bad pkg: URI {ref!r}; expected pkg:<package>/<resource path>")
+        if not package.isidentifier():  # a dotted name would import its parent package
+            raise ImageError(f"bad pkg: URI {ref!r}; <package> must be a top-level package name")
         return package_root(package) / resource
-    path = Path(ref).expanduser()
+    try:
+        path = Path(ref).expanduser()
+    except RuntimeError as exc:  # `~nosuchuser/...`
+        raise ImageError(f"image file not found: {printable(ref)} (no such home folder)") from exc
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     return path
@@ -61,9 +80,11 @@ def _fetch_url(url: str) -> bytes:
         return cached.read_bytes()
     try:
         with urllib.request.urlopen(url, timeout=30) as response:
-            data: bytes = response.read()
-    except OSError as exc:
-        raise ImageError(f"cannot download {url}: {exc}") from exc
+            data: bytes = response.read(MAX_IMAGE_BYTES + 1)
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: a bad URL
+        raise ImageError(f"cannot download {printable(url)}: {printable(str(exc))}") from exc
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageError(f"image {printable(url)} is larger than {MAX_IMAGE_BYTES >> 20} MiB")
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(".part")
     partial.write_bytes(data)
@@ -75,27 +96,109 @@ def read_image_bytes(ref: str, base_dir: Path | None = None) -> bytes:
     path = resolve_local(ref, base_dir)
     if path is None:
         return _fetch_url(ref)
+    shown = printable(str(path))
     if not path.is_file():
-        raise ImageError(f"image file not found: {path}")
+        raise ImageError(f"image file not found: {shown}")
     try:
+        if path.stat().st_size > MAX_IMAGE_BYTES:
+            raise ImageError(f"image {shown} is larger than {MAX_IMAGE_BYTES >> 20} MiB")
         return path.read_bytes()
     except OSError as exc:
-        raise ImageError(f"cannot read image {path}: {exc}") from exc
+        raise ImageError(f"cannot read image {shown}: {printable(str(exc))}") from exc
+
+
+_OPEN_LOCK = threading.Lock()  # warnings.catch_warnings changes process-wide state
+
+
+def _open(data: bytes) -> Image.Image:
+    """Open (header only); PIL's decompression-bomb warning is raised, not printed."""
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data))
+
+
+def _check_size(size: tuple[int, int], shown: str) -> None:
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"image {shown} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), "
+            f"over the limit of {MAX_IMAGE_PIXELS // 1_000_000} megapixels; downscale it"
+        )
 
 
 def decode_image(data: bytes, ref: str) -> Image.Image:
+    """Check the size in the header, verify the file, then decode it to RGB."""
+    shown = printable(ref)
     try:
-        with Image.open(io.BytesIO(data)) as probe:
+        with _open(data) as probe:
+            _check_size(probe.size, shown)
             probe.verify()
-        image = Image.open(io.BytesIO(data))
-        return image.convert("RGB")
+        with _open(data) as image:
+            return image.convert("RGB")
+    except ImageError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageError(
+            f"image {shown} is over the limit of {MAX_IMAGE_PIXELS // 1_000_000} megapixels "
+            "(a decompression bomb?); downscale it"
+        ) from exc
     except Exception as exc:  # PIL raises many types for corrupt files
-        raise ImageError(f"unreadable image {ref}: {exc}") from exc
+        raise ImageError(f"unreadable image {shown}: {printable(str(exc))}") from exc
 
 
-@lru_cache(maxsize=256)
+class _ImageCache:
+    """Least-recently-used decoded images, bounded by their pixel bytes (not their count)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[tuple[str, Path | None], tuple[LoadedImage, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, Path | None]) -> LoadedImage | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: tuple[str, Path | None], loaded: LoadedImage) -> None:
+        size = loaded.image.width * loaded.image.height * len(loaded.image.getbands())
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._entries[key] = (loaded, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self.bytes -= dropped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
+
+
+_cache = _ImageCache(IMAGE_CACHE_BYTES)
+
+
+def clear_image_cache() -> None:
+    """Forget every decoded image (tests; a long-lived process that wants its memory back)."""
+    _cache.clear()
+
+
 def load_image(ref: str, base_dir: Path | None = None) -> LoadedImage:
-    """Read, verify and decode an image once per process."""
+    """Read, verify and decode an image; decoded images are reused while the cache has room."""
+    key = (ref, base_dir)
+    cached = _cache.get(key)
+    if cached is not None:
+        return cached
     data = read_image_bytes(ref, base_dir)
     image = decode_image(data, ref)
-    return LoadedImage(ref=ref, sha256=hashlib.sha256(data).hexdigest(), image=image)
+    loaded = LoadedImage(ref=ref, sha256=hashlib.sha256(data).hexdigest(), image=image)
+    _cache.put(key, loaded)
+    return loaded

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vlmalign.data.text import escape_char, first_unsafe
+
 Stance = Literal["yes", "no"]
 Split = Literal["train", "test"]
 Polarity = Literal["affirmative", "negative"]
@@ -43,4 +45,21 @@ class Item(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be blank")
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        # Ids name rows in the run store, URLs of the annotation app, file names and terminal
+        # output: no control characters, nothing that reads as a path. Other text fields may
+        # hold anything; they are escaped where printed (vlmalign.data.text.printable).
+        bad = first_unsafe(value)
+        if bad is not None:
+            raise ValueError(f"must not contain control characters (found {escape_char(bad)})")
+        if value != value.strip():
+            raise ValueError("must not start or end with spaces")
+        if "/" in value or "\\" in value:
+            raise ValueError("must not contain '/' or '\\'; use letters, digits, '-', '_', '.'")
+        if value == "." or ".." in value:
+            raise ValueError("must not be '.' or contain '..'")
         return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from vlmalign.errors import VlmalignError
 from vlmalign.report.analysis import Analysis, analyse
 from vlmalign.report.markdown import render_markdown
 from vlmalign.report.reference import PAPER, PAPER_LABEL, REFERENCE
@@ -85,9 +87,22 @@ def build_report(run_dirs: Sequence[Path], out_dir: Path) -> list[Analysis]:
     """Analyse the runs and write every report file into `out_dir` (all written, or none)."""
     analyses = [analyse(load_run(run_dir)) for run_dir in run_dirs]
     files = render_files(analyses)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (out_dir / f"{name}.tmp").write_text(text, encoding="utf-8")
-    for name in files:
-        (out_dir / f"{name}.tmp").replace(out_dir / name)
+    staged: list[Path] = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            tmp = out_dir / f"{name}.tmp"
+            staged.append(tmp)
+            tmp.write_text(text, encoding="utf-8")
+        for name in files:
+            (out_dir / f"{name}.tmp").replace(out_dir / name)
+    except OSError as exc:
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+        raise VlmalignError(
+            f"{out_dir}: cannot write the report ({reason}); free space or pass --out to a "
+            "writable folder"
+        ) from exc
+    finally:
+        for tmp in staged:  # after a failure: no half-written *.tmp left behind
+            tmp.unlink(missing_ok=True)
     return analyses

@@ -515,7 +515,7 @@ def _image_base_dirs(items: dict[str, tuple[Item, Analysis]]) -> dict[str, Path]
         by_run[analysis.run.run_dir].append(item_id)
     found: dict[str, Path] = {}
     for run_dir, item_ids in by_run.items():
-        with RunStore(run_dir) as store:
+        with RunStore(run_dir, read_only=True) as store:
             for item_id in item_ids:
                 stored = store.item(item_id)
                 found[item_id] = stored[1] if stored else run_dir

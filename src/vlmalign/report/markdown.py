@@ -162,11 +162,40 @@ def _significance(analysis: Analysis) -> list[str]:
     return lines
 
 
+# Characters that Markdown (CommonMark/GFM: emphasis, code, links, images, tables,
+# strikethrough, math) reads as markup inside a line or a table cell (`#`, `-`, `+`, `.` only
+# matter at the start of a line, where no name stands); `&`, `<`, `>` become entities so no
+# HTML reaches the page.
+_MARKDOWN_PUNCTUATION = frozenset("\\`*_{}[]()!|~$")
+_HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def _literal(name: str) -> str:
+    """A name people typed (annotators, judges) as literal Markdown text.
+
+    Markup characters are backslash-escaped, HTML characters become entities, and characters
+    that are not printable (control and format characters, line separators) are shown as
+    `\\uXXXX`, so a name can neither add markup nor break the line or the table.
+    """
+    out = []
+    for char in name:
+        if char in _HTML_ENTITIES:
+            out.append(_HTML_ENTITIES[char])
+        elif char in _MARKDOWN_PUNCTUATION:
+            out.append("\\" + char)
+        elif not char.isprintable():
+            out.append(f"\\\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def _human(analysis: Analysis) -> list[str]:
     agreement = analysis.annotators
     assert agreement is not None
+    names = ", ".join(_literal(name) for name in agreement.annotators)
     lines = [
-        f"{len(agreement.annotators)} annotator(s) ({', '.join(agreement.annotators)}) labelled "
+        f"{len(agreement.annotators)} annotator(s) ({names}) labelled "
         f"{agreement.labelled} responses, {agreement.overlapping} by at least two. "
         f"Cohen's kappa (two annotators): {_number(agreement.cohen_kappa)}; "
         f"Krippendorff's alpha (nominal): {_number(agreement.krippendorff_alpha)}.",
@@ -189,7 +218,7 @@ def _human(analysis: Analysis) -> list[str]:
         c = result.confusion
         rows.append(
             [
-                judge,
+                _literal(judge),
                 str(result.n),
                 result.accuracy_text(),
                 result.kappa_text(),

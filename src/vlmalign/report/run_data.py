@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from vlmalign.store import (
     stable_hash,
 )
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class RunData:
@@ -33,6 +36,8 @@ class RunData:
     # judge name -> (item id, side) -> verdict on the dataset's reference answers
     references: dict[str, dict[tuple[str, str], ReferenceJudgmentRow]] = field(default_factory=dict)
     reference_items: dict[str, Item] = field(default_factory=dict)  # the dataset's items
+    # (id, started_at) of newer study runs that never finished (killed, failed or running)
+    unfinished_after: tuple[tuple[int, str], ...] = ()
 
     @property
     def judges(self) -> list[str]:
@@ -46,11 +51,29 @@ class RunData:
 def load_run(run_dir: Path) -> RunData:
     if not (run_dir / STORE_FILE).is_file():
         raise VlmalignError(f"{run_dir}: no {STORE_FILE} here; run `vlmalign study` first")
-    with RunStore(run_dir) as store:
+    with RunStore(run_dir, read_only=True) as store:  # never writes: works on read-only runs
         latest = store.latest_run()
         if latest is None:
-            raise VlmalignError(f"{run_dir}: no finished study run in {STORE_FILE}")
+            unfinished = store.unfinished_runs()
+            hint = (
+                f" (run {unfinished[-1][0]}, started {unfinished[-1][1]}, did not finish: rerun "
+                "the study to finish it)"
+                if unfinished
+                else ""
+            )
+            raise VlmalignError(f"{run_dir}: no finished study run in {STORE_FILE}{hint}")
         run_id, provenance = latest
+        unfinished_after = tuple(store.unfinished_runs(after=run_id))
+        if unfinished_after:
+            newest, started = unfinished_after[-1]
+            log.warning(
+                "%s: a newer study run (%d, started %s) did not finish; this report shows the "
+                "last finished run (%d). Rerun the study to finish it.",
+                run_dir,
+                newest,
+                started,
+                run_id,
+            )
         keys = store.run_generation_keys(run_id) or store.all_generation_keys()
         generations = store.generations(keys)
         items: dict[str, Item] = {}
@@ -80,4 +103,5 @@ def load_run(run_dir: Path) -> RunData:
         tuple(adapter.get("epoch_losses") or ()),
         {name: rows for name, rows in references.items() if rows},
         reference_items,
+        unfinished_after,
     )
