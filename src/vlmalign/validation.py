@@ -57,27 +57,7 @@ def judge_references(store: RunStore, judge: Judge, dataset: Dataset, progress: 
     """
     if isinstance(judge, ThresholdedJudge):
         count = judge_references(store, judge.inner, dataset, progress)
-        inner = store.reference_judgments(
-            dataset.sha256, judge.name, judge_config_hash(judge.inner)
-        )
-        known = [
-            Known(item_id, side == "ideal", row.aligned, row.score)
-            for (item_id, side), row in inner.items()
-        ]
-        judge.fit(known, f"reference answers of dataset {dataset.sha256[:12]}")
-        config_hash = judge_config_hash(judge)
-        store.add_reference_judgments(
-            [
-                replace(
-                    row,
-                    judge_config_sha256=config_hash,
-                    aligned=judge.rethreshold(
-                        Verdict(aligned=row.aligned, score=row.score)
-                    ).aligned,
-                )
-                for row in inner.values()
-            ]
-        )
+        _fit_on_references(store, judge, dataset)
         return count
     config_hash = judge_config_hash(judge)
     done = store.reference_judgments(dataset.sha256, judge.name, config_hash)
@@ -101,6 +81,23 @@ def judge_references(store: RunStore, judge: Judge, dataset: Dataset, progress: 
         ]
     )
     return len(todo)
+
+
+def _fit_on_references(store: RunStore, judge: ThresholdedJudge, dataset: Dataset) -> None:
+    """Fit the cut on the inner judge's stored reference scores, and store the references'
+    verdicts under the fitted configuration (the same scores, cut anew)."""
+    inner = store.reference_judgments(dataset.sha256, judge.name, judge_config_hash(judge.inner))
+    known = [
+        Known(item_id, side == "ideal", row.aligned, row.score)
+        for (item_id, side), row in inner.items()
+    ]
+    judge.fit(known, f"reference answers of dataset {dataset.sha256[:12]}")
+    config_hash = judge_config_hash(judge)
+    rows = []
+    for row in inner.values():
+        verdict = judge.rethreshold(Verdict(aligned=row.aligned, score=row.score))
+        rows.append(replace(row, judge_config_sha256=config_hash, aligned=verdict.aligned))
+    store.add_reference_judgments(rows)
 
 
 def references_entry(
