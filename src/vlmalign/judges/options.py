@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from vlmalign.naming import split_name as split_judge_name
 from vlmalign.prompts import PromptFormat
 
-__all__ = ["JudgeOptions", "split_judge_name"]
+__all__ = ["AUTO", "JudgeOptions", "split_judge_name"]
+#: `threshold: auto`: the cut is fit on the dataset's reference answers (judges.threshold).
+AUTO = "auto"
 
 
 class JudgeOptions(BaseModel):

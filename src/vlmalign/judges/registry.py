@@ -19,8 +19,7 @@ from typing import Any
 
 from vlmalign.errors import ConfigError
 from vlmalign.judges.base import Judge
-from vlmalign.judges.options import JudgeOptions
-from vlmalign.judges.threshold import AUTO, ThresholdedJudge
+from vlmalign.judges.options import AUTO, JudgeOptions
 from vlmalign.naming import display_name, resolve_name, split_name
 from vlmalign.store import stable_hash
 
@@ -309,7 +308,11 @@ def build_judge(name: str, options: JudgeOptions | None = None, **defaults: Any)
         assert spec.factory is not None  # __post_init__
         judge = spec.factory()
     judge.name = ref.identity  # the class's `name` stays the kind
-    return ThresholdedJudge(judge) if auto else judge
+    if not auto:
+        return judge
+    from vlmalign.judges.threshold import ThresholdedJudge  # numpy and stats: only when asked
+
+    return ThresholdedJudge(judge)
 
 
 def is_graded(config: dict[str, Any]) -> bool:

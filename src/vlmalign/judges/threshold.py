@@ -19,7 +19,6 @@ from vlmalign.judges.base import Judge, JudgeInput, Verdict
 from vlmalign.judges.validity import ValidityEntry, heldout_entry
 from vlmalign.stats import Known
 
-AUTO = "auto"
 #: Config key under which an auto-thresholded judge records its fitted cut.
 FITTED_KEY = "threshold_auto"
 CV_FOLDS = 5
