@@ -329,6 +329,19 @@ class JudgmentRow:
     detail: dict[str, Any]
 
 
+def _verdict_columns(
+    aligned: bool | None, score: float | None, detail: dict[str, Any]
+) -> tuple[int | None, float | None, str]:
+    """A verdict as stored: aligned as 0/1/NULL, the score, the detail as sorted JSON."""
+    return (None if aligned is None else int(aligned), score, json.dumps(detail, sort_keys=True))
+
+
+def _verdict_fields(row: sqlite3.Row) -> tuple[bool | None, float | None, dict[str, Any]]:
+    """A stored verdict read back (the inverse of `_verdict_columns`)."""
+    aligned = None if row["aligned"] is None else bool(row["aligned"])
+    return aligned, row["score"], json.loads(row["detail"])
+
+
 class RunStore:
     """SQLite access for one run directory.
 
@@ -615,9 +628,7 @@ class RunStore:
                         r.generation_key,
                         r.judge,
                         r.judge_config_sha256,
-                        None if r.aligned is None else int(r.aligned),
-                        r.score,
-                        json.dumps(r.detail, sort_keys=True),
+                        *_verdict_columns(r.aligned, r.score, r.detail),
                         stamp,
                     )
                     for r in rows
@@ -634,14 +645,8 @@ class RunStore:
         )
         found: dict[str, JudgmentRow] = {}
         for row in self._rows_in(sql, (judge, config_sha256), keys):
-            aligned = None if row["aligned"] is None else bool(row["aligned"])
             found[row["generation_key"]] = JudgmentRow(
-                row["generation_key"],
-                judge,
-                config_sha256,
-                aligned,
-                row["score"],
-                json.loads(row["detail"]),
+                row["generation_key"], judge, config_sha256, *_verdict_fields(row)
             )
         return found
 
@@ -659,9 +664,7 @@ class RunStore:
                         r.side,
                         r.judge,
                         r.judge_config_sha256,
-                        None if r.aligned is None else int(r.aligned),
-                        r.score,
-                        json.dumps(r.detail, sort_keys=True),
+                        *_verdict_columns(r.aligned, r.score, r.detail),
                         stamp,
                     )
                     for r in rows
@@ -685,9 +688,7 @@ class RunStore:
                 r["side"],
                 judge,
                 config_sha256,
-                None if r["aligned"] is None else bool(r["aligned"]),
-                r["score"],
-                json.loads(r["detail"]),
+                *_verdict_fields(r),
             )
             for r in rows
         }
