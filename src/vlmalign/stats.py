@@ -873,22 +873,10 @@ def _response_bootstrap(
     seed: int,
 ) -> Any:
     """Paired bootstrap over responses, in batches (memory stays small for long runs)."""
-    if resamples < 1:
-        raise ValueError(f"resamples must be at least 1, got {resamples}")
     with warnings.catch_warnings():  # a collapsed distribution is expected, and documented
         warnings.simplefilter("ignore", scipy_stats.DegenerateDataWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        return scipy_stats.bootstrap(
-            data,
-            statistic,
-            paired=True,
-            vectorized=True,
-            n_resamples=resamples,
-            batch=1_000,
-            confidence_level=confidence,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
+        return _bootstrap(data, statistic, confidence, resamples, seed, batch=1_000)
 
 
 def _finite_percentiles(distribution: NDArray[np.float64], confidence: float) -> Interval | None:
@@ -959,8 +947,10 @@ def _bootstrap(
     confidence: float,
     resamples: int,
     seed: int,
+    batch: int | None = None,
 ) -> Any:
-    """Item-level percentile bootstrap: `paired=True` resamples the same items in every array."""
+    """Percentile bootstrap: `paired=True` resamples the same units (items or responses) in
+    every array; `batch` resamples at a time bounds memory."""
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     return scipy_stats.bootstrap(
@@ -969,6 +959,7 @@ def _bootstrap(
         paired=True,
         vectorized=True,
         n_resamples=resamples,
+        batch=batch,
         confidence_level=confidence,
         method="percentile",
         rng=np.random.default_rng(seed),

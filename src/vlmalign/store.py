@@ -34,7 +34,9 @@ BUSY_TIMEOUT_S = 5.0  # how long a write waits for another process's transaction
 LABELS = ("aligned", "misaligned", "unsure")  # what a human annotator may answer
 STORE_FILE = "study.sqlite"
 
-_SCHEMA = """
+# Schema version 1; each later version's tables come from its step in MIGRATIONS, so every
+# table is written once and a new store gets exactly what a migrated one has.
+_BASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
     dataset_sha256 TEXT NOT NULL,
@@ -71,63 +73,18 @@ CREATE TABLE IF NOT EXISTS judgments (
     created_at TEXT NOT NULL,
     PRIMARY KEY (generation_key, judge, judge_config_sha256)
 );
-CREATE TABLE IF NOT EXISTS finetune_epochs (
-    adapter_hash TEXT NOT NULL,
-    epoch INTEGER NOT NULL,
-    loss REAL NOT NULL,
-    seconds REAL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (adapter_hash, epoch)
-);
 CREATE TABLE IF NOT EXISTS study_runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started_at TEXT NOT NULL,
     finished_at TEXT,
     provenance TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS datasets (
-    sha256 TEXT PRIMARY KEY,
-    source TEXT NOT NULL,
-    base_dir TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS run_generations (
-    run_id INTEGER NOT NULL REFERENCES study_runs(id),
-    generation_key TEXT NOT NULL REFERENCES generations(key),
-    PRIMARY KEY (run_id, generation_key)
-);
-CREATE TABLE IF NOT EXISTS annotators (
-    name TEXT PRIMARY KEY,
-    order_seed INTEGER NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS labels (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    generation_key TEXT NOT NULL REFERENCES generations(key),
-    annotator TEXT NOT NULL,
-    label TEXT NOT NULL CHECK (label IN ('aligned', 'misaligned', 'unsure')),
-    note TEXT NOT NULL DEFAULT '',
-    source TEXT NOT NULL DEFAULT 'app',
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS labels_by_generation ON labels (generation_key, annotator, id);
-CREATE TABLE IF NOT EXISTS reference_judgments (
-    dataset_sha256 TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    side TEXT NOT NULL CHECK (side IN ('ideal', 'misaligned')),
-    judge TEXT NOT NULL,
-    judge_config_sha256 TEXT NOT NULL,
-    aligned INTEGER,
-    score REAL,
-    detail TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (dataset_sha256, item_id, side, judge, judge_config_sha256)
-);
 """
 
-# How a store of schema N-1 becomes schema N: (N, SQL), in order. A new store gets `_SCHEMA`
-# at once; an older one runs the steps above its version, each in one transaction with its
-# version bump. A step may CREATE or ALTER TABLE ... ADD COLUMN; rows are always kept. When
-# `_SCHEMA` changes, bump SCHEMA_VERSION and append the step that makes the same change.
+# How a store of schema N-1 becomes schema N: (N, SQL), in order. A new store gets `_schema()`
+# (the base and every step) at once; an older one runs the steps above its version, each in one
+# transaction with its version bump. A step may CREATE or ALTER TABLE ... ADD COLUMN; rows are
+# always kept. To change the schema, bump SCHEMA_VERSION and append its step.
 MIGRATIONS: list[tuple[int, str]] = [
     (
         2,
@@ -184,6 +141,11 @@ CREATE INDEX IF NOT EXISTS labels_by_generation ON labels (generation_key, annot
 );""",
     ),
 ]
+
+
+def _schema() -> str:
+    """The whole current schema: version 1 and every migration step, in order."""
+    return _BASE_SCHEMA + "\n".join(sql for _, sql in MIGRATIONS) + "\n"
 
 
 def store_error(path: Path, exc: BaseException) -> StoreError:
@@ -483,7 +445,7 @@ class RunStore:
     def _migrate(self, version: int | None) -> None:
         """Create a new store at SCHEMA_VERSION, or run each step above an older version."""
         if version is None:
-            steps = [(SCHEMA_VERSION, _SCHEMA)]
+            steps = [(SCHEMA_VERSION, _schema())]
         else:
             steps = [(v, sql) for v, sql in MIGRATIONS if v > version]
         for target, sql in steps:
