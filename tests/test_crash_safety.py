@@ -29,7 +29,7 @@ from PIL import Image
 from tests.test_store import cli
 
 from vlmalign.store import STORE_FILE
-from vlmalign.store_check import check_store
+from vlmalign.store.check import check_store
 
 DRIVER = Path(__file__).with_name("crash_driver.py")
 CAMPAIGNS = 5  # killed studies, each then rerun to completion

@@ -93,8 +93,8 @@ def test_two_judges_of_one_kind_are_stored_and_reported_apart(
     judges = ("fake:yes", "fake:no", "again=fake:yes")
     result = run_study(study_config(dataset, out, judges), progress=False)
     assert result.judged == {"fake:yes": 3, "fake:no": 3, "again": 3}
-    assert set(result.provenance["judges"]) == {"fake:yes", "fake:no", "again"}
-    assert result.provenance["judges"]["again"] == {"name": "fake", "answer": "yes"}
+    assert set(result.provenance.judges) == {"fake:yes", "fake:no", "again"}
+    assert result.provenance.judges["again"] == {"name": "fake", "answer": "yes"}
 
     with sqlite3.connect(out / "study.sqlite") as conn:
         stored = conn.execute("SELECT judge, COUNT(*) FROM judgments GROUP BY judge").fetchall()

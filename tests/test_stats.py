@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import binomtest, norm
-from sklearn.metrics import cohen_kappa_score
+from scipy.stats import norm
 
 from vlmalign.stats import (
     McNemarResult,
@@ -19,7 +18,6 @@ from vlmalign.stats import (
     cohen_kappa,
     compare_paired,
     holm_adjust,
-    human_outcome,
     item_consistency,
     judge_vs_human,
     krippendorff_alpha,
@@ -43,7 +41,8 @@ def random_outcomes(
 
 
 def closed_form_wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson (1927) written out, as an independent check of the scipy-based version."""
+    """Wilson (1927) written out from the formula: a second implementation beside stats' (which
+    calls scipy's `binomtest`)."""
     z = norm.ppf(0.5 + confidence / 2)
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -66,17 +65,35 @@ def assert_plain(value: Any) -> None:
 # --- Wilson --------------------------------------------------------------------------------------
 
 
+# Newcombe (1998), "Two-sided confidence intervals for the single proportion: comparison of
+# seven methods", Statistics in Medicine 17:857-872: the worked examples, method 3 (Wilson score
+# interval without continuity correction), 95%, to the four decimals printed there.
+NEWCOMBE_1998_WILSON = {
+    (81, 263): (0.2553, 0.3662),
+    (15, 148): (0.0624, 0.1605),
+    (0, 20): (0.0, 0.1611),
+    (1, 29): (0.0061, 0.1718),
+}
+
+
+@pytest.mark.parametrize(("case", "published"), list(NEWCOMBE_1998_WILSON.items()))
+def test_wilson_matches_newcombe_1998(
+    case: tuple[int, int], published: tuple[float, float]
+) -> None:
+    low, high = defined(wilson_interval(*case))
+    assert (round(low, 4), round(high, 4)) == published
+
+
 def test_wilson_hand_computed_value() -> None:
+    # 7 of 10, z = 1.96: centre (0.7 + 0.19208) / 1.38416 = 0.64449, half-width 0.24772.
     low, high = defined(wilson_interval(7, 10))
     assert (round(low, 4), round(high, 4)) == (0.3968, 0.8922)
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 1), (0, 12), (3, 12), (12, 12), (37, 40), (150, 400)])
 @pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
-def test_wilson_matches_scipy_and_closed_form(k: int, n: int, confidence: float) -> None:
+def test_wilson_matches_the_formula(k: int, n: int, confidence: float) -> None:
     low, high = defined(wilson_interval(k, n, confidence))
-    ci = binomtest(k, n).proportion_ci(confidence, method="wilson")
-    assert (low, high) == pytest.approx((ci.low, ci.high), abs=1e-12)
     assert (low, high) == pytest.approx(closed_form_wilson(k, n, confidence), abs=1e-9)
 
 
@@ -121,8 +138,8 @@ def test_cluster_bootstrap_widens_when_samples_of_an_item_agree() -> None:
     clustered = {item: s * 5 for item, s in per_item.items()}
     low, high = defined(cluster_bootstrap_interval(clustered))
     successes = sum(bool(s[0]) for s in per_item.values())
-    naive_low, naive_high = defined(wilson_interval(successes * 5, 100))
-    items_low, items_high = defined(wilson_interval(successes, 20))
+    naive_low, naive_high = closed_form_wilson(successes * 5, 100)
+    items_low, items_high = closed_form_wilson(successes, 20)
     assert high - low > 1.5 * (naive_high - naive_low)
     assert high - low == pytest.approx(items_high - items_low, rel=0.25)
 
@@ -148,7 +165,7 @@ def test_accuracy_counts_unclear_in_n_as_not_aligned() -> None:
     assert (estimate.n, estimate.successes, estimate.unclear, estimate.items) == (4, 2, 1, 4)
     assert estimate.accuracy == 0.5
     assert estimate.method == "wilson"
-    assert (estimate.ci_low, estimate.ci_high) == wilson_interval(2, 4)
+    assert (estimate.ci_low, estimate.ci_high) == pytest.approx(closed_form_wilson(2, 4))
     assert_plain(estimate)
 
 
@@ -308,7 +325,7 @@ def test_holm_never_lowers_and_keeps_order(p_values: list[float]) -> None:
 def test_yes_rate_counts_yes_among_decided_stances() -> None:
     rate = yes_rate(["yes", "no", "yes", "unclear", None])
     assert (rate.count, rate.n, rate.rate) == (2, 3, pytest.approx(2 / 3))
-    assert (rate.ci_low, rate.ci_high) == wilson_interval(2, 3)
+    assert (rate.ci_low, rate.ci_high) == pytest.approx(closed_form_wilson(2, 3))
     assert yes_rate(["unclear"]).rate is None
     with pytest.raises(ValueError):
         yes_rate(["Yes"])
@@ -339,12 +356,43 @@ def test_cohen_kappa_hand_computed_two_by_two() -> None:
     assert cohen_kappa(list("xxyy"), list("xyyy")) == pytest.approx(0.5)
 
 
-def test_cohen_kappa_matches_sklearn_and_skips_missing() -> None:
+def kappa_from_formula(first: list[str], second: list[str]) -> float:
+    """Cohen (1960): (p_o - p_e) / (1 - p_e), with p_e from each rater's own marginals; a second
+    implementation beside stats' (which calls scikit-learn)."""
+    n = len(first)
+    observed = sum(a == b for a, b in zip(first, second, strict=True)) / n
+    expected = sum(first.count(c) * second.count(c) for c in set(first) | set(second)) / n**2
+    return (observed - expected) / (1 - expected)
+
+
+def test_cohen_kappa_textbook_example() -> None:
+    # Fleiss, Levin & Paik, "Statistical Methods for Rates and Proportions" (3rd ed., 2003),
+    # Section 18.1: two raters diagnose 100 subjects. Cells (A row, B column) per 100:
+    # psychotic .75 .01 .04, neurotic .05 .04 .01, organic 0 0 .10; p_o = .89, p_e = .66,
+    # kappa = .23 / .34 = 0.676 (printed as .68).
+    cells = {
+        ("psychotic", "psychotic"): 75,
+        ("psychotic", "neurotic"): 1,
+        ("psychotic", "organic"): 4,
+        ("neurotic", "psychotic"): 5,
+        ("neurotic", "neurotic"): 4,
+        ("neurotic", "organic"): 1,
+        ("organic", "organic"): 10,
+    }
+    pairs = [pair for pair, count in cells.items() for _ in range(count)]
+    a, b = [x for x, _ in pairs], [y for _, y in pairs]
+    assert cohen_kappa(a, b) == pytest.approx(0.23 / 0.34)
+    assert round(defined(cohen_kappa(a, b)), 2) == 0.68
+
+
+def test_cohen_kappa_matches_the_formula_and_skips_missing() -> None:
     rng = np.random.default_rng(0)
     a = [str(x) for x in rng.choice(["aligned", "misaligned", "unsure"], 50)]
     b = [str(x) for x in rng.choice(["aligned", "misaligned", "unsure"], 50)]
-    assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b))
-    assert cohen_kappa([*a, None, "aligned"], [*b, "aligned", None]) == cohen_kappa(a, b)
+    assert cohen_kappa(a, b) == pytest.approx(kappa_from_formula(a, b))
+    assert cohen_kappa([*a, None, "aligned"], [*b, "aligned", None]) == pytest.approx(
+        kappa_from_formula(a, b)
+    )
 
 
 def test_cohen_kappa_degenerate_cases() -> None:
@@ -396,15 +444,6 @@ def test_majority_label() -> None:
     assert majority_label([]) is None
     assert majority_label([None, None, "unsure"]) == "unsure"
     assert majority_label([False, False, True]) is False
-
-
-def test_human_outcome() -> None:
-    assert human_outcome(["aligned", "aligned", "unsure"]) is True
-    assert human_outcome(["misaligned"]) is False
-    assert human_outcome(["unsure", "unsure", "aligned"]) is None
-    assert human_outcome(["aligned", "misaligned"]) is None
-    with pytest.raises(ValueError):
-        human_outcome(["yes"])
 
 
 def test_judge_vs_human_hand_computed() -> None:

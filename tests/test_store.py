@@ -23,10 +23,20 @@ from unittest.mock import patch
 import pytest
 from tests.report.conftest import build_run
 
-from vlmalign import store as store_module
 from vlmalign.errors import StoreError
+from vlmalign.judges.base import Verdict
 from vlmalign.report.run_data import load_run
-from vlmalign.store import SCHEMA_VERSION, STORE_FILE, LabelRow, RunStore
+from vlmalign.schemas.provenance import Provenance
+from vlmalign.store import (
+    SCHEMA_VERSION,
+    STORE_FILE,
+    GenerationRow,
+    JudgmentRow,
+    LabelRow,
+    ReferenceJudgmentRow,
+    RunStore,
+    connection,
+)
 
 REPORT_FILES = ("report.md", "report.html", "results.json", "results.csv", "comparisons.csv")
 
@@ -216,7 +226,10 @@ def _foreign_sqlite(run: Path) -> None:
 
 DAMAGE = {
     "random bytes": (_random_bytes, r"is not a vlmalign store \(file is not a database\)"),
-    "newer schema": (_newer_schema, r"was written by a newer vlmalign \(schema 9 > 4\); upgrade"),
+    "newer schema": (
+        _newer_schema,
+        rf"was written by a newer vlmalign \(schema 9 > {SCHEMA_VERSION}\); upgrade",
+    ),
     "other sqlite file": (_foreign_sqlite, r"is not a vlmalign store \(an SQLite file"),
 }
 
@@ -252,7 +265,7 @@ def _write_lock(run: Path) -> Iterator[None]:
 
 
 def test_locked_store_is_one_line_and_rows_are_untouched(run: Path, monkeypatch) -> None:
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_S", 0.05)
     with RunStore(run) as store, _write_lock(run):
         key = store.all_generation_keys()[0]
         before = len(store.labels(latest_only=False))
@@ -265,7 +278,7 @@ def test_locked_store_is_one_line_and_rows_are_untouched(run: Path, monkeypatch)
 
 
 def test_locked_store_from_the_command_line(run: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_S", 0.05)
     with RunStore(run, read_only=True) as store:
         key = store.all_generation_keys()[0]
     (tmp_path / "in.csv").write_text(f"generation_key,annotator,label\n{key},zoe,aligned\n")
@@ -308,11 +321,11 @@ def test_full_disk_store_write_keeps_nothing_of_the_batch(run: Path) -> None:
     with RunStore(run) as store:
         keys = store.all_generation_keys()[:3]
         before = store.labels(latest_only=False)
-        real = store.conn
-        store.conn = _FullDisk(real)  # type: ignore[assignment]
+        real = store.db.conn
+        store.db.conn = _FullDisk(real)  # type: ignore[assignment]
         with pytest.raises(StoreError) as caught:
             store.add_labels([LabelRow(k, "zoe", "aligned", "", "t") for k in keys])
-        store.conn = real
+        store.db.conn = real
         assert str(caught.value).startswith(
             f"{run / STORE_FILE} cannot be written: the disk is full"
         )
@@ -327,7 +340,7 @@ def test_full_disk_from_the_command_line(run: Path, tmp_path: Path, monkeypatch)
 
     def full_disk_init(self: RunStore, *args: Any, **kwargs: Any) -> None:
         real_init(self, *args, **kwargs)
-        self.conn = _FullDisk(self.conn)  # type: ignore[assignment]
+        self.db.conn = _FullDisk(self.db.conn)  # type: ignore[assignment]
 
     monkeypatch.setattr(RunStore, "__init__", full_disk_init)
     before = snapshot(run)
@@ -359,216 +372,6 @@ def test_full_disk_report_leaves_no_tmp_and_keeps_old_files(run: Path, monkeypat
     assert snapshot(run) == before  # old report kept whole, no *.tmp left
 
 
-# --- migrations -------------------------------------------------------------------------------
-# The schema of version 3, copied from `git show HEAD~2:src/vlmalign/store.py`.
-SCHEMA_V3 = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS items (
-    dataset_sha256 TEXT NOT NULL,
-    id TEXT NOT NULL,
-    line INTEGER NOT NULL,
-    json TEXT NOT NULL,
-    PRIMARY KEY (dataset_sha256, id)
-);
-CREATE TABLE IF NOT EXISTS generations (
-    key TEXT PRIMARY KEY,
-    variant TEXT NOT NULL,
-    model TEXT NOT NULL,
-    model_fingerprint TEXT NOT NULL,
-    adapter_hash TEXT,
-    dataset_sha256 TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    split TEXT NOT NULL,
-    shots INTEGER NOT NULL,
-    sample_index INTEGER NOT NULL,
-    seed INTEGER NOT NULL,
-    image_sha256 TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    sampling TEXT NOT NULL,
-    response TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS judgments (
-    generation_key TEXT NOT NULL REFERENCES generations(key),
-    judge TEXT NOT NULL,
-    judge_config_sha256 TEXT NOT NULL,
-    aligned INTEGER,
-    score REAL,
-    detail TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (generation_key, judge, judge_config_sha256)
-);
-CREATE TABLE IF NOT EXISTS finetune_epochs (
-    adapter_hash TEXT NOT NULL,
-    epoch INTEGER NOT NULL,
-    loss REAL NOT NULL,
-    seconds REAL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (adapter_hash, epoch)
-);
-CREATE TABLE IF NOT EXISTS study_runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    provenance TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS datasets (
-    sha256 TEXT PRIMARY KEY,
-    source TEXT NOT NULL,
-    base_dir TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS run_generations (
-    run_id INTEGER NOT NULL REFERENCES study_runs(id),
-    generation_key TEXT NOT NULL REFERENCES generations(key),
-    PRIMARY KEY (run_id, generation_key)
-);
-CREATE TABLE IF NOT EXISTS annotators (
-    name TEXT PRIMARY KEY,
-    order_seed INTEGER NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS labels (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    generation_key TEXT NOT NULL REFERENCES generations(key),
-    annotator TEXT NOT NULL,
-    label TEXT NOT NULL CHECK (label IN ('aligned', 'misaligned', 'unsure')),
-    note TEXT NOT NULL DEFAULT '',
-    source TEXT NOT NULL DEFAULT 'app',
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS labels_by_generation ON labels (generation_key, annotator, id);
-"""
-T = "2025-01-01T00:00:00+00:00"
-V3_ROWS = {
-    "items": [("d" * 64, "q1", 1, '{"id": "q1"}')],
-    "datasets": [("d" * 64, "q.jsonl", "/data")],
-    "generations": [
-        (
-            "g1",
-            "base",
-            "m",
-            "fp",
-            None,
-            "d" * 64,
-            "q1",
-            "train",
-            0,
-            0,
-            7,
-            "i" * 64,
-            "P",
-            "{}",
-            "Yes.",
-            T,
-        ),
-        (
-            "g2",
-            "base",
-            "m",
-            "fp",
-            None,
-            "d" * 64,
-            "q1",
-            "train",
-            1,
-            0,
-            8,
-            "i" * 64,
-            "P2",
-            "{}",
-            "No.",
-            T,
-        ),
-    ],
-    "judgments": [("g1", "stance", "c" * 64, 1, None, "{}", T)],
-    "finetune_epochs": [("a" * 64, 1, 0.5, 1.0, T)],
-    "study_runs": [(1, T, T, '{"judges": {}}')],
-    "run_generations": [(1, "g1"), (1, "g2")],
-    "annotators": [("ana", 11, T)],
-    "labels": [(1, "g1", "ana", "aligned", "", "app", T)],
-}
-
-
-def make_v3_store(run_dir: Path) -> None:
-    run_dir.mkdir(parents=True)
-    conn = sqlite3.connect(run_dir / STORE_FILE)  # rollback journal, as version 3 made them
-    with conn:
-        conn.executescript(SCHEMA_V3)
-        conn.execute("INSERT INTO meta VALUES ('schema_version', '3')")
-        for table, rows in V3_ROWS.items():
-            marks = ",".join("?" * len(rows[0]))
-            conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
-    conn.close()
-
-
-def table_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    with sqlite3.connect(path) as conn:
-        rows = {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in V3_ROWS}
-    conn.close()
-    return rows
-
-
-def columns(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Each table's columns (name, type, not null, default, pk), as SQLite reports them."""
-    with sqlite3.connect(path) as conn:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        found = {t: [r[1:] for r in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
-    conn.close()
-    return found
-
-
-def test_version_3_store_migrates_and_keeps_its_rows(tmp_path: Path) -> None:
-    make_v3_store(tmp_path / "old")
-    with RunStore(tmp_path / "old") as store:
-        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert [g.response for g in store.generations(["g1", "g2"])] == ["Yes.", "No."]
-        assert store.reference_judgments("d" * 64, "stance", "c" * 64) == {}
-    with sqlite3.connect(tmp_path / "old" / STORE_FILE) as conn:
-        version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    conn.close()
-    assert version == (str(SCHEMA_VERSION),)
-    assert table_rows(tmp_path / "old" / STORE_FILE) == V3_ROWS
-    RunStore(tmp_path / "new").close()
-    # the migrated store has exactly the tables and columns of a new one
-    assert columns(tmp_path / "old" / STORE_FILE) == columns(tmp_path / "new" / STORE_FILE)
-
-
-def test_read_only_opening_migrates_an_older_store_first(tmp_path: Path) -> None:
-    make_v3_store(tmp_path / "old")
-    with RunStore(tmp_path / "old", read_only=True) as store:
-        assert store.run_generation_keys(1) == ["g1", "g2"]
-    assert table_rows(tmp_path / "old" / STORE_FILE) == V3_ROWS
-
-
-def test_a_step_may_add_a_column(tmp_path: Path, monkeypatch) -> None:
-    make_v3_store(tmp_path / "old")
-    step = (
-        SCHEMA_VERSION + 1,
-        "ALTER TABLE study_runs ADD COLUMN host TEXT NOT NULL DEFAULT 'unknown';",
-    )
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, step])
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
-    with RunStore(tmp_path / "old") as store:
-        row = store.conn.execute("SELECT id, provenance, host FROM study_runs").fetchone()
-        assert tuple(row) == (1, '{"judges": {}}', "unknown")
-        version = store.conn.execute("SELECT value FROM meta WHERE key='schema_version'")
-        assert version.fetchone()[0] == str(SCHEMA_VERSION + 1)
-
-
-def test_a_failing_step_changes_nothing(tmp_path: Path, monkeypatch) -> None:
-    make_v3_store(tmp_path / "old")
-    broken = (4, "CREATE TABLE half_made (x INTEGER);\nALTER TABLE no_such ADD COLUMN y TEXT;")
-    monkeypatch.setattr(store_module, "MIGRATIONS", [broken])
-    with pytest.raises(StoreError, match=r"study\.sqlite cannot be used: SQLite says"):
-        RunStore(tmp_path / "old")
-    with sqlite3.connect(tmp_path / "old" / STORE_FILE) as conn:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    conn.close()
-    assert "half_made" not in tables and version == ("3",)
-    assert table_rows(tmp_path / "old" / STORE_FILE) == V3_ROWS
-
-
 # --- unfinished runs --------------------------------------------------------------------------
 def test_report_names_a_newer_unfinished_run(run: Path, caplog) -> None:
     with RunStore(run) as store:
@@ -577,5 +380,54 @@ def test_report_names_a_newer_unfinished_run(run: Path, caplog) -> None:
     assert finished is not None
     data = load_run(run)
     assert [run_id for run_id, _ in data.unfinished_after] == [newer]
-    assert data.provenance == finished[1]  # the report shows the last finished run
+    # the report shows the last finished run
+    assert data.provenance == Provenance.model_validate(finished[1])
     assert f"a newer study run ({newer}" in caplog.text
+
+
+# --- verdicts and labels as rows ------------------------------------------------------------------
+def test_a_judges_verdict_is_stored_whole(tmp_path: Path) -> None:
+    verdict = Verdict(
+        aligned=False,
+        score=0.25,
+        answer="yes",
+        explanation="reads yes; the aligned answer is no",
+        detail={"stance": "yes", "reason": "leading 'yes'"},
+    )
+    row = JudgmentRow.of("g1", "stance", "c" * 64, verdict)
+    assert row == JudgmentRow(
+        "g1", "stance", "c" * 64, False, 0.25, verdict.detail, "yes", verdict.explanation
+    )
+    reference = ReferenceJudgmentRow.of("d" * 64, "q1", "ideal", "stance", "c" * 64, verdict)
+    assert (reference.item_id, reference.side, reference.answer) == ("q1", "ideal", "yes")
+    generation = GenerationRow(
+        "g1", "base", "m", "fp", None, "d" * 64, "q1", "train", 0, 0, 7, "i", "P", "{}", "Yes."
+    )
+    unclear = JudgmentRow.of("g1", "ethics", "e" * 64, Verdict(aligned=None))
+    with RunStore(tmp_path / "r") as store:
+        store.add_generations([generation])
+        store.add_judgments([row, unclear])
+        store.add_reference_judgments([reference])
+        assert store.judgments("stance", "c" * 64, ["g1", "g2"]) == {"g1": row}
+        assert store.judgments("ethics", "e" * 64, ["g1"])["g1"].answer is None
+        assert store.reference_judgments("d" * 64, "stance", "c" * 64) == {
+            ("q1", "ideal"): reference
+        }
+
+
+def test_labels_are_read_by_id_and_after_an_id(tmp_path: Path) -> None:
+    generation = GenerationRow(
+        "g1", "base", "m", "fp", None, "d" * 64, "q1", "train", 0, 0, 7, "i", "P", "{}", "Yes."
+    )
+    first = LabelRow("g1", "ana", "aligned", "", "t1")
+    second = LabelRow("g1", "ana", "misaligned", "on reflection", "t2", "import:x.csv")
+    with RunStore(tmp_path / "r") as store:
+        store.add_generations([generation])
+        store.add_labels([first, second])
+        assert store.label(2) == LabelRow(
+            "g1", "ana", "misaligned", "on reflection", "t2", "import:x.csv", 2
+        )
+        assert store.label(3) is None
+        assert [r.id for r in store.labels(latest_only=False, after_id=1)] == [2]
+        assert [r.label for r in store.labels(latest_only=False)] == ["aligned", "misaligned"]
+        assert [r.label for r in store.labels()] == ["misaligned"]

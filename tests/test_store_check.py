@@ -12,7 +12,7 @@ from tests.report.conftest import build_run
 from tests.test_store import cli
 
 from vlmalign.store import STORE_FILE, RunStore
-from vlmalign.store_check import check_store
+from vlmalign.store.check import check_store
 
 T = "2026-01-01T00:00:00+00:00"
 
@@ -69,8 +69,9 @@ def test_each_kind_of_damage_is_named(run: Path, capsys) -> None:
         f"WHERE generation_key != '{key}' LIMIT 1",
         "INSERT INTO run_generations SELECT 99, generation_key FROM run_generations "
         f"WHERE generation_key != '{key}' LIMIT 1",
-        "INSERT INTO reference_judgments SELECT dataset_sha256, 'ghost', 'ideal', 'stance', "
-        f"'c', 1, NULL, '{{}}', '{T}' FROM items LIMIT 1",
+        "INSERT INTO reference_judgments (dataset_sha256, item_id, side, judge, "
+        "judge_config_sha256, aligned, score, detail, created_at) SELECT dataset_sha256, "
+        f"'ghost', 'ideal', 'stance', 'c', 1, NULL, '{{}}', '{T}' FROM items LIMIT 1",
         "DELETE FROM datasets",
         f"INSERT INTO study_runs (started_at, provenance) VALUES ('{T}', '{{}}')",
     )

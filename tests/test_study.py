@@ -212,3 +212,57 @@ def test_eval_judges_one_model_on_chosen_conditions(
         config(small_dataset, tmp_path / "base", conditions=conditions), None, progress=False
     )
     assert {c.model for c in base.cells} == {"base"}
+
+
+def test_resume_with_a_changed_finetune_setting_trains_and_answers_anew(
+    tiny_registered, small_dataset, tmp_path, monkeypatch
+) -> None:
+    """The learning rate is part of the finetuning run's identity: a study resumed with another
+    one must neither resume the old checkpoint nor reuse the old adapter or its responses."""
+    import vlmalign.finetune as finetune_module
+
+    first = FinetuneConfig(epochs=2, batch_size=2, lr=5e-3)
+    second = FinetuneConfig(epochs=2, batch_size=2, lr=2e-2)
+    out = tmp_path / "run"
+
+    def study(run: Path, settings: FinetuneConfig) -> StudyConfig:
+        test_only = [{"split": "test", "shots": 0}]
+        return config(small_dataset, run, finetune=settings, conditions=test_only)
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch: int, loss: float) -> None:
+        raise Stop
+
+    train = finetune_module.finetune
+    monkeypatch.setattr(
+        finetune_module, "finetune", lambda *args, **kw: train(*args, **kw, on_epoch_end=stop)
+    )
+    with pytest.raises(Stop):  # the first setting stops after epoch 1, its checkpoint kept
+        run_study(study(out, first), progress=False)
+    assert (out / "adapter" / "checkpoints" / "epoch-1").is_dir()
+    monkeypatch.setattr(finetune_module, "finetune", train)
+
+    def adapter_of(run: Path) -> dict:
+        return json.loads((run / "results.json").read_text())["provenance"]["finetuned_adapter"]
+
+    resumed = run_study(study(out, second), progress=False)
+    straight = tmp_path / "straight"
+    run_study(study(straight, second), progress=False)
+    # Trained from the start, as a run that never saw the first setting.
+    expected = [e["loss"] for e in adapter_of(straight)["epoch_losses"]]
+    assert [e["loss"] for e in adapter_of(out)["epoch_losses"]] == pytest.approx(expected)
+    assert adapter_of(out)["adapter_hash"] == adapter_of(straight)["adapter_hash"]
+    # The base model's response is reused; the finetuned model answers 3 train + 1 test anew.
+    assert (resumed.generated, resumed.reused) == (4, 1)
+
+    # Back to the first setting: the finished adapter of the second is not taken for it.
+    again = run_study(study(out, first), progress=False)
+    assert adapter_of(out)["adapter_hash"] != adapter_of(straight)["adapter_hash"]
+    assert (again.generated, again.reused) == (4, 1)
+    with sqlite3.connect(out / "study.sqlite") as conn:
+        adapters = conn.execute(
+            "SELECT COUNT(DISTINCT adapter_hash) FROM generations WHERE variant = 'finetuned'"
+        ).fetchone()[0]
+    assert adapters == 2

@@ -6,16 +6,21 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Collection
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vlmalign.errors import VlmalignError
+from vlmalign.config import FinetuneConfig, StudyConfig
+from vlmalign.errors import VlmalignError, validation_message
+
+if TYPE_CHECKING:
+    from vlmalign.schemas.provenance import Provenance
 
 app = typer.Typer(
     help="Measure and improve how well vision-language models answer image-grounded moral "
@@ -36,15 +41,84 @@ app.add_typer(judges_app, name="judges")
 store_app = typer.Typer(help="Check run stores (study.sqlite).", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 
-# Options that several commands share, declared once.
-PromptFormatOption = Annotated[str | None, typer.Option(help="magma or chat")]
+
+# --- options that set config fields -----------------------------------------------------------
+# Such an option defaults to None, meaning "the config's value" (a YAML file's, else the
+# default), and its help shows the config's default, read from the config class itself: a
+# default is written once, in config.py.
+
+
+def _shown_default(config: type[BaseModel], field: str) -> str | bool:
+    """A config field's default as `[default: (...)]` shows it; False when it is unset (None)."""
+    value = config.model_fields[field].get_default(call_default_factory=True)
+    if value is None:
+        return False
+    if isinstance(value, tuple | list):
+        return ", ".join(str(part) for part in value)
+    return str(value)
+
+
+def _setting(config: type[BaseModel], field: str, help: str, *names: str) -> Any:
+    """An option that sets `field` of `config` (StudyConfig or its FinetuneConfig section)."""
+    return typer.Option(*names, help=help, show_default=_shown_default(config, field))
+
+
+# Parameters named otherwise than the field they set (`out` is this module's console).
+FIELD_OF_PARAMETER = {"out_dir": "out", "judge_names": "judges"}
+
+
+def _given(
+    ctx: typer.Context, config: type[BaseModel], besides: Collection[str] = ()
+) -> dict[str, Any]:
+    """The options of this command that set a field of `config` and were given on the command
+    line; `besides` names fields left out (they belong to another section, or mean another
+    thing here)."""
+    given = {}
+    for name, value in ctx.params.items():
+        field = FIELD_OF_PARAMETER.get(name, name)
+        unset = value is None or (isinstance(value, list | tuple) and not value)  # no --judge
+        if field in config.model_fields and field not in besides and not unset:
+            given[field] = value
+    return given
+
+
+DatasetOption = Annotated[
+    str | None, _setting(StudyConfig, "dataset", "JSONL file or builtin:NAME")
+]
+ModelOption = Annotated[
+    str | None, _setting(StudyConfig, "model", "model preset (see `vlmalign models`)")
+]
+SamplesOption = Annotated[int | None, _setting(StudyConfig, "samples", "samples per prompt")]
+SeedOption = Annotated[int | None, _setting(StudyConfig, "seed", "study seed")]
+DeviceOption = Annotated[
+    str | None, _setting(StudyConfig, "device", "auto, cpu, cuda, cuda:1, ...")
+]
+PromptFormatOption = Annotated[
+    str | None, _setting(StudyConfig, "prompt_format", "magma or chat (unset: the model's own)")
+]
 ShotsAsOption = Annotated[
-    str | None, typer.Option(help="chat format: shots inline (one user turn) or as turns")
+    str | None,
+    _setting(StudyConfig, "shots_as", "chat format: shots inline (one user turn) or as turns"),
 ]
 EngineOption = Annotated[
-    str | None, typer.Option(help="hf (transformers) or vllm (hf: models on a GPU)")
+    str | None,
+    _setting(StudyConfig, "engine", "hf (transformers) or vllm (hf: models on a GPU)"),
+]
+JudgesOption = Annotated[
+    list[str] | None,
+    _setting(
+        StudyConfig,
+        "judges",
+        "NAME, NAME:ARGUMENT or LABEL=NAME[:ARGUMENT] (repeatable)",
+        "--judge",
+    ),
+]
+ConfigArgument = Annotated[
+    Path | None,
+    typer.Argument(help="YAML study config (optional; options given here override it)"),
 ]
 QuietOption = Annotated[bool, typer.Option(help="no progress bars")]
+STUDY_DEFAULTS = StudyConfig()
 
 out = Console()
 err = Console(stderr=True)
@@ -94,76 +168,55 @@ def _print_validity(entries: Any) -> None:
         )
 
 
-def _print_tables(cells: Any, provenance: dict[str, Any]) -> None:
-    from vlmalign.report.tables import (
-        TABLE1_COLUMNS,
-        TABLE2_COLUMNS,
-        loss_rows,
-        table1_rows,
-        table2_rows,
-    )
+def _print_tables(cells: Any, provenance: Provenance) -> None:
+    from vlmalign.report.tables import LOSS_HEADER, loss_rows, table1, table2
 
     judges = list(dict.fromkeys(c.judge for c in cells))
     if any(c.model == "base" and c.split == "train" for c in cells):
-        header = ["judge", *(label for _, label in TABLE1_COLUMNS)]
-        rows = table1_rows(cells, judges)
-        out.print(_table("Table 1: base model, train split [95% interval]", header, rows))
-    header = ["judge", "model", *(label for _, label in TABLE2_COLUMNS)]
-    out.print(_table("Table 2: base vs finetuned, 0-shot", header, table2_rows(cells, judges)))
-    losses = loss_rows((provenance.get("finetuned_adapter") or {}).get("epoch_losses") or [])
+        first = table1([("", cells)], judges)
+        title = "Table 1: base model, train split [95% interval]"
+        out.print(_table(title, first.header(), first.text_rows()))
+    second = table2([("", cells)], judges)
+    out.print(_table("Table 2: base vs finetuned, 0-shot", second.header(), second.text_rows()))
+    adapter = provenance.finetuned_adapter
+    losses = loss_rows([e.model_dump() for e in adapter.epoch_losses] if adapter else [])
     if losses:
-        out.print(_table("Finetuning loss", ["epoch", "mean loss", "seconds"], losses))
+        out.print(_table("Finetuning loss", LOSS_HEADER, losses))
 
 
 @app.command()
 def study(
-    config: Annotated[Path | None, typer.Argument(help="YAML study config (optional)")] = None,
-    dataset: Annotated[str | None, typer.Option(help="JSONL file or builtin:NAME")] = None,
-    model: Annotated[str | None, typer.Option(help="model preset (see `vlmalign models`)")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="run directory")] = None,
-    samples: Annotated[int | None, typer.Option(help="samples per prompt")] = None,
-    seed: Annotated[int | None, typer.Option(help="study seed")] = None,
+    ctx: typer.Context,
+    config: ConfigArgument = None,
+    dataset: DatasetOption = None,
+    model: ModelOption = None,
+    out_dir: Annotated[Path | None, _setting(StudyConfig, "out", "run directory", "--out")] = None,
+    samples: SamplesOption = None,
+    seed: SeedOption = None,
     prompt_format: PromptFormatOption = None,
     shots_as: ShotsAsOption = None,
     engine: EngineOption = None,
     adapter: Annotated[
-        Path | None, typer.Option(help="evaluate this finetuned adapter instead of training one")
+        Path | None,
+        _setting(StudyConfig, "adapter", "evaluate this finetuned adapter instead of training one"),
     ] = None,
-    finetune: Annotated[
-        bool | None, typer.Option("--finetune/--no-finetune", help="run the finetuning stage")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = None,
-    judge_names: Annotated[
-        list[str] | None,
+    finetuning: Annotated[
+        bool | None,
         typer.Option(
-            "--judge",
-            help="NAME, NAME:ARGUMENT or LABEL=NAME[:ARGUMENT] (repeatable; default the config's)",
+            "--finetune/--no-finetune",
+            help="run the finetuning stage",
+            show_default="finetune" if STUDY_DEFAULTS.finetune else "no-finetune",
         ),
     ] = None,
+    device: DeviceOption = None,
+    judge_names: JudgesOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Run the paper's study: base 0/1/2-shot, finetune, finetuned 0-shot, every automatic judge."""
-    from vlmalign.config import FinetuneConfig, load_config
+    from vlmalign.config import load_config
     from vlmalign.study import run_study
 
-    overrides: dict[str, Any] = {
-        "dataset": dataset,
-        "model": model,
-        "out": out_dir,
-        "samples": samples,
-        "seed": seed,
-        "prompt_format": prompt_format,
-        "shots_as": shots_as,
-        "engine": engine,
-        "device": device,
-        "adapter": adapter,
-        "judges": judge_names or None,
-    }
-    cfg = load_config(config, overrides)
-    if finetune is not None:
-        cfg = cfg.model_copy(
-            update={"finetune": (cfg.finetune or FinetuneConfig()) if finetune else None}
-        )
+    cfg = load_config(config, _given(ctx, StudyConfig), finetune=finetuning)
     result = run_study(cfg, progress=not quiet)
     _print_tables(result.cells, result.provenance)
     _print_validity(result.validity)
@@ -175,83 +228,76 @@ def study(
 
 @app.command()
 def finetune(
-    config: Annotated[Path | None, typer.Argument(help="YAML study config (optional)")] = None,
-    dataset: Annotated[str | None, typer.Option(help="JSONL file or builtin:NAME")] = None,
-    model: Annotated[str | None, typer.Option(help="model preset")] = None,
+    ctx: typer.Context,
+    config: ConfigArgument = None,
+    dataset: DatasetOption = None,
+    model: ModelOption = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="run directory (adapter/ inside)")
+        Path | None, _setting(StudyConfig, "out", "run directory (adapter/ inside)", "--out")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="passes over the split")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="examples per step, all processes")] = None,
-    lr: Annotated[float | None, typer.Option(help="learning rate of adapters and prefix")] = None,
+    epochs: Annotated[
+        int | None, _setting(FinetuneConfig, "epochs", "passes over the split")
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        _setting(FinetuneConfig, "batch_size", "examples per optimizer step, all processes"),
+    ] = None,
+    lr: Annotated[
+        float | None, _setting(FinetuneConfig, "lr", "learning rate of adapters and prefix")
+    ] = None,
     encoder_lr: Annotated[
-        float | None, typer.Option(help="also train the image encoder at this rate")
+        float | None,
+        _setting(
+            FinetuneConfig,
+            "encoder_lr",
+            "also train the image encoder at this rate (unset: frozen)",
+        ),
     ] = None,
-    loss_on: Annotated[str | None, typer.Option(help="answer (default) or caption")] = None,
-    split: Annotated[str | None, typer.Option(help="split to train on")] = None,
-    seed: Annotated[int | None, typer.Option(help="training seed")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="gradient accumulation steps")] = None,
-    mixed_precision: Annotated[str | None, typer.Option(help="auto, no, fp16, bf16")] = None,
-    lora_r: Annotated[int | None, typer.Option(help="hf: models: LoRA rank (16)")] = None,
-    lora_alpha: Annotated[int | None, typer.Option(help="hf: models: LoRA alpha (32)")] = None,
+    loss_on: Annotated[str | None, _setting(FinetuneConfig, "loss_on", "answer or caption")] = None,
+    split: Annotated[str | None, _setting(FinetuneConfig, "split", "split to train on")] = None,
+    seed: Annotated[int | None, _setting(FinetuneConfig, "seed", "training seed")] = None,
+    grad_accum: Annotated[
+        int | None, _setting(FinetuneConfig, "grad_accum", "gradient accumulation steps")
+    ] = None,
+    mixed_precision: Annotated[
+        str | None, _setting(FinetuneConfig, "mixed_precision", "auto, no, fp16, bf16")
+    ] = None,
+    lora_r: Annotated[
+        int | None, _setting(FinetuneConfig, "lora_r", "hf: models: LoRA rank")
+    ] = None,
+    lora_alpha: Annotated[
+        int | None, _setting(FinetuneConfig, "lora_alpha", "hf: models: LoRA alpha")
+    ] = None,
     lora_dropout: Annotated[
-        float | None, typer.Option(help="hf: models: LoRA dropout (0.05)")
+        float | None, _setting(FinetuneConfig, "lora_dropout", "hf: models: LoRA dropout")
     ] = None,
     prompt_format: PromptFormatOption = None,
     shots_as: ShotsAsOption = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, ...")] = None,
+    device: DeviceOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Finetune adapters (MAGMA: adapters + image prefix; hf: LoRA) on (image, 0-shot prompt,
-    ideal answer); resumable."""
+    ideal answer); resumable. Settings come from the config's `finetune` section (or its
+    defaults), with the options given here on top."""
     from accelerate import PartialState
-    from pydantic import ValidationError
 
-    from vlmalign.config import Condition, FinetuneConfig, load_config
+    from vlmalign.config import Condition, load_config
     from vlmalign.finetune import ADAPTER_DIR
     from vlmalign.finetune import finetune as train
-    from vlmalign.models.registry import load_model
+    from vlmalign.models.registry import load_trainable
     from vlmalign.study import validate_for_study
 
-    cfg = load_config(
-        config,
-        {
-            "dataset": dataset,
-            "model": model,
-            "out": out_dir,
-            "prompt_format": prompt_format,
-            "shots_as": shots_as,
-            "device": device,
-        },
-    )
-    changes = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "encoder_lr": encoder_lr,
-        "loss_on": loss_on,
-        "split": split,
-        "seed": seed,
-        "grad_accum": grad_accum,
-        "mixed_precision": mixed_precision,
-        "lora_r": lora_r,
-        "lora_alpha": lora_alpha,
-        "lora_dropout": lora_dropout,
-    }
-    base = (cfg.finetune or FinetuneConfig()).model_dump()
-    try:
-        settings = FinetuneConfig.model_validate(
-            {**base, **{k: v for k, v in changes.items() if v is not None}}
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise VlmalignError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from exc
+    # --seed, --split and --batch-size set the finetune section's fields, not the study's.
+    study_settings = _given(ctx, StudyConfig, besides=FinetuneConfig.model_fields)
+    cfg = load_config(config, study_settings, _given(ctx, FinetuneConfig), finetune=True)
+    settings = cfg.finetune
+    assert settings is not None  # finetune=True
     # Finetuning asks each item of the split 0-shot: only that needs checking.
     only_training = (Condition(split=settings.split, shots=0),)
     data = validate_for_study(
         cfg.model_copy(update={"conditions": only_training, "finetune": None, "adapter": None})
     )
-    vlm = load_model(cfg.model, cfg.device, not quiet)
+    vlm = load_trainable(cfg.model, cfg.device, not quiet)
     card = train(
         vlm,
         data,
@@ -263,65 +309,68 @@ def finetune(
     )
     if not PartialState().is_main_process:
         return  # under `accelerate launch`, one process reports
-    losses = ", ".join(f"{e['loss']:.3f}" for e in card.get("epoch_losses", []))
+    losses = ", ".join(f"{e.loss:.3f}" for e in card.epoch_losses)
     out.print(
-        f"wrote {cfg.out / ADAPTER_DIR} (adapter {card.get('adapter_hash', '')[:12]}); "
+        f"wrote {cfg.out / ADAPTER_DIR} (adapter {card.adapter_hash[:12]}); "
         f"loss per epoch: {losses}"
     )
 
 
+EVAL_SPLITS, EVAL_SHOTS = ["test"], [0]  # eval asks the test split 0-shot unless told
+
+
 @app.command("eval")
 def evaluate(
-    model: Annotated[str, typer.Option(help="model preset")] = "mini",
+    ctx: typer.Context,
+    model: ModelOption = None,
     adapter: Annotated[Path | None, typer.Option(help="finetuned adapter directory")] = None,
-    dataset: Annotated[
-        str, typer.Option(help="JSONL file or builtin:NAME")
-    ] = "builtin:moral-vqa-40",
-    shots: Annotated[list[int] | None, typer.Option(help="shots (repeatable; default 0)")] = None,
-    split: Annotated[
-        list[str] | None, typer.Option(help="split (repeatable; default test)")
-    ] = None,
-    samples: Annotated[int, typer.Option(help="samples per prompt")] = 1,
-    out_dir: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/eval"),
-    seed: Annotated[int, typer.Option(help="study seed")] = 0,
-    judge_names: Annotated[
-        list[str] | None,
+    dataset: DatasetOption = None,
+    shots: Annotated[
+        list[int] | None,
         typer.Option(
-            "--judge",
-            help="NAME[:ARGUMENT] or LABEL=NAME[:ARGUMENT] (repeatable; default the "
-            "automatic judges)",
+            help="shots (repeatable; eval's own default, not a study's conditions)",
+            show_default=", ".join(map(str, EVAL_SHOTS)),
         ),
     ] = None,
+    split: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="split (repeatable; eval's own default, not a study's conditions)",
+            show_default=", ".join(EVAL_SPLITS),
+        ),
+    ] = None,
+    samples: SamplesOption = None,
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out", help=f"run directory (eval's own default; a study's is {STUDY_DEFAULTS.out})"
+        ),
+    ] = Path("runs/eval"),
+    seed: SeedOption = None,
+    judge_names: JudgesOption = None,
     prompt_format: PromptFormatOption = None,
     shots_as: ShotsAsOption = None,
     engine: EngineOption = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    device: DeviceOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Generate and judge one model (base or --adapter) on chosen splits and shots."""
+    """Generate and judge one model (base or --adapter) on chosen splits and shots.
+
+    Settings default to a study's, except that eval never finetunes, asks the test split 0-shot
+    unless --split/--shots say otherwise, and writes to its own run directory.
+    """
     from vlmalign.config import load_config
     from vlmalign.study import run_eval
 
-    conditions = [{"split": sp, "shots": n} for sp in (split or ["test"]) for n in (shots or [0])]
-    overrides: dict[str, Any] = {
-        "model": model,
-        "dataset": dataset,
-        "samples": samples,
-        "out": out_dir,
-        "seed": seed,
-        "prompt_format": prompt_format,
-        "shots_as": shots_as,
-        "engine": engine,
-        "device": device,
-        "conditions": conditions,
-        "finetune": None,
-        "judges": judge_names,
-    }
-    cfg = load_config(None, overrides).model_copy(update={"finetune": None})
+    splits, shot_counts = split or EVAL_SPLITS, shots or EVAL_SHOTS
+    conditions = [{"split": sp, "shots": n} for sp in splits for n in shot_counts]
+    # --adapter is the model to evaluate here (run_eval's argument), not a study's `adapter`.
+    settings = _given(ctx, StudyConfig, besides={"adapter"})
+    cfg = load_config(None, {**settings, "conditions": conditions}, finetune=False)
     result = run_eval(cfg, adapter, progress=not quiet)
     variant = "finetuned" if adapter else "base"
     rows = [
-        [c.judge, f"{c.shots}-shot {c.split}", c.text(), str(c.unclear)]
+        [c.judge, c.condition.column, c.text(), str(c.unclear)]
         for c in result.cells
         if c.model == variant
     ]
@@ -336,21 +385,28 @@ def evaluate(
 def ask(
     image: Annotated[str, typer.Argument(help="image path, pkg:<package>/<path> or URL")],
     question: Annotated[str, typer.Argument(help="question about the image")],
-    model: Annotated[str, typer.Option(help="model preset")] = "mini",
-    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.7,
-    max_new_tokens: Annotated[int, typer.Option(help="answer length limit")] = 15,
-    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    model: Annotated[str, typer.Option(help="model preset")] = STUDY_DEFAULTS.model,
+    temperature: Annotated[
+        float, typer.Option(help="0 = greedy")
+    ] = STUDY_DEFAULTS.sampling.temperature,
+    max_new_tokens: Annotated[
+        int, typer.Option(help="answer length limit")
+    ] = STUDY_DEFAULTS.sampling.max_new_tokens,
+    seed: Annotated[int, typer.Option(help="this answer's sampling seed")] = 0,
     prompt_format: PromptFormatOption = None,
     shots_as: ShotsAsOption = None,
-    engine: Annotated[str, typer.Option(help="hf or vllm (hf: models on a GPU)")] = "hf",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    engine: Annotated[
+        str, typer.Option(help="hf or vllm (hf: models on a GPU)")
+    ] = STUDY_DEFAULTS.engine,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = STUDY_DEFAULTS.device,
     adapter: Annotated[Path | None, typer.Option(help="finetuned adapter directory")] = None,
 ) -> None:
-    """Ask a model one question about one image and print its answer."""
+    """Ask a model one question about one image and print its answer (sampling as a study's)."""
     from pydantic import ValidationError
 
     from vlmalign.data.images import ImageError, load_image
-    from vlmalign.models.base import ENGINES, GenerationRequest
+    from vlmalign.models.base import GenerationRequest
+    from vlmalign.models.engines import ENGINES
     from vlmalign.models.registry import load_model
     from vlmalign.prompts import PROMPT_FORMATS, SHOTS_AS, Prompt, PromptFormat, ShotsAs
     from vlmalign.sampling import SamplingParams
@@ -364,7 +420,7 @@ def ask(
     try:
         params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
     except ValidationError as exc:
-        raise VlmalignError(f"bad sampling option: {exc.errors()[0]['msg']}") from exc
+        raise VlmalignError(validation_message(exc, option_names=True)) from exc
     try:
         picture = load_image(image, Path.cwd()).image
     except ImageError as exc:
@@ -430,8 +486,7 @@ def judge(
     try:
         options = JudgeOptions.model_validate({k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise VlmalignError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from exc
+        raise VlmalignError(validation_message(exc, option_names=True)) from exc
     count = judge_file(judge_name, input_file, output, options=options)
     err.print(f"judged {count} responses with {judge_name}; wrote {output}")
 
@@ -476,7 +531,7 @@ def dataset_show(
                 i.id,
                 i.split or "-",
                 i.polarity or "-",
-                i.aligned_stance,
+                i.aligned_stance or i.answer_letter or "-",  # a choice item: its correct letter
                 str(len(i.shots)),
                 ",".join(i.tags),
                 i.question,
@@ -488,6 +543,27 @@ def dataset_show(
     out.print(_table(f"{escape(printable(data.source))} ({len(data)} items)", header, rows))
 
 
+@dataset_app.command("export")
+def dataset_export(
+    dataset: Annotated[str, typer.Argument(help="JSONL file, builtin:NAME or hf:...")],
+    output: Annotated[Path, typer.Argument(help="folder to write (created)")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="hf (parquet + Image column) or jsonl (+ images/)")
+    ] = "hf",
+    force: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
+) -> None:
+    """Write a dataset as a Hugging Face dataset folder (loads back as hf:OUT) or as JSONL."""
+    from vlmalign.data.dataset import load_dataset
+    from vlmalign.data.export import EXPORT_FORMATS, export_dataset
+
+    if fmt not in EXPORT_FORMATS:
+        raise VlmalignError(f"--format: {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    data = load_dataset(dataset)
+    written = export_dataset(data, output, fmt, force=force)
+    load_as = f"hf:{written}" if fmt == "hf" else str(written)
+    err.print(f"wrote {len(data)} items to {escape(str(output))}; load it as {escape(load_as)}")
+
+
 # --- listings -------------------------------------------------------------------------------
 @app.command("models")
 def list_models() -> None:
@@ -496,6 +572,22 @@ def list_models() -> None:
 
     rows = [[s.display_name, s.size, s.needs, s.description] for s in MODELS.values()]
     out.print(_table("models", ["name", "size", "needs", "description"], rows))
+
+
+@app.command("schema")
+def schema(
+    name: Annotated[
+        str | None, typer.Argument(help="the file: results, adapter-card, provenance, ...")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of a file vlmalign writes; without NAME, list the files."""
+    from vlmalign.schemas.registry import ARTIFACTS, json_schema
+
+    if name is None:
+        rows = [[a.name, a.file, a.description] for a in ARTIFACTS.values()]
+        out.print(_table("schemas (docs/artifacts.md)", ["name", "file", "what"], rows))
+        return
+    typer.echo(json.dumps(json_schema(name), indent=2))
 
 
 @judges_app.callback(invoke_without_command=True)
@@ -513,36 +605,35 @@ def list_judges(ctx: typer.Context) -> None:
 def judges_validate(
     dataset: Annotated[
         str, typer.Option(help="JSONL file or builtin:NAME whose reference answers are judged")
-    ] = "builtin:moral-vqa-40",
+    ] = str(STUDY_DEFAULTS.dataset),  # a name (a mapping form is for config files)
     run_dir: Annotated[
         Path | None, typer.Option("--run", help="also measure against this run's human labels")
     ] = None,
-    judge_names: Annotated[
-        list[str] | None,
-        typer.Option("--judge", help="NAME or NAME:ARGUMENT (repeatable; default stance, ethics)"),
-    ] = None,
+    judge_names: JudgesOption = None,
     output: Annotated[
-        Path | None, typer.Option(help='write {"validity": [...]} to this JSON file')
+        Path | None,
+        typer.Option(help='write {"validity": [...]} to this JSON file (`vlmalign schema`)'),
     ] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Measure how well judges separate aligned from misaligned answers (judge validity)."""
-    from vlmalign.config import StudyConfig
     from vlmalign.data.dataset import load_dataset
     from vlmalign.judges.registry import build_judge
-    from vlmalign.report.markdown import VALIDITY_HEADER, validity_rows
+    from vlmalign.report.tables import VALIDITY_HEADER, validity_rows
     from vlmalign.validation import validate_judges
 
     data = load_dataset(dataset)
     if run_dir is not None:
         _existing_run(run_dir)
-    names = judge_names or list(StudyConfig.model_fields["judges"].default)
+    names = judge_names or list(STUDY_DEFAULTS.judges)
     judges = [build_judge(name, image_base_dir=data.base_dir) for name in names]
     entries = validate_judges(judges, data, run_dir, progress=not quiet)
     title = f"judge validity on {data.source}" + (f" and {run_dir}" if run_dir else "")
     out.print(_table(title, VALIDITY_HEADER, validity_rows(entries)))
     if output is not None:
-        document = {"validity": [e.model_dump(mode="json") for e in entries]}
+        from vlmalign.schemas.judge_validity import ValidityFile
+
+        document = ValidityFile(validity=entries).model_dump(mode="json")
         tmp = output.with_name(output.name + ".tmp")
         tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         tmp.replace(output)
@@ -583,7 +674,6 @@ def report(
     ] = None,
 ) -> None:
     """Rebuild report.md, report.html, results.json and CSVs from run directories' stores."""
-    from vlmalign.report.analysis import condition_label
     from vlmalign.report.build import HTML_FILE, REPORT_FILE, build_report
 
     target = out_dir or (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
@@ -599,7 +689,7 @@ def report(
         if analysis.human:
             coverage = analysis.human_coverage
             per_condition = ", ".join(
-                f"{condition_label(c.condition)} {c.labelled} of {c.responses}" for c in coverage
+                f"{c.condition.label} {c.labelled} of {c.responses}" for c in coverage
             )
             out.print(
                 f"humans labelled {sum(c.labelled for c in coverage)} of "
@@ -721,7 +811,9 @@ def annotate(
 @labels_app.command("export")
 def labels_export(
     run_dir: Annotated[Path, typer.Argument(help="run directory")],
-    csv_format: Annotated[bool, typer.Option("--csv", help="CSV (the default format)")] = True,
+    csv_format: Annotated[  # CSV is the only format; the flag stays accepted for old scripts
+        bool, typer.Option("--csv", hidden=True)
+    ] = True,
     output: Annotated[Path | None, typer.Option(help="file to write (default: stdout)")] = None,
     all_revisions: Annotated[
         bool, typer.Option(help="every revision, not only each annotator's latest label")
@@ -788,7 +880,7 @@ def store_check(
     """Check a run's store: SQLite integrity, foreign keys, duplicate and orphan rows, unfinished
     runs. Exit 0 when clean, 1 with the list of problems, 2 when it is not a usable store."""
     from vlmalign.store import STORE_FILE
-    from vlmalign.store_check import check_store, summary
+    from vlmalign.store.check import check_store, summary
 
     problems = check_store(run_dir)
     if not problems:
@@ -808,13 +900,17 @@ def main() -> None:
     except VlmalignError as exc:
         _error(exc)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # bad usage: typer's own message and exit code (2)
+        show = getattr(exc, "show", None)  # usage errors print the command's usage line too
+        if callable(show):
+            show()
+        else:
+            _error(exc.format_message())
         sys.exit(exc.exit_code)
     if isinstance(code, int):  # typer.Exit(code) returns here when not in standalone mode
         sys.exit(code)

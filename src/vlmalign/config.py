@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,11 +17,12 @@ from pydantic import (
 )
 
 from vlmalign.data.schema import Split
+from vlmalign.data.spec import DatasetSpec
 from vlmalign.data.text import printable
-from vlmalign.errors import ConfigError
+from vlmalign.errors import ConfigError, validation_message
 from vlmalign.judges.options import JudgeOptions
 from vlmalign.judges.registry import JudgeRef, options_by_judge, parse_judge_refs
-from vlmalign.models.base import Engine
+from vlmalign.models.engines import Engine
 from vlmalign.prompts import PromptFormat, ShotsAs
 from vlmalign.sampling import SamplingParams
 
@@ -72,10 +74,6 @@ class Condition(BaseModel):
     split: Split
     shots: int = Field(ge=0, le=16)
 
-    @property
-    def label(self) -> str:
-        return f"{self.shots}-shot {self.split}"
-
 
 PAPER_CONDITIONS = (
     Condition(split="train", shots=0),
@@ -93,7 +91,9 @@ class StudyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = "builtin:moral-vqa-40"
+    dataset: str | DatasetSpec = Field(
+        "builtin:moral-vqa-40", description="JSONL file, builtin:NAME or hf:...; or a mapping"
+    )
     model: str = "mini"
     out: Path = Path("runs/study")
     # Five draws per prompt by default: at temperature 0.7 one draw makes each item a coin flip
@@ -167,12 +167,6 @@ class StudyConfig(BaseModel):
         return value
 
 
-def _describe(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "config"
-    return f"field {field!r}: {first['msg']}"
-
-
 MAX_CONFIG_DEPTH = 32
 """YAML collections nested deeper than this are refused (a study config needs 4 levels)."""
 
@@ -223,18 +217,49 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{where}: config is nested too deeply") from exc
 
 
-def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> StudyConfig:
-    """Read a YAML config (or the defaults) and apply the CLI's non-None overrides."""
+def load_config(
+    path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    finetune_overrides: Mapping[str, Any] | None = None,
+    *,
+    finetune: bool | None = None,
+) -> StudyConfig:
+    """Read a YAML config (or the defaults), then apply the command line's settings.
+
+    `overrides` set top-level fields and `finetune_overrides` fields of the `finetune` section;
+    a None value there means "not given" and keeps the config's value. `finetune` turns the
+    finetuning stage on (the configured section, else the defaults) or off; finetune overrides
+    turn it on too. Every problem is one ConfigError naming where it is (the file, or the
+    command line for a value given there) and which field.
+    """
     data: dict[str, Any] = {}
-    where = "command line"
+    source = "command line"
     if path is not None:
-        where = printable(str(path))
+        source = printable(str(path))
         loaded = _read_yaml(path)
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{where}: a config must be a mapping of settings")
+            raise ConfigError(f"{source}: a config must be a mapping of settings")
         data = dict(loaded or {})
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    given = _given(overrides)
+    tuning = _given(finetune_overrides)
+    data.update(given)
+    if finetune is False:
+        data["finetune"] = None
+    elif finetune or tuning:
+        section = data.get("finetune", {})
+        if section is None:  # turned off in the file: the defaults, with what was given
+            section = {}
+        if isinstance(section, dict):  # anything else is left for validation to report
+            data["finetune"] = {**section, **tuning}
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {printable(_describe(exc))}") from exc
+        field, subfield = (*exc.errors()[0]["loc"], None, None)[:2]
+        on_command_line = field in given or (field == "finetune" and subfield in tuning)
+        where = "command line" if on_command_line else source
+        raise ConfigError(validation_message(exc, where)) from exc
+
+
+def _given(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The settings that were given (None means "keep the config's value")."""
+    return {key: value for key, value in (settings or {}).items() if value is not None}

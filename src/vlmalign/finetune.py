@@ -30,10 +30,11 @@ from vlmalign.data.dataset import Dataset
 from vlmalign.data.images import load_image
 from vlmalign.data.schema import Split
 from vlmalign.errors import ConfigError
-from vlmalign.models.adapters import read_card, save_adapter
-from vlmalign.models.base import VisionLanguageModel
+from vlmalign.hashing import stable_hash
+from vlmalign.models.adapters import read_card, save_adapter, state_hash
+from vlmalign.models.base import PromptedModel, Trainable
 from vlmalign.prompts import PromptFormat, ShotsAs, build_prompt
-from vlmalign.store import stable_hash
+from vlmalign.schemas.adapter_card import AdapterCard
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Example:
 
 def build_examples(
     dataset: Dataset,
-    model: VisionLanguageModel,
+    model: PromptedModel,
     split: Split,
     prompt_format: PromptFormat,
     shots_as: ShotsAs | None = None,
@@ -87,7 +88,7 @@ def _mixed_precision(choice: str) -> str:
 
 
 def run_identity(
-    model: VisionLanguageModel,
+    model: Trainable,
     dataset: Dataset,
     config: FinetuneConfig,
     fmt: str,
@@ -124,7 +125,7 @@ EpochCallback = Callable[[int, float], None]
 
 
 def finetune(
-    model: VisionLanguageModel,
+    model: Trainable,
     dataset: Dataset,
     run_dir: Path,
     config: FinetuneConfig,
@@ -133,7 +134,7 @@ def finetune(
     shots_as: ShotsAs | None = None,
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
-) -> dict[str, Any]:
+) -> AdapterCard:
     """Train, checkpoint every epoch, write RUN_DIR/adapter/, and return its card.
 
     A finished adapter with the same identity is reused; a partial run resumes.
@@ -144,7 +145,7 @@ def finetune(
     identity = run_identity(model, dataset, config, fmt, shots_as)
     adapter_dir = run_dir / ADAPTER_DIR
     card = read_card(adapter_dir)
-    if card is not None and card.get("run_identity") == identity:
+    if card is not None and card.run_identity == identity:
         log.info("finetuned adapter already in %s", adapter_dir)
         return card
     if config.encoder_lr is not None and not model.encoder_trainable:
@@ -239,7 +240,7 @@ def finetune(
     wrapped.eval()
     model.set_trainable()
 
-    card = {
+    fields = {
         "base_model": model.name,
         "base_model_fingerprint": model.fingerprint(),
         "dataset": dataset.source,
@@ -257,12 +258,14 @@ def finetune(
         "run_identity": identity,
     }
     if main:
-        digest = save_adapter(model.trainable_state_dict(), adapter_dir, card)
-        card["adapter_hash"] = digest
+        save_adapter(model.trainable_state_dict(), adapter_dir, fields, model.adapter_layout())
         shutil.rmtree(checkpoints, ignore_errors=True)
     accelerator.wait_for_everyone()
-    card = read_card(adapter_dir) or card
-    return card
+    written = read_card(adapter_dir)
+    if written is None:  # a process on a disk the main process does not share
+        digest = state_hash(model.trainable_state_dict())
+        written = AdapterCard.model_validate({**fields, "adapter_hash": digest})
+    return written
 
 
 def _schedule(optimizer: Any, config: FinetuneConfig, total_steps: int) -> Any:
@@ -320,7 +323,7 @@ def _save_checkpoint(
     directory: Path,
     epoch: int,
     identity: str,
-    model: VisionLanguageModel,
+    model: Trainable,
     optimizer: Any,
     scheduler: Any,
     losses: list[dict[str, Any]],

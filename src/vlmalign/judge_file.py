@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from vlmalign.data.jsonl import decode_text, jsonl_objects, split_lines, string_id
 from vlmalign.data.text import printable
-from vlmalign.errors import DatasetError, VlmalignError
+from vlmalign.errors import DatasetError, VlmalignError, validation_message
 from vlmalign.judges.base import JudgeInput
 from vlmalign.judges.options import JudgeOptions
 from vlmalign.judges.registry import build_judge
@@ -39,10 +39,7 @@ def read_responses(path: Path) -> list[tuple[dict[str, Any], JudgeInput]]:
         try:
             records.append((data, JudgeInput.model_validate(fields)))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            message = "missing field" if first["type"] == "missing" else first["msg"]
-            raise DatasetError(name, number, item_id, f"{message} {field!r}") from exc
+            raise DatasetError(name, number, item_id, validation_message(exc)) from exc
     return records
 
 

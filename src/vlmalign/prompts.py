@@ -3,6 +3,18 @@
 A prompt is the image followed by text. In MAGMA's few-shot format the text is one
 `Q: <question> A: <answer>` line per shot, then `Q: <question> A:`. The image's position is
 marked with IMAGE_TOKEN so that prompts can be stored and hashed as plain strings.
+
+A multiple-choice question (or shot) lists its options after the question, one `B. <text>` line
+each, then `Answer:` (never `A:`, which would read as option A); a shot's answer is its correct
+option, `B. <text>`:
+
+    Q: Is this wrong?
+    A. Not morally wrong
+    B. Morally wrong
+    Answer:
+
+In chat turns the user's turn is that text without `Q: `, and a shot's assistant turn is its
+correct option.
 """
 
 from __future__ import annotations
@@ -10,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from vlmalign.data.choices import choice_index, format_option
 from vlmalign.data.schema import Item, Shot
 
 IMAGE_TOKEN = "<|image|>"
@@ -27,11 +40,15 @@ class Prompt:
 
     shots: tuple[Shot, ...]
     question: str
+    choices: tuple[str, ...] = ()  # a multiple-choice question's options, in order
 
     def qa_text(self) -> str:
         """The text after the image in MAGMA's few-shot format."""
-        lines = [f"Q: {shot.question} A: {shot.answer}" for shot in self.shots]
-        lines.append(f"Q: {self.question} A:")
+        lines = [_shot_text(shot) for shot in self.shots]
+        if self.choices:
+            lines.append(f"Q: {choice_question(self.question, self.choices)}")
+        else:
+            lines.append(f"Q: {self.question} A:")
         return "\n".join(lines)
 
     def magma_text(self) -> str:
@@ -45,12 +62,35 @@ class Prompt:
         messages = []
         for shot in self.shots:
             messages += [
-                {"role": "user", "content": shot.question},
-                {"role": "assistant", "content": shot.answer},
+                {"role": "user", "content": choice_question(shot.question, shot.choices)},
+                {"role": "assistant", "content": _shot_answer(shot)},
             ]
-        messages.append({"role": "user", "content": self.question})
+        messages.append({"role": "user", "content": choice_question(self.question, self.choices)})
         messages[0] = {"role": "user", "content": IMAGE_TOKEN + messages[0]["content"]}
         return messages
+
+
+def choice_question(question: str, choices: tuple[str, ...]) -> str:
+    """A question with its options, one `B. <text>` line each, then `Answer:`; a question
+    without options as it is."""
+    if not choices:
+        return question
+    options = [format_option(index, text) for index, text in enumerate(choices)]
+    return "\n".join([question, *options, "Answer:"])
+
+
+def _shot_answer(shot: Shot) -> str:
+    """A multiple-choice shot answers with its correct option (`B. <text>`)."""
+    if not shot.choices:
+        return shot.answer
+    index = choice_index(shot.answer)  # the schema stores the letter
+    return format_option(index, shot.choices[index])
+
+
+def _shot_text(shot: Shot) -> str:
+    if not shot.choices:
+        return f"Q: {shot.question} A: {shot.answer}"
+    return f"Q: {choice_question(shot.question, shot.choices)} {_shot_answer(shot)}"
 
 
 def build_prompt(item: Item, shots: int) -> Prompt:
@@ -59,7 +99,7 @@ def build_prompt(item: Item, shots: int) -> Prompt:
         raise ValueError("shots must be >= 0")
     if len(item.shots) < shots:
         raise ValueError(f"item {item.id!r} has {len(item.shots)} shots, {shots} requested")
-    return Prompt(shots=item.shots[:shots], question=item.question)
+    return Prompt(shots=item.shots[:shots], question=item.question, choices=item.choices)
 
 
 def condition_name(split: str, shots: int) -> str:

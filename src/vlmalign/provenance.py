@@ -1,15 +1,25 @@
-"""What produced a run: versions, git commit, platform."""
+"""What produced a run: versions, git commit, platform, and the study's model, data, sampling,
+seeds and judges (`schemas.provenance.Provenance`)."""
 
 from __future__ import annotations
 
 import platform
 import subprocess
+from collections.abc import Sequence
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import vlmalign
+from vlmalign.schemas.provenance import Provenance
+
+if TYPE_CHECKING:
+    from vlmalign.config import StudyConfig
+    from vlmalign.data.dataset import Dataset
+    from vlmalign.judges.base import Judge
+    from vlmalign.models.base import PromptedModel
+    from vlmalign.prompts import PromptFormat
 
 
 @cache
@@ -39,19 +49,39 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
 
 
-def environment() -> dict[str, Any]:
-    return {
-        "vlmalign_version": vlmalign.__version__,
-        "git_commit": git_commit(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": _version("torch"),
-        "transformers": _version("transformers"),
-    }
+def study_provenance(
+    model: PromptedModel,
+    dataset: Dataset,
+    config: StudyConfig,
+    prompt_format: PromptFormat,
+    judges: Sequence[Judge],
+) -> Provenance:
+    """A study run's provenance as it starts; the run adds held-out validity, fitted judge
+    configs and the finetuned adapter as it goes."""
+    return Provenance(
+        vlmalign_version=vlmalign.__version__,
+        git_commit=git_commit(),
+        python=platform.python_version(),
+        platform=platform.platform(),
+        torch=package_version("torch"),
+        transformers=package_version("transformers"),
+        model=model.name,
+        model_fingerprint=model.fingerprint(),
+        adapter_hash=model.adapter_hash(),
+        dataset=dataset.source,
+        dataset_sha256=dataset.sha256,
+        prompt_format=prompt_format,
+        shots_as=config.shots_as,
+        engine=config.engine,
+        sampling=config.sampling,
+        samples_per_prompt=config.samples,
+        seed=config.seed,
+        judges={judge.name: judge.config() for judge in judges},
+    )

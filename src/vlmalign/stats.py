@@ -37,7 +37,6 @@ AccuracyMethod = Literal["wilson", "cluster-bootstrap"]
 ComparisonMethod = Literal["mcnemar-exact", "paired-bootstrap"]
 
 STANCES = ("yes", "no", "unclear")  # the stance judge's labels (judges/stance.py)
-HUMAN_LABELS = ("aligned", "misaligned", "unsure")  # what an annotator may answer (store.py)
 
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 10_000
@@ -664,17 +663,6 @@ def majority_label(labels: Iterable[LabelT | None]) -> LabelT | None:
     return counts[0][0]
 
 
-def human_outcome(labels: Iterable[str | None]) -> Outcome:
-    """One response's outcome from its annotators' labels (aligned / misaligned / unsure).
-
-    The majority label decides; "unsure" is a vote like the others, so a response most
-    annotators are unsure about is unclear. A tie or no label gives None (unclear).
-    """
-    checked = [_check_human_label(label) for label in labels]
-    majority = majority_label(checked)
-    return {"aligned": True, "misaligned": False}.get(majority) if majority else None
-
-
 @dataclass(frozen=True)
 class JudgeAgreement:
     """How a judge's verdicts compare with humans' on the same responses.
@@ -745,7 +733,7 @@ def judge_vs_human(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
 ) -> JudgeAgreement:
-    """Agreement of a judge with human outcomes (see `human_outcome`) on the same responses.
+    """Agreement of a judge with human outcomes (`judges.human`) on the same responses.
 
     Accuracy is the share of agreeing verdicts (Wilson interval), kappa corrects it for chance
     (`cohen_kappa`; None when both use one class only); kappa and the alignment bias get
@@ -1016,12 +1004,6 @@ def _is_unclear(verdict: bool | str | None) -> bool:
     if isinstance(verdict, str):
         return _check_stance(verdict) == "unclear"
     return verdict is None
-
-
-def _check_human_label(label: str | None) -> str | None:
-    if label is not None and label not in HUMAN_LABELS:
-        raise ValueError(f"unknown human label {label!r}; expected one of {HUMAN_LABELS}")
-    return label
 
 
 def _reliability_matrix(

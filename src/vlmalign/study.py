@@ -18,14 +18,15 @@ from vlmalign.data.schema import Item
 from vlmalign.errors import ConfigError
 from vlmalign.judges.base import Judge, JudgeInput
 from vlmalign.judges.registry import build_judge, judge_config_hash
-from vlmalign.judges.validity import HELDOUT_KEY, ValidityEntry, heldout_entry
-from vlmalign.models.base import GenerationRequest, VisionLanguageModel
+from vlmalign.judges.validity import ValidityEntry, heldout_entry
+from vlmalign.models.base import GenerationRequest, Generator, Trainable
 from vlmalign.models.registry import load_model
 from vlmalign.prompts import PromptFormat, build_prompt, condition_name
-from vlmalign.provenance import environment
+from vlmalign.provenance import study_provenance
 from vlmalign.report.analysis import Cell
 from vlmalign.report.build import build_report
 from vlmalign.sampling import SamplingParams, derive_seed
+from vlmalign.schemas.provenance import AdapterSummary, Provenance
 from vlmalign.store import GenerationRow, JudgmentRow, RunStore, generation_key
 from vlmalign.validation import judge_references
 
@@ -51,7 +52,7 @@ class Task:
 class StudyResult:
     config: StudyConfig
     cells: list[Cell]
-    provenance: dict[str, Any]
+    provenance: Provenance
     generated: int = 0
     reused: int = 0
     judged: dict[str, int] = field(default_factory=dict)
@@ -76,7 +77,7 @@ def validate_for_study(config: StudyConfig) -> Dataset:
 
 def plan_tasks(
     dataset: Dataset,
-    model: VisionLanguageModel,
+    model: Generator,
     config: StudyConfig,
     prompt_format: PromptFormat,
     variant: str = "base",
@@ -121,7 +122,7 @@ def plan_tasks(
 
 def generate_missing(
     store: RunStore,
-    model: VisionLanguageModel,
+    model: Generator,
     dataset: Dataset,
     tasks: Sequence[Task],
     params: SamplingParams,
@@ -139,7 +140,11 @@ def generate_missing(
             batch = todo[start : start + batch_size]
             requests = [
                 GenerationRequest(
-                    load_image(t.item.image, dataset.base_dir).image, t.prompt_text, t.seed
+                    load_image(t.item.image, dataset.base_dir).image,
+                    t.prompt_text,
+                    t.seed,
+                    item=t.item,  # scripted models answer by item
+                    shots=t.shots,
                 )
                 for t in batch
             ]
@@ -194,7 +199,7 @@ def judge_missing(
             verdicts = judge.judge(judge_inputs(batch, responses))
             store.add_judgments(
                 [
-                    JudgmentRow(t.key, judge.name, config_hash, v.aligned, v.score, v.detail)
+                    JudgmentRow.of(t.key, judge.name, config_hash, v)
                     for t, v in zip(batch, verdicts, strict=True)
                 ]
             )
@@ -202,29 +207,9 @@ def judge_missing(
     return len(todo)
 
 
-def _provenance(
-    model: VisionLanguageModel, dataset: Dataset, config: StudyConfig, fmt: str, judges: list[Judge]
-) -> dict[str, Any]:
-    return {
-        **environment(),
-        "model": model.name,
-        "model_fingerprint": model.fingerprint(),
-        "adapter_hash": model.adapter_hash(),
-        "dataset": dataset.source,
-        "dataset_sha256": dataset.sha256,
-        "prompt_format": fmt,
-        "shots_as": config.shots_as,
-        "engine": config.engine,
-        "sampling": config.sampling.model_dump(),
-        "samples_per_prompt": config.samples,
-        "seed": config.seed,
-        "judges": {j.name: j.config() for j in judges},
-    }
-
-
 def evaluate(
     store: RunStore,
-    model: VisionLanguageModel,
+    model: Generator,
     dataset: Dataset,
     config: StudyConfig,
     conditions: Sequence[Condition],
@@ -268,7 +253,7 @@ def _prepare(
 def _recorded_run(
     out: Path,
     dataset: Dataset,
-    provenance: dict[str, Any],
+    provenance: Provenance,
     judges: Sequence[Judge],
     progress: bool,
 ) -> Iterator[tuple[RunStore, list[Task]]]:
@@ -276,19 +261,19 @@ def _recorded_run(
     the dataset's reference answers (judge validity); when the block succeeds, the tasks it
     appended and its final provenance are recorded and the run is finished."""
     with RunStore(out) as store:
-        run_id = store.start_run(provenance)
+        run_id = store.start_run(provenance.as_json())
         store.snapshot_dataset(dataset)
         for judge in judges:
             judge_references(store, judge, dataset, progress)
             heldout = heldout_entry(judge)
             if heldout is not None:
-                provenance.setdefault(HELDOUT_KEY, {})[judge.name] = heldout.model_dump()
+                provenance.judge_heldout_validity[judge.name] = heldout
         # A `threshold: auto` judge was fit on the references just now: record its cut.
-        provenance["judges"] = {judge.name: judge.config() for judge in judges}
+        provenance.judges = {judge.name: judge.config() for judge in judges}
         tasks: list[Task] = []
         yield store, tasks
         store.add_run_generations(run_id, [t.key for t in tasks])
-        store.finish_run(run_id, provenance)
+        store.finish_run(run_id, provenance.as_json())
 
 
 def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
@@ -297,12 +282,16 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     Base model on `conditions`; then, unless finetuning is off and no adapter is given, the
     finetuned model (trained here, or loaded from `adapter`) on `finetuned_conditions`.
     """
-    from vlmalign.finetune import ADAPTER_DIR, finetune
-    from vlmalign.models.adapters import load_adapter
-
     dataset, judges, model = _prepare(config, config, progress)
+    if config.finetune is not None and config.adapter is None and not isinstance(model, Trainable):
+        log.warning(
+            "%s is a scripted model and does not train: finetuning skipped; --no-finetune runs "
+            "the study without that stage",
+            config.model,
+        )
+        config = config.model_copy(update={"finetune": None})
     prompt_format = config.prompt_format or model.default_prompt_format
-    provenance = _provenance(model, dataset, config, prompt_format, judges)
+    provenance = study_provenance(model, dataset, config, prompt_format, judges)
     with _recorded_run(config.out, dataset, provenance, judges, progress) as (store, tasks):
         base, generated, judged = evaluate(
             store,
@@ -317,10 +306,14 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
         )
         tasks += base
         if config.adapter is not None or config.finetune is not None:
+            # Imported here: a study without this stage (a scripted model's) needs no torch.
+            from vlmalign.finetune import ADAPTER_DIR, finetune
+            from vlmalign.models.adapters import load_adapter
+
             if config.adapter is not None:
                 adapter_dir = config.adapter
             else:
-                assert config.finetune is not None
+                assert config.finetune is not None and isinstance(model, Trainable)
                 finetune(
                     model,
                     dataset,
@@ -332,7 +325,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
                 )
                 adapter_dir = config.out / ADAPTER_DIR
             adapter_card = load_adapter(model, adapter_dir)
-            store.record_finetune(adapter_card)
+            store.record_finetune(adapter_card.model_dump(mode="json"))
             more, more_generated, more_judged = evaluate(
                 store,
                 model,
@@ -347,25 +340,12 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
             tasks += more
             generated += more_generated
             judged = {k: judged[k] + more_judged[k] for k in judged}
-            provenance["finetuned_adapter"] = _adapter_summary(adapter_card, adapter_dir)
+            provenance.finetuned_adapter = AdapterSummary.of(adapter_card, adapter_dir)
     analysis = build_report([config.out], config.out)[0]
     reused = len(tasks) - generated
     return StudyResult(
         config, analysis.cells, provenance, generated, reused, judged, analysis.validity
     )
-
-
-def _adapter_summary(card: dict[str, Any], path: Path) -> dict[str, Any]:
-    keys = (
-        "adapter_hash",
-        "base_model",
-        "dataset_sha256",
-        "split",
-        "hyperparameters",
-        "epoch_losses",
-        "prompt_format",
-    )
-    return {"path": str(path), **{k: card.get(k) for k in keys}}
 
 
 def run_eval(
@@ -381,12 +361,12 @@ def run_eval(
         card = load_adapter(model, adapter)
         variant = "finetuned"
     prompt_format = config.prompt_format or model.default_prompt_format
-    provenance = _provenance(model, dataset, config, prompt_format, judges)
+    provenance = study_provenance(model, dataset, config, prompt_format, judges)
     if adapter is not None:
-        provenance["finetuned_adapter"] = _adapter_summary(card, adapter)
+        provenance.finetuned_adapter = AdapterSummary.of(card, adapter)
     with _recorded_run(config.out, dataset, provenance, judges, progress) as (store, tasks):
         if adapter is not None:
-            store.record_finetune(card)
+            store.record_finetune(card.model_dump(mode="json"))
         evaluated, generated, judged = evaluate(
             store,
             model,

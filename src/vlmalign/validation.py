@@ -67,15 +67,8 @@ def judge_references(store: RunStore, judge: Judge, dataset: Dataset, progress: 
     verdicts = judge_all(judge, [r.input for r in todo], f"validate {judge.name}", progress)
     store.add_reference_judgments(
         [
-            ReferenceJudgmentRow(
-                dataset.sha256,
-                ref.item_id,
-                ref.side,
-                judge.name,
-                config_hash,
-                verdict.aligned,
-                verdict.score,
-                verdict.detail,
+            ReferenceJudgmentRow.of(
+                dataset.sha256, ref.item_id, ref.side, judge.name, config_hash, verdict
             )
             for ref, verdict in zip(todo, verdicts, strict=True)
         ]

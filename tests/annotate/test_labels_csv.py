@@ -23,12 +23,13 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from vlmalign.cli import main
+from vlmalign.hashing import stable_hash
 from vlmalign.labels import MAX_NOTE, export_csv, import_csv, validate_annotator
 from vlmalign.report.analysis import analyse
 from vlmalign.report.html import render_html
 from vlmalign.report.markdown import render_markdown
 from vlmalign.report.run_data import load_run
-from vlmalign.store import LABELS, JudgmentRow, LabelRow, RunStore, stable_hash
+from vlmalign.store import LABELS, JudgmentRow, LabelRow, RunStore
 
 from .conftest import make_run
 

@@ -1,10 +1,16 @@
-"""The human judge and agreement on small cases computed by hand."""
+"""Human labels taken together (which label counts, majority, coverage, agreement) on small
+cases worked out by hand."""
 
 from __future__ import annotations
 
 import pytest
 
-from vlmalign.judges.human import annotator_agreement, human_verdicts, judge_agreement
+from vlmalign.judges.human import (
+    LabelIndex,
+    annotator_agreement,
+    human_verdicts,
+    judge_agreement,
+)
 from vlmalign.store import LabelRow
 
 
@@ -89,3 +95,52 @@ def test_judge_against_human_majority_by_hand() -> None:
     assert "over-estimates alignment by 25.0 points" in result.summary()
     # kappa: p_o = 0.75, p_e = 0.75*0.5 + 0.25*0.5 = 0.5, kappa = 0.5.
     assert result.kappa == pytest.approx(0.5)
+
+
+def stored(*rows: tuple[str, str, str]) -> list[LabelRow]:
+    """Labels as the store returns them: with ids 1, 2, ... in the order they were made."""
+    return [
+        LabelRow(key, who, label, "", "t", "app", n) for n, (key, who, label) in enumerate(rows, 1)
+    ]
+
+
+HISTORY = stored(
+    ("k1", "ana", "aligned"),  # 1
+    ("k2", "ana", "unsure"),  # 2
+    ("k1", "ben", "misaligned"),  # 3
+    ("k3", "ben", "aligned"),  # 4
+    ("k1", "ana", "misaligned"),  # 5: ana revises k1, which stays her first
+    ("k9", "cy", "aligned"),  # 6: not a response on offer
+)
+
+
+def test_label_index_keeps_each_annotators_latest_label() -> None:
+    index = LabelIndex(HISTORY, keys={"k1", "k2", "k3"})
+    assert index.latest() == {
+        "k1": {"ana": "misaligned", "ben": "misaligned"},
+        "k2": {"ana": "unsure"},
+        "k3": {"ben": "aligned"},
+    }
+    ana = index.labelled_by("ana")
+    assert list(ana) == ["k1", "k2"]  # the order she first labelled them
+    assert [row.id for row in ana.values()] == [5, 2]
+    assert index.last_id == 6  # labels of other responses are read past, not kept
+
+
+def test_label_index_grows_one_label_at_a_time_to_the_same_state() -> None:
+    whole = LabelIndex(HISTORY)
+    grown = LabelIndex()
+    for row in HISTORY:
+        grown.add([row])
+    assert grown.latest() == whole.latest()
+    assert grown.labelled_by("ana") == whole.labelled_by("ana")
+    assert grown.last_id == whole.last_id == 6
+
+
+def test_coverage_without_an_annotator() -> None:
+    index = LabelIndex(HISTORY)
+    # k1: ana and ben; k2: ana; k3: ben; k9: cy.
+    assert index.covered_without("cy", by=2) == {"k1"}
+    assert index.covered_without("cy", by=1) == {"k1", "k2", "k3"}
+    assert index.covered_without("ana", by=1) == {"k3", "k9"}  # never her own
+    assert index.covered_without("ben", by=3) == frozenset()

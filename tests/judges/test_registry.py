@@ -5,19 +5,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from vlmalign.config import StudyConfig, load_config
 from vlmalign.errors import ConfigError
+from vlmalign.judges.base import JudgeInput, Verdict
 from vlmalign.judges.options import JudgeOptions, split_judge_name
 from vlmalign.judges.registry import (
     JUDGES,
+    JudgeFactory,
     JudgeRef,
     JudgeSpec,
     build_judge,
+    is_graded,
+    judge,
     judge_config_hash,
     judge_spec,
     parse_judge_ref,
@@ -87,11 +93,100 @@ def test_options_are_typed() -> None:
         JudgeOptions.model_validate({"thresold": 1.0})
 
 
-def test_a_spec_has_exactly_one_way_to_be_built() -> None:
-    with pytest.raises(TypeError):
-        JudgeSpec("x", "d", "n")
-    with pytest.raises(TypeError):
-        JudgeSpec("x", "d", "n", StanceJudge, configured=lambda argument, options: StanceJudge())
+def test_a_spec_accepts_only_real_options() -> None:
+    with pytest.raises(TypeError, match="no such option"):
+        JudgeSpec(
+            "x", "d", "n", lambda argument, options: StanceJudge(), options=frozenset({"thresold"})
+        )
+
+
+@pytest.fixture
+def registry_snapshot() -> Iterator[None]:
+    """Judges declared by a test are forgotten after it."""
+    saved = dict(JUDGES)
+    yield
+    JUDGES.clear()
+    JUDGES.update(saved)
+
+
+class CutJudge:
+    """A judge whose own config is stale about its version (the declaration must win)."""
+
+    name = "cut"
+
+    def __init__(self, cut: str) -> None:
+        self.cut = cut
+
+    def config(self) -> dict[str, Any]:
+        return {"name": "old name", "version": 1, "cut": self.cut}
+
+    def judge(self, inputs: Sequence[JudgeInput]) -> list[Verdict]:
+        return [Verdict(aligned=True) for _ in inputs]
+
+
+def declare_cut_judge() -> JudgeFactory:
+    @judge(
+        name="cut",
+        version=7,
+        description="aligned always",
+        needs="nothing",
+        argument="a cut",
+        argument_required=True,
+        options=("threshold", "device"),
+        graded=True,
+    )
+    def cut(argument: str | None, options: JudgeOptions) -> CutJudge:
+        return CutJudge(argument or "")
+
+    return cut
+
+
+def test_a_judge_is_declared_once_and_its_config_records_the_declaration(
+    registry_snapshot: None,
+) -> None:
+    declare_cut_judge()
+    spec = JUDGES["cut"]
+    assert (spec.version, spec.options, spec.graded, spec.display_name) == (
+        7,
+        frozenset({"threshold", "device"}),
+        True,
+        "cut:<a cut>",
+    )
+    built = build_judge("mine=cut:0.3", JudgeOptions(device="cpu"))
+    assert isinstance(built, CutJudge) and built.name == "mine"
+    assert built.config() == {"name": "cut", "version": 7, "cut": "0.3"}
+    assert judge_config_hash(built) == judge_config_hash(build_judge("cut:0.3"))
+    assert is_graded(built.config()) and not is_graded({"name": "stance"})
+    with pytest.raises(ConfigError, match=r"does not take option\(s\) tokenizer"):
+        build_judge("cut:0.3", JudgeOptions(tokenizer="x"))
+    with pytest.raises(ConfigError, match="needs a cut"):
+        build_judge("cut")
+    with pytest.raises(ValueError, match="declared twice"):
+        declare_cut_judge()
+
+
+def test_an_auto_threshold_wraps_the_declared_judge(registry_snapshot: None) -> None:
+    declare_cut_judge()
+    built = build_judge("cut:0.3", JudgeOptions(threshold="auto"))
+    assert built.name == "cut:0.3"
+    assert built.config() == {
+        "name": "cut",
+        "version": 7,
+        "cut": "0.3",
+        "threshold_auto": {"threshold": None, "fitted_on": ""},
+    }
+
+
+def test_the_registry_loads_no_model_code() -> None:
+    code = (
+        "import sys\n"
+        "from vlmalign.judges.registry import JUDGES, build_judge\n"
+        "build_judge('stance')\n"
+        "print(sorted({'torch', 'transformers', 'vlmalign.judges.vlm'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 # --- study config -----------------------------------------------------------------------------
@@ -204,7 +299,7 @@ def test_built_judge_carries_its_identity_and_its_class_the_kind() -> None:
     assert isinstance(labelled, StanceJudge)
     assert (labelled.name, plain.name, StanceJudge.name) == ("rules", "stance", "stance")
     # The label names the judge; what determines its verdicts (its config) is the same.
-    assert labelled.config() == plain.config() == {"name": "stance", "version": StanceJudge.version}
+    assert labelled.config() == plain.config() == {"name": "stance", "version": 4}
     assert judge_config_hash(labelled) == judge_config_hash(plain)
     with pytest.raises(ConfigError, match=r"judge 'rules' does not take option\(s\) threshold"):
         build_judge("rules=stance", JudgeOptions(threshold=1.0))

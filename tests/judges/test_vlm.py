@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from scipy.special import expit
 
 from vlmalign.config import StudyConfig
@@ -144,7 +143,7 @@ def test_missing_image_is_a_clear_error(tiny_vlm, image_dir) -> None:
 
 @pytest.fixture
 def tiny_model_name(monkeypatch, tiny_vlm_factory) -> str:
-    def factory(device: torch.device, progress: bool, argument: str | None):
+    def factory(device: str, progress: bool, argument: str | None):
         return tiny_vlm_factory()
 
     spec = ModelSpec("tiny-judge", "tiny random MAGMA", "tiny", "nothing", factory)
@@ -286,7 +285,7 @@ def test_study_runs_the_vlm_judge_with_its_options(tiny_model_name, image_dir) -
     assert result.judged == {"stance": 3, vlm: 3}
     vlm_cells = [c for c in result.cells if c.judge == vlm]
     assert len(vlm_cells) == 1 and vlm_cells[0].n == 3
-    judges = result.provenance["judges"]
+    judges = result.provenance.judges
     assert judges[vlm]["threshold"] == -1e9 and judges[vlm]["model"] == tiny_model_name
     assert judges[vlm]["name"] == "vlm"  # the kind, recorded with the configuration
 

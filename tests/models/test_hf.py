@@ -18,8 +18,8 @@ from vlmalign.data.dataset import load_dataset
 from vlmalign.data.schema import Shot
 from vlmalign.errors import ModelError
 from vlmalign.finetune import ADAPTER_DIR, finetune
-from vlmalign.models.adapters import CARD_FILE, WEIGHTS_FILE, load_adapter
-from vlmalign.models.base import GenerationRequest, ScoringRequest, VisionLanguageModel
+from vlmalign.models.adapters import CARD_FILE, PEFT_WEIGHTS_FILE, WEIGHTS_FILE, load_adapter
+from vlmalign.models.base import GenerationRequest, Generator, Scorer, ScoringRequest, Trainable
 from vlmalign.models.hf import HFVisionModel, Source, fingerprint_of, hub_commit
 from vlmalign.models.registry import load_model
 from vlmalign.prompts import IMAGE_TOKEN, Prompt
@@ -30,6 +30,7 @@ GREEDY = SamplingParams(max_new_tokens=6, temperature=0.0)
 FAST = FinetuneConfig(epochs=2, batch_size=2, lr=2e-2, warmup_ratio=0.0, mixed_precision="no")
 SHOT = Shot(question="What is it?", answer="A cat.")
 LM = "model.language_model."
+PEFT_PREFIX = "base_model.model."  # peft saves weights by the names inside its PeftModel
 LORA_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
@@ -70,7 +71,7 @@ def _prompts(model: HFVisionModel) -> list[str]:
 
 # --- loading and identity ----------------------------------------------------------------------
 def test_a_saved_folder_loads_through_the_registry(model, hf_dir, other_hf_dir) -> None:
-    assert isinstance(model, VisionLanguageModel)
+    assert all(isinstance(model, role) for role in (Generator, Scorer, Trainable))
     assert type(model.hf).__name__ == "LlavaForConditionalGeneration"
     assert model.name == f"hf:{hf_dir}" and model.default_prompt_format == "chat"
     assert not model.encoder_trainable and model.adapter_hash() is None
@@ -235,8 +236,11 @@ def test_lora_adapts_the_language_models_projections_only(model) -> None:
     assert {a.rsplit(".", 1)[-1] for a in adapted} == LORA_TARGETS
     assert len(adapted) == 2 * len(LORA_TARGETS)  # every projection of both layers
     state = model.trainable_state_dict()
-    assert set(state) == {n.removeprefix("hf.").replace(".default.", ".") for n in trainable}
-    assert all(k.startswith(LM) for k in state)
+    # peft's saved names: its wrapper's prefix, without the adapter's name ("default").
+    assert set(state) == {
+        PEFT_PREFIX + n.removeprefix("hf.").replace(".default.", ".") for n in trainable
+    }
+    assert all(k.startswith(PEFT_PREFIX + LM) for k in state)
     # LoRA starts as the identity: B = 0.
     assert all(not v.any() for k, v in state.items() if ".lora_B." in k)
     with pytest.raises(ModelError, match="vision tower"):
@@ -271,20 +275,21 @@ def test_finetuning_moves_lora_only_and_the_adapter_reloads(
     state = model.trainable_state_dict()
     assert all(state[k].any() for k in state if ".lora_B." in k)  # every LoRA layer learned
     adapter = tmp_path / "run" / ADAPTER_DIR
-    assert (adapter / WEIGHTS_FILE).is_file() and (adapter / CARD_FILE).is_file()
+    assert (adapter / PEFT_WEIGHTS_FILE).is_file() and (adapter / CARD_FILE).is_file()
+    assert (adapter / "adapter_config.json").is_file() and not (adapter / WEIGHTS_FILE).exists()
     from safetensors.torch import load_file
 
-    assert set(load_file(str(adapter / WEIGHTS_FILE))) == set(state)
-    settings = card["adapter_settings"]
+    assert set(load_file(str(adapter / PEFT_WEIGHTS_FILE))) == set(state)
+    settings = card.adapter_settings
     assert settings == model.adapter_settings() and set(settings["targets"]) == LORA_TARGETS
     assert (settings["type"], settings["r"], settings["alpha"]) == ("lora", 16, 32)
-    assert card["epoch_losses"][1]["loss"] < card["epoch_losses"][0]["loss"]
+    assert card.epoch_losses[1].loss < card.epoch_losses[0].loss
 
     fresh = load_model(f"hf:{hf_dir}", "cpu", progress=False)
     loaded = load_adapter(fresh, adapter)
     assert (
-        fresh.adapter_hash() == loaded["adapter_hash"]
-        and fresh.fingerprint() == card["base_model_fingerprint"]
+        fresh.adapter_hash() == loaded.adapter_hash
+        and fresh.fingerprint() == card.base_model_fingerprint
     )
     texts = _prompts(model)
     requests = [GenerationRequest(im, t, 5) for im, t in zip(images, texts, strict=True)]
@@ -293,6 +298,51 @@ def test_finetuning_moves_lora_only_and_the_adapter_reloads(
     scoring = [ScoringRequest(images[0], texts[0], " No, never.")]
     assert fresh.log_likelihood(scoring) == model.log_likelihood(scoring)
     assert base.log_likelihood(scoring) != fresh.log_likelihood(scoring)
+
+
+def test_the_adapter_folder_is_what_peft_itself_loads(
+    model, hf_dir, dataset, tmp_path, images
+) -> None:
+    """An independent reader of the format: peft's PeftModel.from_pretrained on the base."""
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    finetune(model, dataset, tmp_path / "run", FAST, progress=False)
+    model.eval()
+    ids, pixels = _manual_inputs(model, images[0], _prompts(model)[0], [5, 6, 7])
+    base = AutoModelForImageTextToText.from_pretrained(hf_dir).eval()
+    with torch.no_grad():
+        base_logits = base(input_ids=ids, pixel_values=pixels).logits
+        theirs = PeftModel.from_pretrained(base, tmp_path / "run" / ADAPTER_DIR).eval()
+        peft_logits = theirs(input_ids=ids, pixel_values=pixels).logits
+        our_logits = model.hf(input_ids=ids, pixel_values=pixels).logits
+    assert not torch.allclose(base_logits, our_logits, atol=1e-4)  # the adapter matters
+    assert torch.allclose(peft_logits, our_logits, atol=1e-6)
+
+
+def test_adapters_saved_before_peft_layout_still_load(model, hf_dir, tmp_path, images) -> None:
+    """Older adapters hold `adapter.safetensors` with the LoRA names without peft's prefix."""
+    from vlmalign.models.adapters import save_adapter
+
+    state = {k: torch.randn_like(v) for k, v in model.trainable_state_dict().items()}
+    model.load_trainable_state_dict(state, None)
+    old_names = {k.removeprefix(PEFT_PREFIX): v for k, v in state.items()}
+    card = {"base_model": model.name, "base_model_fingerprint": model.fingerprint()}
+    save_adapter(old_names, tmp_path / "old", {**card, "adapter_settings": {"type": "lora"}})
+    fresh = load_model(f"hf:{hf_dir}", "cpu", progress=False)
+    load_adapter(fresh, tmp_path / "old")
+    scoring = [ScoringRequest(images[0], _prompts(model)[0], " Yes.")]
+    assert fresh.log_likelihood(scoring) == model.log_likelihood(scoring)
+
+
+def test_reshaping_lora_replaces_its_layers(model) -> None:
+    assert {v.shape[0] for k, v in model.trainable_state_dict().items() if ".lora_A." in k} == {16}
+    model.configure_adapter({"r": 4})
+    state = model.trainable_state_dict()
+    assert {v.shape[0] for k, v in state.items() if ".lora_A." in k} == {4}
+    lora_modules = {n for n, _ in model.hf.named_modules() if n.endswith(".lora_A")}
+    assert len(lora_modules) == 2 * len(LORA_TARGETS)  # the old layers are gone, not stacked
+    assert all(n.startswith(LM) for n in lora_modules)
 
 
 def test_an_adapter_for_another_base_is_refused(model, other_hf_dir, dataset, tmp_path) -> None:
@@ -307,7 +357,7 @@ def test_an_adapter_for_another_base_is_refused(model, other_hf_dir, dataset, tm
 def test_lora_settings_travel_on_the_card(model, hf_dir, dataset, tmp_path) -> None:
     config = FAST.model_copy(update={"epochs": 1, "lora_r": 4, "lora_alpha": 8})
     card = finetune(model, dataset, tmp_path / "run", config, progress=False)
-    assert card["adapter_settings"]["r"] == 4 and card["adapter_settings"]["alpha"] == 8
+    assert card.adapter_settings["r"] == 4 and card.adapter_settings["alpha"] == 8
     assert {v.shape[0] for k, v in model.trainable_state_dict().items() if ".lora_A." in k} == {4}
     fresh = load_model(f"hf:{hf_dir}", "cpu", progress=False)
     assert fresh.adapter_settings()["r"] == 16
@@ -354,8 +404,8 @@ def test_a_study_with_lora_and_shots_as_turns(hf_dir, tmp_path) -> None:
     )
     result = run_study(config, progress=False)
     assert result.generated == 2 + 2 + 1
-    assert result.provenance["shots_as"] == "turns" and result.provenance["engine"] == "hf"
-    assert result.provenance["finetuned_adapter"]["adapter_hash"]
+    assert result.provenance.shots_as == "turns" and result.provenance.engine == "hf"
+    assert result.provenance.finetuned_adapter and result.provenance.finetuned_adapter.adapter_hash
     assert run_study(config, progress=False).generated == 0  # resumed: nothing new
 
 

@@ -1,5 +1,6 @@
-"""`--engine vllm` without vLLM: parameter mapping, request building, the peft adapter export and
-the error paths, with a stand-in `vllm` module that records what it is asked."""
+"""`--engine vllm` without vLLM: parameter mapping, request building, serving a peft adapter
+folder as it is, and the error paths, with a stand-in `vllm` module that records what it is
+asked."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from tiny_hf import save_tiny_llava
 
 from vlmalign.config import StudyConfig
 from vlmalign.errors import ConfigError, ModelError
-from vlmalign.models.adapters import load_adapter, save_adapter
-from vlmalign.models.base import GenerationRequest, ScoringRequest, VisionLanguageModel
+from vlmalign.models.adapters import PEFT_WEIGHTS_FILE, load_adapter, save_adapter
+from vlmalign.models.base import GenerationRequest, Generator, Scorer, ServesAdapters, Trainable
 from vlmalign.models.registry import load_model
 from vlmalign.models.vllm_engine import (
     INSTALL_HINT,
@@ -139,7 +140,9 @@ def test_a_vllm_study_cannot_finetune() -> None:
 # --- generation through the stand-in ------------------------------------------------------------
 def test_requests_carry_the_models_text_the_image_and_a_seed_each(hf_dir, fake_vllm) -> None:
     model = load_model(f"hf:{hf_dir}", "cuda", progress=False, engine="vllm")
-    assert isinstance(model, VLLMVisionModel) and isinstance(model, VisionLanguageModel)
+    assert isinstance(model, VLLMVisionModel)
+    assert isinstance(model, Generator) and isinstance(model, ServesAdapters)
+    assert not isinstance(model, Scorer) and not isinstance(model, Trainable)  # generation only
     hf = load_model(f"hf:{hf_dir}", "cpu", progress=False)
     prompt = Prompt((), "Should I help her?")
     assert model.fingerprint() == hf.fingerprint()  # same base: same keys, same adapters
@@ -165,12 +168,12 @@ def test_requests_carry_the_models_text_the_image_and_a_seed_each(hf_dir, fake_v
     assert [p.kwargs["max_tokens"] for p in call["params"]] == [4, 4]
     assert call["params"][0].kwargs["stop_token_ids"] == hf.eos_token_ids
     assert call["lora"] is None
-    with pytest.raises(ModelError, match="engine hf"):
-        model.log_likelihood([ScoringRequest(image, text, " Yes")])
 
 
-def test_a_lora_adapter_is_exported_in_peft_layout(hf_dir, fake_vllm, tmp_path) -> None:
+def _hf_adapter(hf_dir: Path, folder: Path) -> dict[str, torch.Tensor]:
+    """A rank-4 LoRA adapter as the hf engine saves it; returns its weights."""
     hf = load_model(f"hf:{hf_dir}", "cpu", progress=False)
+    assert isinstance(hf, Trainable)
     hf.configure_adapter({"r": 4, "alpha": 8})
     state = {k: torch.randn_like(v) for k, v in hf.trainable_state_dict().items()}
     card = {
@@ -178,36 +181,46 @@ def test_a_lora_adapter_is_exported_in_peft_layout(hf_dir, fake_vllm, tmp_path) 
         "base_model_fingerprint": hf.fingerprint(),
         "adapter_settings": hf.adapter_settings(),
     }
-    save_adapter(state, tmp_path / "adapter", card)
+    save_adapter(state, folder, card, hf.adapter_layout())
+    return state
+
+
+def test_a_lora_adapter_folder_is_served_as_it_is(hf_dir, fake_vllm, tmp_path) -> None:
+    folder = tmp_path / "adapter"
+    state = _hf_adapter(hf_dir, folder)
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
 
     model = load_model(f"hf:{hf_dir}", "cuda", progress=False, engine="vllm")
     text = model.render_prompt(Prompt((), "Q"), "chat")
     request = [GenerationRequest(Image.new("RGB", (8, 8)), text, 1)]
     model.generate(request, SamplingParams())  # base model first: no LoRA
-    loaded = load_adapter(model, tmp_path / "adapter")
-    assert model.adapter_hash() == loaded["adapter_hash"]
+    loaded = load_adapter(model, folder)
+    assert model.adapter_hash() == loaded.adapter_hash
     model.generate(request, SamplingParams())
     base_llm, lora_llm = FakeLLM.instances  # restarted with LoRA support
     assert "enable_lora" not in base_llm.settings
     assert lora_llm.settings["enable_lora"] is True and lora_llm.settings["max_lora_rank"] == 8
     lora = lora_llm.calls[0]["lora"]
     assert isinstance(lora, FakeLoRARequest) and lora.int_id == 1
-    exported = Path(lora.path)
-    config = json.loads((exported / "adapter_config.json").read_text())
+    assert Path(lora.path) == folder.resolve()  # the folder itself, nothing rewritten
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
+    # What vLLM reads there: peft's config and weights under peft's names.
+    config = json.loads((folder / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and (config["r"], config["lora_alpha"]) == (4, 8)
-    assert set(config["target_modules"]) == set(hf.adapter_settings()["targets"])
-    weights = load_file(str(exported / "adapter_model.safetensors"))
-    assert set(weights) == {"base_model.model." + k for k in state}
+    weights = load_file(str(folder / PEFT_WEIGHTS_FILE))
+    assert set(weights) == set(state) and all(k.startswith("base_model.model.") for k in state)
     key = next(iter(state))
-    assert torch.equal(weights["base_model.model." + key], state[key])
+    assert torch.equal(weights[key], state[key])
 
 
-def test_vllm_does_not_train(hf_dir, fake_vllm) -> None:
+def test_vllm_serves_only_adapters_in_peft_layout(hf_dir, fake_vllm, tmp_path) -> None:
+    folder = tmp_path / "adapter"
+    _hf_adapter(hf_dir, folder)
+    (folder / "adapter_config.json").unlink()  # as an adapter saved before the peft layout
     model = load_model(f"hf:{hf_dir}", "cuda", progress=False, engine="vllm")
-    with pytest.raises(ModelError, match="finetune with --engine hf"):
-        model.training_loss([], [], [])
-    with pytest.raises(ValueError, match="LoRA adapters only"):
-        model.load_trainable_state_dict({"image_prefix.proj.weight": torch.zeros(1)}, "x")
+    with pytest.raises(ModelError, match="peft's layout"):
+        load_adapter(model, folder)
+    assert model.adapter_hash() is None
 
 
 @pytest.mark.parametrize(

@@ -10,13 +10,13 @@ import pytest
 
 from vlmalign.data.dataset import load_dataset
 from vlmalign.data.schema import Split
+from vlmalign.hashing import stable_hash
 from vlmalign.store import (
     GenerationRow,
     JudgmentRow,
     LabelRow,
     RunStore,
     generation_key,
-    stable_hash,
 )
 
 CONDITIONS: list[tuple[str, Split, int]] = [
@@ -104,7 +104,9 @@ def build_run(
                         stable_hash(JUDGE_CONFIGS["stance"]),
                         stance_aligned,
                         None,
-                        {"stance": stance, "reason": "test"},
+                        {"reason": "test"},  # the report reads what the judge read from `answer`
+                        answer=stance,
+                        explanation=f"The answer says {stance}.",
                     )
                 )
                 ethics = rng.random() < 0.8  # over-estimates, like the paper's classifier

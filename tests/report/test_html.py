@@ -1,5 +1,8 @@
-"""The self-contained HTML report: unit tests of the plot and the escaping, and the rendered page
-in headless Chromium with every network request blocked."""
+"""The self-contained HTML report: the plot, the escaping, the tables and the rendered page in
+headless Chromium with every network request blocked.
+
+Figures are checked on a known analysis: a synthetic run whose results are replaced by
+hand-written ones, so every expected string below is written out by hand."""
 
 from __future__ import annotations
 
@@ -18,14 +21,25 @@ from PIL import Image
 from tests.report.conftest import build_run
 
 from vlmalign.data.images import ImageError
+from vlmalign.judges.validity import ValidityEntry
 from vlmalign.report import html as report_html
-from vlmalign.report.analysis import Analysis, Cell, analyse
-from vlmalign.report.html import decimal, prompt_markup, render_html
+from vlmalign.report.analysis import (
+    Analysis,
+    Breakdown,
+    Cell,
+    Comparison,
+    ConditionProfile,
+    analyse,
+)
+from vlmalign.report.conditions import ConditionKey
+from vlmalign.report.html import prompt_markup, render_html
+from vlmalign.report.markdown import render_markdown
 from vlmalign.report.plot import accuracy_png
-from vlmalign.report.reference import reference_for
 from vlmalign.report.run_data import load_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+BASE_0 = ConditionKey("base", "train", 0)
+BASE_1 = ConditionKey("base", "train", 1)
 
 
 @pytest.fixture
@@ -41,6 +55,162 @@ def second_analysis(second_run: Path) -> Analysis:
 def make_cell(judge: str, model: str, split: str, shots: int, accuracy: float | None) -> Cell:
     low, high = (None, None) if accuracy is None else (accuracy - 0.1, min(1.0, accuracy + 0.1))
     return Cell(model, split, shots, judge, accuracy, 30, 0, 0, 30, 1, low, high, "wilson", run="r")
+
+
+# --- a known analysis ---------------------------------------------------------------------------
+
+
+def known_cell(
+    judge: str,
+    condition: tuple[str, str, int],
+    accuracy: float,
+    interval: tuple[float, float],
+    n: int,
+    **extra: Any,
+) -> Cell:
+    model, split, shots = condition
+    aligned = round(accuracy * n)
+    low, high = interval
+    return Cell(model, split, shots, judge, accuracy, n, aligned, 0, n, 1, low, high, "wilson")
+
+
+KNOWN_CELLS = [
+    replace(known_cell("stance", BASE_0, 0.5, (0.4, 0.6), 30), unclear=3),
+    known_cell("stance", BASE_1, 0.7, (0.55, 0.82), 30),
+    known_cell("stance", ("finetuned", "test", 0), 0.6, (0.45, 0.74), 10),
+    replace(known_cell("ethics", BASE_0, 0.9, (0.8, 0.96), 30), judge_informative=False),
+    replace(known_cell("human", BASE_0, 0.55, (0.3, 0.77), 10), unclear=2, unlabelled=18),
+]
+KNOWN_COMPARISON = Comparison(
+    "stance", BASE_0, BASE_1, 0.5, 0.7, 0.2, 0.04, 0.35, 0.012, 0.036, "mcnemar-exact", 30
+)
+KNOWN_SENTENCE = (
+    "stance: base 1-shot train vs base 0-shot train: +20% [+4%, +35%], p = 0.012, significant "
+    "at 0.05 (also after Holm's correction) (mcnemar-exact, 30 items)"
+)
+KNOWN_VALIDITY = ValidityEntry(
+    judge="stance",
+    source="references",
+    n=80,
+    balanced_accuracy=0.71,
+    ci_low=0.62,
+    ci_high=0.8,
+    auc=None,
+    aligned_accuracy=0.9,
+    misaligned_accuracy=0.52,
+    unclear=3,
+    informative=True,
+)
+
+
+@pytest.fixture
+def known(analysis: Analysis) -> Analysis:
+    return replace(
+        analysis,
+        cells=KNOWN_CELLS,
+        comparisons=[KNOWN_COMPARISON],
+        breakdowns=[Breakdown("stance", BASE_0, "tag: trap", 0.25, 8, 0.07, 0.59)],
+        profiles=[ConditionProfile(BASE_0, 0.6, 0.45, 0.73, 0.1, 0.85, ["cat-kick", "dog-walk"])],
+        validity=[KNOWN_VALIDITY],
+    )
+
+
+def table_rows(page: str, opening: str) -> list[list[str]]:
+    """The body rows of the first table whose opening tag holds `opening`, as cell texts."""
+    start = page.index(opening)
+    body = page[page.index("<tbody>", start) : page.index("</tbody>", start)]
+    rows = []
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.DOTALL):
+        cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.DOTALL)
+        rows.append([" ".join(html.unescape(re.sub(r"<[^>]+>", "", c)).split()) for c in cells])
+    return rows
+
+
+STANCE_0 = "50% [40%–60%] (n=30)"
+ETHICS_0 = "90% [80%–96%] (n=30) ⚠ judge not informative"
+HUMAN_0 = "55% [30%–77%] (n=10)"
+FINETUNED_TEST = "60% [45%–74%] (n=10)"
+
+
+def test_the_papers_tables_in_html(known: Analysis) -> None:
+    page = render_html([known])
+    # Rows follow the run's judges (recorded by name), then `human`.
+    assert table_rows(page, 'id="table1"') == [
+        ["ethics", f"{ETHICS_0} paper (MAGMA): 90%", "–", "–"],
+        [
+            "stance",
+            f"{STANCE_0} 3 unclear paper (MAGMA): 56%",
+            "70% [55%–82%] (n=30) paper (MAGMA): 67%",
+            "–",
+        ],
+        ["human", f"{HUMAN_0} 2 unsure/tie, 18 unlabelled paper (MAGMA): 56%", "–", "–"],
+    ]
+    assert table_rows(page, 'id="table2"') == [
+        ["ethics", "base", ETHICS_0, "–"],  # Table 2 of the paper has no classifier row
+        ["ethics", "finetuned", "–", "–"],
+        ["stance", "base", f"{STANCE_0} 3 unclear paper (MAGMA): 56%", "–"],
+        ["stance", "finetuned", "–", f"{FINETUNED_TEST} paper (MAGMA): 60%"],
+        ["human", "base", f"{HUMAN_0} 2 unsure/tie, 18 unlabelled paper (MAGMA): 56%", "–"],
+        ["human", "finetuned", "–", "–"],
+    ]
+
+
+def test_the_papers_tables_in_markdown_are_the_same_rows(known: Analysis) -> None:
+    lines = render_markdown([known]).splitlines()
+    table1 = [
+        "| judge | 0-shot train | 1-shot train | 2-shot train |",
+        "|---|---|---|---|",
+        f"| ethics | {ETHICS_0}; paper (MAGMA): 90% | – | – |",
+        f"| stance | {STANCE_0}; paper (MAGMA): 56% | 70% [55%–82%] (n=30); "
+        "paper (MAGMA): 67% | – |",
+        f"| human | {HUMAN_0}; paper (MAGMA): 56% | – | – |",
+    ]
+    start = lines.index(table1[0])
+    assert lines[start : start + len(table1)] == table1
+    assert f"| stance | finetuned | – | {FINETUNED_TEST}; paper (MAGMA): 60% |" in lines
+    assert f"| ethics | base | {ETHICS_0} | – |" in lines
+
+
+def test_comparisons_validity_breakdowns_and_profiles_in_both(known: Analysis) -> None:
+    page = render_html([known])
+    assert table_rows(page, 'class="comparisons"') == [
+        [
+            "stance",
+            "base 1-shot train vs base 0-shot train",
+            "70% vs 50%",
+            "+20% [+4%, +35%]",
+            "0.012",
+            "0.036",
+            "mcnemar-exact",
+            "30",
+            "★ significant",
+        ]
+    ]
+    assert KNOWN_SENTENCE in html.unescape(page)
+    validity = ["stance", "references", "80", "0.71 [0.62, 0.80]", "–", "90%", "52%", "3", "yes"]
+    assert table_rows(page, 'class="validity"') == [validity]
+    assert table_rows(page, 'class="breakdown"') == [["tag: trap", "25% [7%–59%] (n=8)"]]
+    profile = ["base 0-shot train", "60% [45%–73%]", "10%", "85%", "cat-kick, dog-walk"]
+    assert table_rows(page, 'class="profiles"') == [profile]
+
+    lines = render_markdown([known]).splitlines()
+    assert f"- {KNOWN_SENTENCE}" in lines
+    assert "| " + " | ".join(validity) + " |" in lines
+    assert (
+        "| group | base 0-shot train |" in lines and "| tag: trap | 25% [7%–59%] (n=8) |" in lines
+    )
+    assert "| " + " | ".join(profile) + " |" in lines
+
+
+def test_each_verdict_shows_what_the_judge_read_and_why(analysis: Analysis) -> None:
+    page = html.unescape(render_html([analysis]))
+    # The synthetic run's stance verdicts read "yes", "no" or "unclear" and explain it in a
+    # sentence; its ethics verdicts carry only a score of 0.5.
+    answers = [row.answer for row in analysis.run.verdicts["stance"].values()]
+    for stance in ("yes", "no", "unclear"):
+        assert page.count(f'title="The answer says {stance}."') == answers.count(stance)
+        assert page.count(f"(reads {stance})") == answers.count(stance)
+    assert page.count("(score 0.50)") == len(analysis.run.verdicts["ethics"])
 
 
 # --- plot ---------------------------------------------------------------------------------------
@@ -200,37 +370,39 @@ def assert_offline(report: OpenedReport) -> None:
     assert report.errors == []  # a CSP violation or script error would show here
 
 
-def assert_tables(report: OpenedReport, analyses: list[Analysis]) -> None:
+def assert_tables(report: OpenedReport) -> None:
+    """The known analysis's figures, as a reader sees them."""
     table1, table2 = report.text("#table1"), report.text("#table2")
-    for a in analyses:
-        for cell in a.cells:
-            if cell.model == "base" and cell.split == "train":
-                assert cell.text() in table1, (cell.judge, cell.shots)
-            if cell.shots == 0:
-                assert cell.text() in table2, (cell.judge, cell.model, cell.split)
-    reference = reference_for("base", "train", 0, "human", table=1)
-    assert reference is not None
-    assert f"paper (MAGMA): {reference.accuracy:.0%}" in table1
-    assert "paper (MAGMA): 90%" in table1  # the classifier row beside `ethics`
-    assert "paper (MAGMA): 60%" in table2  # Finetuned MAGMA, test
+    for figure in (
+        STANCE_0,
+        "3 unclear",
+        "paper (MAGMA): 56%",  # the paper's hand-evaluated 0-shot train
+        "70% [55%–82%] (n=30)",
+        "paper (MAGMA): 67%",
+        ETHICS_0,
+        "paper (MAGMA): 90%",  # the paper's classifier row beside `ethics`
+        "2 unsure/tie, 18 unlabelled",
+    ):
+        assert figure in table1, figure
+    assert FINETUNED_TEST in table2 and "paper (MAGMA): 60%" in table2
     legend = report.text("#paper-legend")
     assert "hand-evaluated" in legend and "RoBERTa-large classifier" in legend
 
 
 @pytest.mark.browser
-def test_single_run_report_in_the_browser(open_report: Any, analysis: Analysis) -> None:
-    report = open_report([analysis])
+def test_single_run_report_in_the_browser(open_report: Any, known: Analysis) -> None:
+    report = open_report([known])
     page = report.page
     assert_offline(report)
-    assert_tables(report, [analysis])
+    assert_tables(report)
 
     natural_width = page.eval_on_selector("#plot", "img => img.complete && img.naturalWidth")
     assert natural_width > 0
 
     cards = page.locator(".item-card")
-    assert cards.count() == len(analysis.run.items) == 40
+    assert cards.count() == len(known.run.items) == 40
     ids = {cards.nth(i).get_attribute("data-item") for i in range(cards.count())}
-    assert ids == set(analysis.run.items)
+    assert ids == set(known.run.items)
 
     card = page.locator('.item-card[data-item="cat-kick"]')
     assert "<b>cat-kick</b>" in card.inner_text()
@@ -238,44 +410,40 @@ def test_single_run_report_in_the_browser(open_report: Any, analysis: Analysis) 
     assert card.locator("img.thumb").evaluate("img => img.naturalWidth") > 0
     assert card.locator(".image-marker").first.is_visible()
     assert "[image]" in card.locator(".prompt").first.inner_text()
-    responses = [g for g in analysis.run.generations if g.item_id == "cat-kick"]
+    responses = [g for g in known.run.generations if g.item_id == "cat-kick"]
     assert card.locator(".response").count() == len(responses)
-    assert card.locator(".verdict").count() == len(responses) * len(analysis.run.judges)
+    assert card.locator(".verdict").count() == len(responses) * len(known.run.judges)
 
     human = report.text("#human")
-    assert analysis.annotators is not None
     assert "Krippendorff's alpha" in human
-    assert decimal(analysis.annotators.krippendorff_alpha) in human
-    for judge, agreement in analysis.judge_vs_human.items():
-        assert f"{judge} {agreement.summary()}" in human
+    assert all(f"{name} (" in human for name in ("ana", "ben", "cy"))  # the run's annotators
 
     comparisons = report.text("#comparisons")
-    for comparison in analysis.comparisons:
-        assert comparison.sentence() in comparisons
-    significant = sum(1 for c in analysis.comparisons if c.significant)
-    assert significant and page.locator("#comparisons tr.significant").count() == significant
+    assert KNOWN_SENTENCE in comparisons
+    assert page.locator("#comparisons tr.significant").count() == 1
 
     breakdowns = report.text("#breakdowns")
-    assert "tag: trap" in breakdowns and "polarity: negative" in breakdowns
+    assert "tag: trap" in breakdowns and "25% [7%–59%] (n=8)" in breakdowns
 
     # The inline filter script runs under the page's CSP.
     page.fill("#item-filter", "trap")
-    traps = sum(1 for item in analysis.run.items.values() if "trap" in item.tags)
+    traps = sum(1 for item in known.run.items.values() if "trap" in item.tags)
     assert page.locator(".item-card:visible").count() == traps
     assert f"{traps} of 40 items shown" in report.text("#item-count")
 
 
 @pytest.mark.browser
 def test_two_runs_side_by_side_in_the_browser(
-    open_report: Any, analysis: Analysis, second_analysis: Analysis
+    open_report: Any, known: Analysis, second_analysis: Analysis
 ) -> None:
-    report = open_report([analysis, second_analysis])
+    report = open_report([known, replace(second_analysis, cells=KNOWN_CELLS)])
     page = report.page
     assert_offline(report)
-    assert_tables(report, [analysis, second_analysis])
+    assert_tables(report)
     headers = page.locator("#table1 th.run").all_inner_texts()
     assert headers == ["run-a", "run-b"]
     assert page.locator("#table2 th.run").all_inner_texts() == ["run-a", "run-b"]
+    assert report.text("#table1").count(STANCE_0) == 2  # once per run
     assert page.eval_on_selector("#plot", "img => img.naturalWidth") > 0
     assert page.locator(".item-card").count() == 40
     card = page.locator('.item-card[data-item="cat-kick"]')

@@ -115,8 +115,7 @@ def create_app(
     if token is not None and (problem := token_problem(token)):
         raise ValueError(problem)
     # Used from the thread pool's threads, one at a time (SharedStore's lock).
-    store = RunStore(run_dir, check_same_thread=False)
-    store.conn.execute(f"PRAGMA busy_timeout = {max(0, int(busy_timeout * 1000))}")
+    store = RunStore(run_dir, check_same_thread=False, busy_timeout_s=busy_timeout)
     keys = list(dict.fromkeys(run_keys(store)))
     offered = keys
     if budget is not None:

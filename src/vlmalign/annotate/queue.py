@@ -16,7 +16,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from vlmalign.store import GenerationRow, LabelRow, RunStore, stable_hash
+from vlmalign.hashing import stable_int
+from vlmalign.judges.human import LabelIndex
+from vlmalign.store import GenerationRow, LabelRow, RunStore
 
 SAMPLE_SEED = 0  # the --budget sample's seed when --seed is not given
 
@@ -40,7 +42,7 @@ def stratified_sample(rows: Sequence[GenerationRow], budget: int, seed: int) -> 
     if budget < 1:
         raise ValueError(f"budget must be at least 1, got {budget}")
     unique = {row.key: row for row in rows}
-    rng = random.Random(int(stable_hash(["annotate-sample", seed])[:16], 16))
+    rng = random.Random(stable_int(["annotate-sample", seed], 64))
     by_condition: dict[tuple[str, str, int], dict[str, list[str]]] = defaultdict(
         lambda: defaultdict(list)
     )
@@ -96,10 +98,11 @@ class SharedStore:
 class AnnotationQueue:
     """The responses offered, and an index of their labels kept current incrementally.
 
-    The index (who labelled each response, and each annotator's latest label per response) is
-    read once at start, then brought up to date on every view by reading only the labels added
-    since (`id > last id seen`, a primary-key range): a request costs the same with 50 or 50,000
-    labels in the store, and labels written by another process (`labels import`) still show up.
+    The index (`judges.human.LabelIndex`: who labelled each response, and each annotator's
+    latest label of it) is read once at start, then brought up to date on every view by reading
+    only the labels added since (`id > last id seen`, a primary-key range): a request costs the
+    same with 50 or 50,000 labels in the store, and labels written by another process
+    (`labels import`) still show up.
     """
 
     def __init__(
@@ -115,33 +118,20 @@ class AnnotationQueue:
         self.overlap = overlap
         self.seed = seed
         self._orders: dict[str, list[str]] = {}
-        self._last_id = 0
-        self._labellers: dict[str, set[str]] = defaultdict(set)  # response -> annotators
-        self._mine: dict[str, dict[str, int]] = defaultdict(dict)  # annotator -> key -> label id
+        self._index = LabelIndex(keys=self.key_set)
         with self.db.use() as db:
             self._refresh(db)
 
     def _refresh(self, store: RunStore) -> None:
         """Apply the labels added since the last read (the caller holds the lock)."""
-        rows = store.conn.execute(
-            "SELECT id, generation_key, annotator FROM labels WHERE id > ? ORDER BY id",
-            (self._last_id,),
-        ).fetchall()
-        for row in rows:
-            self._last_id = int(row["id"])
-            key = row["generation_key"]
-            if key not in self.key_set:
-                continue
-            self._labellers[key].add(row["annotator"])
-            # A revision keeps the response's place in the first-labelled order.
-            self._mine[row["annotator"]][key] = int(row["id"])
+        self._index.add(store.labels(latest_only=False, after_id=self._index.last_id))
 
     def register(self, annotator: str) -> int:
         """Record the annotator's order seed (random, or derived from the app's --seed)."""
         fresh = (
             secrets.randbelow(2**31)
             if self.seed is None
-            else int(stable_hash([self.seed, annotator])[:8], 16)
+            else stable_int([self.seed, annotator], 32)
         )
         with self.db.use() as store:
             return store.annotator_seed(annotator, fresh)
@@ -159,14 +149,10 @@ class AnnotationQueue:
         with self.db.use() as store:
             self._refresh(store)
             order = self.order(annotator)
-            mine = dict(self._mine.get(annotator, {}))
+            mine = {key: row.id or 0 for key, row in self._index.labelled_by(annotator).items()}
             closed: frozenset[str] = frozenset()
             if self.overlap is not None:
-                closed = frozenset(
-                    key
-                    for key, who in self._labellers.items()
-                    if len(who) >= self.overlap and annotator not in who
-                )
+                closed = self._index.covered_without(annotator, self.overlap)
         return AnnotatorView(self, annotator, order, closed, mine)
 
     def add_label(self, row: LabelRow) -> None:
@@ -175,20 +161,9 @@ class AnnotationQueue:
             self._refresh(store)
 
     def label(self, label_id: int) -> LabelRow | None:
-        """One stored label by its id (its note is read only when a page shows it)."""
+        """One stored label by its id."""
         with self.db.use() as store:
-            r = store.conn.execute("SELECT * FROM labels WHERE id = ?", (label_id,)).fetchone()
-        if r is None:
-            return None
-        return LabelRow(
-            r["generation_key"],
-            r["annotator"],
-            r["label"],
-            r["note"],
-            r["created_at"],
-            r["source"],
-            r["id"],
-        )
+            return store.label(label_id)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Load and validate a JSONL dataset (or a built-in one) into immutable items."""
+"""Load and validate a dataset into immutable items: a JSONL file, a built-in one, or an `hf:`
+source (a Hugging Face dataset, whose rows become items as data/table.py says)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pydantic import ValidationError
 from vlmalign.data.images import ImageError, load_image
 from vlmalign.data.jsonl import decode_text, jsonl_objects, split_lines, string_id
 from vlmalign.data.schema import Item, Split
+from vlmalign.data.spec import DatasetSpec, as_spec, is_hf_source
 from vlmalign.data.text import printable
-from vlmalign.errors import DatasetError
+from vlmalign.errors import DatasetError, validation_message
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_DATASETS = ("moral-vqa-40",)
@@ -22,7 +24,8 @@ BUILTIN_DATASETS = ("moral-vqa-40",)
 
 @dataclass(frozen=True)
 class ItemRecord:
-    """An item with where it came from (for error messages)."""
+    """An item with where it came from (for error messages): its line in a JSONL file, or its
+    row (counted from 0) in an `hf:` dataset."""
 
     item: Item
     line: int
@@ -36,6 +39,8 @@ class Dataset:
     path: Path
     records: tuple[ItemRecord, ...]
     sha256: str
+    image_dir: Path | None = None  # image paths are relative to it (default: the file's folder)
+    rows: bool = False  # records are rows of an `hf:` dataset, not lines of a file
 
     @property
     def items(self) -> tuple[Item, ...]:
@@ -43,7 +48,14 @@ class Dataset:
 
     @property
     def base_dir(self) -> Path:
-        return self.path.parent
+        return self.image_dir if self.image_dir is not None else self.path.parent
+
+    def problem(self, record: ItemRecord, message: str) -> DatasetError:
+        """An error about one item, naming its line (JSONL) or row (`hf:`)."""
+        name = printable(self.source)
+        if self.rows:
+            return DatasetError(name, None, record.item.id, f"row {record.line}: {message}")
+        return DatasetError(name, record.line, record.item.id, message)
 
     def split(self, split: Split | None) -> tuple[Item, ...]:
         """Items of one split; items without a split count as `test`."""
@@ -75,18 +87,6 @@ def resolve_source(source: str | Path) -> Path:
         raise DatasetError(printable(text), None, None, "cannot find that home folder") from exc
 
 
-def _validation_message(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "item"
-    if first["type"] == "missing":
-        return f"missing field {field!r}"
-    if first["type"] == "extra_forbidden":
-        return f"unknown field {field!r}"
-    if first["type"] == "value_error" and "error" in first.get("ctx", {}):
-        return f"field {field!r}: {first['ctx']['error']}"  # our validator's words, no prefix
-    return f"field {field!r}: {first['msg']}"
-
-
 def _parse_lines(name: str, lines: Iterable[str]) -> tuple[list[ItemRecord], list[DatasetError]]:
     records: list[ItemRecord] = []
     errors: list[DatasetError] = []
@@ -99,7 +99,7 @@ def _parse_lines(name: str, lines: Iterable[str]) -> tuple[list[ItemRecord], lis
         try:
             item = Item.model_validate(data)
         except ValidationError as exc:
-            errors.append(DatasetError(name, number, item_id, _validation_message(exc)))
+            errors.append(DatasetError(name, number, item_id, validation_message(exc)))
             continue
         if item.id in first_line_of:
             seen = first_line_of[item.id]
@@ -134,8 +134,15 @@ class DatasetInvalid(DatasetError):
         self.args = (str(first) + more,)
 
 
-def load_dataset(source: str | Path, *, check_images: bool = True) -> Dataset:
-    """Parse and validate every line; raise DatasetInvalid listing every problem found."""
+def load_dataset(source: str | Path | DatasetSpec, *, check_images: bool = True) -> Dataset:
+    """Parse and validate every item; raise DatasetInvalid listing every problem found."""
+    if isinstance(source, DatasetSpec) or is_hf_source(str(source)):
+        spec = as_spec(source)
+        if spec.is_hf:
+            from vlmalign.data.table import load_table  # `datasets`: only for hf: sources
+
+            return load_table(spec, check_images=check_images)
+        source = spec.source
     path = resolve_source(source)
     source_name = str(source) if str(source).startswith(BUILTIN_PREFIX) else str(path)
     name = printable(source_name)  # error messages name the file; its name may be hostile too
@@ -161,11 +168,8 @@ def load_dataset(source: str | Path, *, check_images: bool = True) -> Dataset:
 def check_shots(dataset: Dataset, shots: int, split: Split | None = None) -> None:
     """Every item that will be asked with `shots` shots must have at least that many."""
     problems = [
-        DatasetError(
-            printable(dataset.source),
-            r.line,
-            r.item.id,
-            f"a {shots}-shot condition needs {shots} shots but the item has {len(r.item.shots)}",
+        dataset.problem(
+            r, f"a {shots}-shot condition needs {shots} shots but the item has {len(r.item.shots)}"
         )
         for r in dataset.records
         if (split is None or (r.item.split or "test") == split) and len(r.item.shots) < shots

@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import importlib.util
 import io
+import os
 import threading
 import urllib.request
 import warnings
@@ -90,6 +91,21 @@ def _fetch_url(url: str) -> bytes:
     partial.write_bytes(data)
     partial.replace(cached)
     return data
+
+
+def stored_image_path(data: bytes) -> Path:
+    """Keep image bytes that came inside a dataset (not as a file) in the cache, named by their
+    sha256, and return that file; an item refers to it like to any other image file."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageError(f"an embedded image is larger than {MAX_IMAGE_BYTES >> 20} MiB")
+    digest = hashlib.sha256(data).hexdigest()
+    path = cache_root() / "images" / "sha256" / digest
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{digest}.{os.getpid()}.{threading.get_ident()}.part")
+        partial.write_bytes(data)
+        partial.replace(path)  # atomic: a reader never sees half an image
+    return path
 
 
 def read_image_bytes(ref: str, base_dir: Path | None = None) -> bytes:

@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vlmalign.data.schema import Item, Stance
+from vlmalign.data.schema import ChoiceAnswer, Item, Stance
 from vlmalign.prompts import build_prompt
 
 
@@ -20,6 +20,8 @@ class JudgeInput(BaseModel):
     question: str
     response: str
     aligned_stance: Stance | None = None
+    choices: tuple[str, ...] = ()  # a multiple-choice item's options, and its correct one
+    correct_choice: ChoiceAnswer | None = None
     prompt: str | None = None
     image: str | None = None
 
@@ -35,6 +37,8 @@ class JudgeInput(BaseModel):
             question=item.question,
             response=response,
             aligned_stance=item.aligned_stance,
+            choices=item.choices,
+            correct_choice=item.answer,
             prompt=build_prompt(item, shots).qa_text(),
             image=item.image,
         )
@@ -45,12 +49,17 @@ class Verdict(BaseModel):
 
     `aligned` is None when the judge cannot decide (unclear stance, or no `aligned_stance`).
     `score` is the judge's confidence that the response is aligned, in [0, 1], when it has one.
+    `answer` is what the judge read in the response (the stance judge's "yes", "no" or
+    "unclear"), `explanation` one short sentence a person can check the verdict by; `detail`
+    holds the judge's own working, which only that judge interprets.
     """
 
     model_config = ConfigDict(frozen=True)
 
     aligned: bool | None
     score: float | None = None
+    answer: str | None = None
+    explanation: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
 
 

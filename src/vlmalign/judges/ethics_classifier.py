@@ -21,12 +21,15 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from vlmalign.errors import ModelError
 from vlmalign.judges.embeddings import minilm_path
 from vlmalign.judges.validity import ValidityEntry
 
 log = logging.getLogger(__name__)
 
 CARD_FILE = "card.json"
+#: The trained weights, as peft saves them with safetensors (never a pickle).
+WEIGHTS_FILE = "adapter_model.safetensors"
 CARD_FORMAT: Literal["vlmalign.ethics_classifier/v1"] = "vlmalign.ethics_classifier/v1"
 #: Where the shipped classifier lives inside the `vlmalign.judges` package.
 SHIPPED = "assets/ethics_classifier"
@@ -169,6 +172,12 @@ class EthicsClassifier:
         if self._model is None:
             from peft import PeftModel
 
+            # peft would fall back to a pickled adapter_model.bin, which can run code: refuse it.
+            if not (self.folder / WEIGHTS_FILE).is_file():
+                raise ModelError(
+                    f"{self.folder}: no {WEIGHTS_FILE}; an ethics classifier is loaded from "
+                    "safetensors only (rebuild it with `vlmalign ethics train`)"
+                )
             base, self._tokenizer = load_base(self.encoder_path)
             peft_model = PeftModel.from_pretrained(base, str(self.folder))
             model = peft_model.merge_and_unload()  # plain modules: faster, same numbers

@@ -194,7 +194,7 @@ def _save(model: Any, card: EthicsClassifierCard, output: Path) -> None:
     """peft's adapter files and the card, into `output` at once (a staging folder is renamed)."""
     staging = output.with_name(output.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(str(staging))
+    model.save_pretrained(str(staging), safe_serialization=True)  # safetensors, not a pickle
     (staging / "README.md").unlink(missing_ok=True)  # peft's blank model card template
     (staging / CARD_FILE).write_text(card.model_dump_json(indent=1) + "\n", encoding="utf-8")
     if output.exists():

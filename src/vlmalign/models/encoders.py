@@ -94,10 +94,6 @@ class ClassifierLabelEncoder(nn.Module):
             results.append(pieces)
         return results
 
-    def caption_text(self, images: Sequence[Image.Image]) -> list[str]:
-        probs = self.class_probabilities(self.preprocess(images))
-        return ["".join(pieces) for pieces in self.captions(probs)]
-
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One-hot features (batch, tokens, vocab) and a mask of real tokens (batch, tokens)."""
         probs = self.class_probabilities(pixels)

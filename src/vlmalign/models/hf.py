@@ -3,8 +3,10 @@
 Any model that `AutoModelForImageTextToText` loads (LLaVA, Qwen2/2.5-VL, SmolVLM/Idefics3,
 PaliGemma, ...) is driven through its own processor: the chat template renders the prompt, the
 processor expands the image placeholder and prepares the pixels. Finetuning trains LoRA weights
-(peft) on the language model's attention and MLP projections; the vision tower, the projector and
-every base weight stay frozen, and an adapter file holds the LoRA weights only.
+on the language model's attention and MLP projections through peft's own API (`get_peft_model`,
+`get_peft_model_state_dict`/`set_peft_model_state_dict`); the vision tower, the projector and
+every base weight stay frozen, and an adapter folder holds peft's files, which
+`PeftModel.from_pretrained` and vLLM's LoRARequest read as they are.
 """
 
 from __future__ import annotations
@@ -22,18 +24,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from vlmalign.errors import ModelError
+from vlmalign.models.adapters import PEFT_WEIGHTS_FILE, AdapterLayout
 from vlmalign.models.base import GenerationRequest, LossOn, ModelIdentity, ScoringRequest
+from vlmalign.models.decoding import RowSampler, SampleRows, until_eos
+from vlmalign.models.tokens import IGNORE, eos_token_ids
 from vlmalign.prompts import IMAGE_TOKEN, Prompt, PromptFormat, ShotsAs
-from vlmalign.sampling import RowSampler, SamplingParams
+from vlmalign.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
 WRAPPER_VERSION = 1  # bump when the way prompts or inputs are built changes outputs
-IGNORE = -100
-ADAPTER = "default"  # peft's adapter name inside the modules; dropped from saved keys
+ADAPTER = "default"  # peft's adapter name
+PEFT_PREFIX = "base_model.model."  # what peft's saved keys start with (the PeftModel's names)
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # token_type_ids of answer tokens: PaliGemma marks the generated suffix with 1 (causal
 # attention); elsewhere 0 means text.
@@ -232,33 +237,6 @@ class Prompter:
         return text
 
 
-def eos_token_ids(generation_config: Any, tokenizer: Any) -> list[int]:
-    """Every token that ends an answer: the generation config's and the tokenizer's."""
-    ids: list[int] = []
-    configured = getattr(generation_config, "eos_token_id", None)
-    for value in (configured, tokenizer.eos_token_id):
-        for token in value if isinstance(value, list) else [value]:
-            if isinstance(token, int) and token not in ids:
-                ids.append(token)
-    if not ids:
-        raise ModelError("model has no end-of-sequence token")
-    return ids
-
-
-class _SampleRows(LogitsProcessor):
-    """Lets each row of `generate` draw from its own seeded stream (RowSampler): every token but
-    the drawn one is set to -inf, so generate's greedy step picks the draw."""
-
-    def __init__(self, sampler: RowSampler) -> None:
-        self.sampler = sampler
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        picks = self.sampler(input_ids, scores)
-        chosen = torch.full_like(scores, float("-inf"))
-        chosen.scatter_(1, picks[:, None].to(scores.device), 0.0)
-        return chosen  # type: ignore[return-value]
-
-
 def _overrides_position_ids(model: Any) -> bool:
     """True for models with their own position scheme (Qwen2-VL's 3-D rotary positions)."""
     from transformers import GenerationMixin
@@ -269,7 +247,7 @@ def _overrides_position_ids(model: Any) -> bool:
 
 # --- the model -----------------------------------------------------------------------------
 class HFVisionModel(ModelIdentity, nn.Module):
-    """A Hugging Face image-text-to-text model implementing VisionLanguageModel."""
+    """A Hugging Face image-text-to-text model: a Generator, Scorer and Trainable (LoRA)."""
 
     encoder_trainable = False  # LoRA adapts the language model only
 
@@ -295,7 +273,9 @@ class HFVisionModel(ModelIdentity, nn.Module):
         self._fingerprint = fingerprint
         self._adapter_hash: str | None = None
         self._lora = lora or LoraSettings()
-        self._lora_ready = False
+        # peft's wrapper, once LoRA is added. Not a registered submodule: it wraps `hf` itself,
+        # whose modules peft adapts in place, so `hf` keeps serving inference and training.
+        self._peft: list[Any] = []
         self.eos_token_ids = eos_token_ids(model.generation_config, self.tokenizer)
         self.image_token_id = self._image_token_id()
         self._plain_positions = not _overrides_position_ids(model) and self._forward_takes(
@@ -431,14 +411,14 @@ class HFVisionModel(ModelIdentity, nn.Module):
         sampler = RowSampler(params, [r.seed for r in requests], self.device)
         output = self.hf.generate(
             **inputs,
-            logits_processor=LogitsProcessorList([_SampleRows(sampler)]),
+            logits_processor=LogitsProcessorList([SampleRows(sampler)]),
             **self._generation_settings(params),
         )
         new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
         return [self._decode(row) for row in new_tokens]
 
     def _generation_settings(self, params: SamplingParams) -> dict[str, Any]:
-        """Greedy over _SampleRows' choice; the model's own defaults (sampling, repetition
+        """Greedy over SampleRows' choice; the model's own defaults (sampling, repetition
         penalty, ...) are switched off so that only our SamplingParams decide."""
         return {
             "max_new_tokens": params.max_new_tokens,
@@ -452,9 +432,8 @@ class HFVisionModel(ModelIdentity, nn.Module):
         }
 
     def _decode(self, tokens: list[int]) -> str:
-        stop = set(self.eos_token_ids)
-        end = next((i for i, t in enumerate(tokens) if t in stop), len(tokens))
-        return str(self.tokenizer.decode(tokens[:end], skip_special_tokens=True)).strip()
+        answer = until_eos(tokens, self.eos_token_ids)
+        return str(self.tokenizer.decode(answer, skip_special_tokens=True)).strip()
 
     @torch.inference_mode()
     def log_likelihood(self, requests: Sequence[ScoringRequest]) -> list[float]:
@@ -503,12 +482,11 @@ class HFVisionModel(ModelIdentity, nn.Module):
                 return name
         raise ModelError(f"{self.name}: cannot find the language model inside the VLM")
 
-    def _ensure_lora(self) -> None:
-        """Insert LoRA layers on first use (base inference runs without them)."""
-        if self._lora_ready:
-            return
-        from peft import LoraConfig, inject_adapter_in_model
-        from peft.functional import cast_adapter_dtype
+    def _peft_model(self) -> Any:
+        """The PeftModel around `hf`, adding LoRA on first use (base inference runs without)."""
+        if self._peft:
+            return self._peft[0]
+        from peft import LoraConfig, get_peft_model
 
         path = self._language_model_path()
         targets = "|".join(re.escape(t) for t in self._lora.targets)
@@ -516,43 +494,30 @@ class HFVisionModel(ModelIdentity, nn.Module):
             r=self._lora.r,
             lora_alpha=self._lora.alpha,
             lora_dropout=self._lora.dropout,
+            # The language model's projections only, not the vision tower's namesakes.
             target_modules=rf"{re.escape(path)}\..*\.({targets})",
             bias="none",
         )
         # A fixed seed: LoRA's random down-projections are the same in every process and run.
+        # peft keeps LoRA weights in float32 under a bf16/fp16 model (autocast_adapter_dtype):
+        # small updates are not rounded away, and an adapter is the same file on any device.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             try:
-                inject_adapter_in_model(config, self.hf, adapter_name=ADAPTER)
+                peft_model = get_peft_model(self.hf, config, adapter_name=ADAPTER)
             except ValueError as exc:
                 raise ModelError(
                     f"{self.name}: no {'/'.join(self._lora.targets)} projections under {path}"
                 ) from exc
-        # LoRA weights in float32 under a bf16/fp16 model: small updates are not rounded away,
-        # and an adapter is the same file whichever device trained it.
-        cast_adapter_dtype(self.hf, ADAPTER)
-        self._lora_ready = True
+        self._peft.append(peft_model)
         self.train(self.training)  # new LoRA dropout layers follow the model's mode
         self.set_trainable()
+        return peft_model
 
-    def _remove_lora(self) -> None:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        for name, module in list(self.hf.named_modules()):
-            if isinstance(module, BaseTunerLayer):
-                self.hf.set_submodule(name, module.get_base_layer())
-        self.hf.__dict__.pop("peft_config", None)
-        self._lora_ready = False
-
-    def _lora_parameters(self) -> dict[str, nn.Parameter]:
-        """LoRA weights by their saved names (peft's names without the adapter name)."""
-        self._ensure_lora()
-        marker = f".{ADAPTER}."
-        return {
-            name.replace(marker, "."): param
-            for name, param in self.hf.named_parameters()
-            if "lora_" in name
-        }
+    def _lora_parameters(self) -> list[nn.Parameter]:
+        """The LoRA weights (peft names them `lora_A`/`lora_B`)."""
+        peft_model = self._peft_model()
+        return [p for n, p in peft_model.named_parameters() if ".lora_" in n]
 
     def adapter_settings(self) -> dict[str, Any]:
         return self._lora.as_dict()
@@ -561,14 +526,23 @@ class HFVisionModel(ModelIdentity, nn.Module):
         new = self._lora.updated(settings)
         if new == self._lora:
             return
-        if self._lora_ready:
-            self._remove_lora()  # fresh LoRA layers of the new shape on next use
+        if self._peft:  # LoRA layers of the new shape are added on next use
+            self.hf = self._peft.pop().unload()
         self._lora, self._adapter_hash = new, None
+
+    def adapter_layout(self) -> AdapterLayout:
+        """peft's files, as `PeftModel.save_pretrained` writes them."""
+        peft_config = self._peft_model().peft_config[ADAPTER]
+        return AdapterLayout(
+            PEFT_WEIGHTS_FILE,
+            {"format": "pt"},  # the safetensors header peft writes
+            lambda directory: peft_config.save_pretrained(str(directory)),
+        )
 
     def trainable_parameters(self, include_encoder: bool = False) -> Iterator[nn.Parameter]:
         if include_encoder:
             raise ModelError(f"{self.name}: the vision tower is not finetuned (LoRA only)")
-        yield from self._lora_parameters().values()
+        yield from self._lora_parameters()
 
     def trainable_groups(self, include_encoder: bool = False) -> dict[str, list[nn.Parameter]]:
         return {"adapters": list(self.trainable_parameters(include_encoder))}
@@ -579,22 +553,29 @@ class HFVisionModel(ModelIdentity, nn.Module):
             param.requires_grad_(True)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().cpu().clone() for n, p in self._lora_parameters().items()}
+        """The LoRA weights by the names peft saves them under."""
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(self._peft_model(), adapter_name=ADAPTER)
+        return {n: t.detach().cpu().clone() for n, t in state.items()}
 
     def load_trainable_state_dict(
         self, state: dict[str, torch.Tensor], adapter_hash: str | None
     ) -> None:
-        params = self._lora_parameters()
-        unknown, missing = sorted(set(state) - set(params)), sorted(set(params) - set(state))
+        from peft import set_peft_model_state_dict
+
+        expected = self.trainable_state_dict()
+        # Adapters saved before they were in peft's layout name the weights without its prefix.
+        state = {k if k.startswith(PEFT_PREFIX) else PEFT_PREFIX + k: v for k, v in state.items()}
+        unknown, missing = sorted(set(state) - set(expected)), sorted(set(expected) - set(state))
         if unknown:
             raise ValueError(f"adapter has weights this model lacks: {', '.join(unknown[:5])}")
         if missing:
             raise ValueError(f"adapter lacks LoRA weights: {', '.join(missing[:5])}")
-        with torch.no_grad():
-            for name, value in state.items():
-                if params[name].shape != value.shape:
-                    raise ValueError(f"adapter weight {name} has shape {tuple(value.shape)}")
-                params[name].copy_(value)
+        for name, value in state.items():
+            if expected[name].shape != value.shape:
+                raise ValueError(f"adapter weight {name} has shape {tuple(value.shape)}")
+        set_peft_model_state_dict(self._peft_model(), state, adapter_name=ADAPTER)
         self._adapter_hash = adapter_hash
 
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmalign.models.base import GenerationRequest, ModelIdentity, ScoringRequest
+from vlmalign.models.adapters import AdapterLayout
+from vlmalign.models.base import GenerationRequest, LossOn, ModelIdentity, ScoringRequest
+from vlmalign.models.decoding import decode
+from vlmalign.models.tokens import IGNORE, eos_token_ids
 from vlmalign.prompts import IMAGE_TOKEN, Prompt, PromptFormat, ShotsAs
-from vlmalign.sampling import SamplingParams, decode
+from vlmalign.sampling import SamplingParams
 
 
 class Adapter(nn.Module):
@@ -84,10 +87,6 @@ class ImagePrefix(nn.Module):
         return self.ln(self.dropout(self.proj(features))), mask
 
 
-LossOn = Literal["answer", "caption"]
-IGNORE = -100  # label of positions that carry no token (image prefix, padding)
-
-
 @dataclass(frozen=True)
 class Batch:
     """One left-padded batch of sequences."""
@@ -119,7 +118,7 @@ class Batch:
 
 
 class MagmaModel(ModelIdentity, nn.Module):
-    """A MAGMA-style VLM implementing the VisionLanguageModel protocol."""
+    """A MAGMA-style VLM: a Generator, Scorer and Trainable (adapters + image prefix)."""
 
     def __init__(
         self,
@@ -142,7 +141,7 @@ class MagmaModel(ModelIdentity, nn.Module):
         self._fingerprint = fingerprint
         self.default_prompt_format: PromptFormat = default_prompt_format
         self._adapter_hash: str | None = None
-        self.eos_token_ids = _eos_ids(lm, tokenizer)
+        self.eos_token_ids = eos_token_ids(getattr(lm, "generation_config", None), tokenizer)
         self.set_trainable()
         self.eval()
 
@@ -263,6 +262,9 @@ class MagmaModel(ModelIdentity, nn.Module):
     def configure_adapter(self, settings: Mapping[str, Any]) -> None:
         return None
 
+    def adapter_layout(self) -> AdapterLayout:
+        return AdapterLayout()  # adapter.safetensors, by the names above
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The finetuned weights by their MAGMA-style names (everything else is frozen)."""
         wanted = {id(p) for p in self.parameters() if p.requires_grad}
@@ -323,15 +325,3 @@ class MagmaModel(ModelIdentity, nn.Module):
 
     # Calling the module (as accelerate's DDP wrapper does) computes the training loss.
     forward = training_loss
-
-
-def _eos_ids(lm: Any, tokenizer: Any) -> list[int]:
-    ids: list[int] = []
-    configured = getattr(getattr(lm, "generation_config", None), "eos_token_id", None)
-    for value in (configured, tokenizer.eos_token_id):
-        for token in value if isinstance(value, list) else [value]:
-            if isinstance(token, int) and token not in ids:
-                ids.append(token)
-    if not ids:
-        raise ValueError("model has no end-of-sequence token")
-    return ids

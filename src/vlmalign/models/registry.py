@@ -1,39 +1,52 @@
 """Model presets by name, listed by `vlmalign models`.
 
 A model is named `PRESET` or `PRESET:ARGUMENT` (for example `magma:/ckpt/mp_rank_00_model_states.pt`
-or `hf:Qwen/Qwen2.5-VL-7B-Instruct`); the argument is a weights path or hub id.
+or `hf:Qwen/Qwen2.5-VL-7B-Instruct`); the argument is a weights path or hub id. Listing the
+presets, or loading a scripted `mock:` model, imports no torch: each factory imports its backend.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from vlmalign.errors import ModelError
-from vlmalign.models.base import Engine, VisionLanguageModel
-from vlmalign.models.magma import MagmaModel
+from vlmalign.models.base import Generator, Scorer, Trainable
+from vlmalign.models.engines import Engine
 from vlmalign.naming import display_name, resolve_name
 
+if TYPE_CHECKING:
+    import torch
 
-def _mini(device: torch.device, progress: bool, argument: str | None) -> MagmaModel:
+#: Builds a model from (device name as given, show progress, the name's argument).
+Factory = Callable[[str, bool, str | None], Generator]
+
+
+def _mini(device: str, progress: bool, argument: str | None) -> Generator:
     from vlmalign.models.mini import build_mini
 
-    return build_mini(device, progress)
+    return build_mini(resolve_device(device), progress)
 
 
-def _magma(device: torch.device, progress: bool, argument: str | None) -> MagmaModel:
+def _magma(device: str, progress: bool, argument: str | None) -> Generator:
     from vlmalign.models.magma_official import build_magma_preset
 
-    return build_magma_preset(device, progress, argument)
+    return build_magma_preset(resolve_device(device), progress, argument)
 
 
-def _hf(device: torch.device, progress: bool, argument: str | None) -> VisionLanguageModel:
+def _hf(device: str, progress: bool, argument: str | None) -> Generator:
     from vlmalign.models.hf import load_hf_model
 
     assert argument is not None  # argument_required
-    return load_hf_model(argument, device, progress)
+    return load_hf_model(argument, resolve_device(device), progress)
+
+
+def _mock(device: str, progress: bool, argument: str | None) -> Generator:
+    from vlmalign.models.mock import load_mock
+
+    assert argument is not None  # argument_required
+    return load_mock(argument)
 
 
 @dataclass(frozen=True)
@@ -42,7 +55,7 @@ class ModelSpec:
     description: str
     size: str
     needs: str
-    factory: Callable[[torch.device, bool, str | None], VisionLanguageModel]
+    factory: Factory
     argument: str | None = None  # what `name:ARGUMENT` means, or None when none is taken
     argument_required: bool = False
 
@@ -84,12 +97,25 @@ MODELS: dict[str, ModelSpec] = {
             argument="hub id[@revision] or local folder",
             argument_required=True,
         ),
+        ModelSpec(
+            "mock",
+            "scripted answers, no model: `ideal` / `misaligned` answer each item's reference "
+            'answer, `yes` / `no` always say so, a JSONL file ({"item", "response"} per '
+            "line) scripts them; generates only (no finetuning, no scoring)",
+            "none",
+            "nothing (no torch); for tests and dry runs of a study",
+            _mock,
+            argument="ideal | misaligned | yes | no | answers JSONL",
+            argument_required=True,
+        ),
     )
 }
 
 
 def resolve_device(device: str) -> torch.device:
     """'auto' picks CUDA when present."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -105,11 +131,29 @@ def model_spec(name: str) -> tuple[ModelSpec, str | None]:
 
 def load_model(
     name: str, device: str = "auto", progress: bool = True, engine: Engine = "hf"
-) -> VisionLanguageModel:
+) -> Generator:
     """Build a model by name; `engine="vllm"` generates with vLLM (`hf:` models on a GPU)."""
     spec, argument = model_spec(name)
     if engine == "vllm":
         from vlmalign.models.vllm_engine import load_vllm_model
 
         return load_vllm_model(name, spec.name, argument, resolve_device(device))
-    return spec.factory(resolve_device(device), progress, argument)
+    return spec.factory(device, progress, argument)
+
+
+def load_trainable(name: str, device: str = "auto", progress: bool = True) -> Trainable:
+    """A model to finetune; a one-line error for one that does not train (`mock:`)."""
+    model = load_model(name, device, progress)
+    if not isinstance(model, Trainable):
+        raise ModelError(f"model {name!r} does not train; finetune another (`vlmalign models`)")
+    return model
+
+
+def load_scorer(name: str, device: str = "auto", progress: bool = True) -> Scorer:
+    """A model that scores answers (the `vlm` judge); a one-line error for one that cannot."""
+    model = load_model(name, device, progress)
+    if not isinstance(model, Scorer):
+        raise ModelError(
+            f"model {name!r} does not score answers; choose another (`vlmalign models`)"
+        )
+    return model

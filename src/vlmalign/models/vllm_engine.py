@@ -3,8 +3,8 @@
 The prompts, fingerprint and adapter checks are those of the `hf` engine (models/hf.py), so
 stored prompts and adapters are shared; only generation runs in vLLM, with prefix caching (the
 few-shot prompts of a study share long prefixes) and one seed per request. A LoRA adapter
-trained with the `hf` engine is written once in peft's layout and passed as a LoRARequest.
-Scoring and training stay on the `hf` engine.
+trained with the `hf` engine is already in peft's layout: its folder is passed to vLLM as a
+LoRARequest as it is. This engine only generates; scoring and training run on the `hf` engine.
 
 vLLM is not installed where the test suite runs: the request building, parameter mapping and
 error paths are tested with a stand-in module; the engine itself is unverified on a GPU.
@@ -13,28 +13,24 @@ error paths are tested with a stand-in module; the engine itself is unverified o
 from __future__ import annotations
 
 import gc
-import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
-from torch import nn
 
-from vlmalign.cache import cache_root
 from vlmalign.errors import ModelError
-from vlmalign.models.base import GenerationRequest, LossOn, ModelIdentity, ScoringRequest
+from vlmalign.models.base import GenerationRequest, ModelIdentity
 from vlmalign.models.hf import (
     LoraSettings,
     Prompter,
     Source,
-    eos_token_ids,
     fingerprint_of,
     load_processor,
     resolve_source,
 )
+from vlmalign.models.tokens import eos_token_ids
 from vlmalign.prompts import Prompt, PromptFormat, ShotsAs
 from vlmalign.sampling import SamplingParams
 
@@ -43,7 +39,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "--engine vllm needs vLLM: pip install 'vlmalign[vllm]'"
 # The LoRA ranks vLLM can be started with (max_lora_rank).
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
-PEFT_PREFIX = "base_model.model."  # peft's key prefix, which vLLM expects
+PEFT_CONFIG_FILE = "adapter_config.json"  # peft's CONFIG_NAME: what vLLM reads the LoRA shape from
 
 
 def import_vllm() -> Any:
@@ -92,37 +88,6 @@ def lora_rank_limit(rank: int) -> int:
     raise ModelError(f"LoRA rank {rank} is above what vLLM serves ({VLLM_LORA_RANKS[-1]})")
 
 
-def peft_config(
-    settings: LoraSettings, base: str, state: Mapping[str, torch.Tensor]
-) -> dict[str, Any]:
-    """adapter_config.json in peft's format, listing the modules the weights adapt."""
-    modules = sorted({key.split(".lora_")[0].rsplit(".", 1)[-1] for key in state})
-    return {
-        "peft_type": "LORA",
-        "base_model_name_or_path": base,
-        "r": settings.r,
-        "lora_alpha": settings.alpha,
-        "lora_dropout": 0.0,
-        "target_modules": modules,
-        "bias": "none",
-        "use_rslora": False,
-        "use_dora": False,
-        "modules_to_save": None,
-    }
-
-
-def write_peft_adapter(
-    directory: Path, state: Mapping[str, torch.Tensor], settings: LoraSettings, base: str
-) -> Path:
-    """Our adapter (LoRA weights by module path) in peft's on-disk layout."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {PEFT_PREFIX + k: v.contiguous() for k, v in state.items()}
-    save_file(tensors, str(directory / "adapter_model.safetensors"))
-    config = peft_config(settings, base, state)
-    (directory / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return directory
-
-
 def generation_config(source: Source) -> Any:
     """The model's generation config (its end-of-turn tokens), or None where it has none."""
     from transformers import GenerationConfig
@@ -133,10 +98,9 @@ def generation_config(source: Source) -> Any:
         return None
 
 
-class VLLMVisionModel(ModelIdentity, nn.Module):
-    """An `hf:` model whose generation runs in vLLM (started on first use)."""
-
-    encoder_trainable = False
+class VLLMVisionModel(ModelIdentity):
+    """An `hf:` model whose generation runs in vLLM (started on first use): a Generator that
+    ServesAdapters."""
 
     def __init__(
         self,
@@ -145,30 +109,23 @@ class VLLMVisionModel(ModelIdentity, nn.Module):
         processor: Any,
         *,
         fingerprint: str,
-        device: torch.device,
         vllm: Any,
     ) -> None:
-        super().__init__()
         self.name = name
         self.source = source
         self.prompter = Prompter(processor, name)
         self.default_prompt_format: PromptFormat = self.prompter.default_prompt_format
         self.stop_ids = eos_token_ids(generation_config(source), processor.tokenizer)
         self._fingerprint = fingerprint
-        self._device = device
         self._vllm = vllm
         self._llm: Any = None
         self._llm_has_lora = False
         self._lora = LoraSettings()
-        self._state: dict[str, torch.Tensor] = {}
         self._adapter_hash: str | None = None
         self._lora_request: Any = None
+        self._adapters_served = 0
 
-    # --- identity and prompts (as the hf engine) ---------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return self._device
-
+    # --- prompts (as the hf engine) ------------------------------------------------------
     def render_prompt(
         self, prompt: Prompt, prompt_format: PromptFormat, shots_as: ShotsAs | None = None
     ) -> str:
@@ -220,56 +177,29 @@ class VLLMVisionModel(ModelIdentity, nn.Module):
         )
         return [str(o.outputs[0].text).strip() for o in outputs]
 
-    def log_likelihood(self, requests: Sequence[ScoringRequest]) -> list[float]:
-        raise ModelError("log-likelihood scoring runs on --engine hf")
-
-    # --- adapters: loaded for generation, never trained here ----------------------------
-    def training_loss(
-        self,
-        images: Sequence[Any],
-        prompt_texts: Sequence[str],
-        answers: Sequence[str],
-        loss_on: LossOn = "answer",
-    ) -> torch.Tensor:
-        raise ModelError("--engine vllm does not train: finetune with --engine hf")
-
-    def trainable_parameters(self, include_encoder: bool = False) -> Iterator[nn.Parameter]:
-        raise ModelError("--engine vllm does not train: finetune with --engine hf")
-
-    def trainable_groups(self, include_encoder: bool = False) -> dict[str, list[nn.Parameter]]:
-        raise ModelError("--engine vllm does not train: finetune with --engine hf")
-
-    def set_trainable(self, include_encoder: bool = False) -> None:
-        return None  # nothing here is trained
-
-    def adapter_settings(self) -> dict[str, Any]:
-        return self._lora.as_dict()
-
-    def configure_adapter(self, settings: Mapping[str, Any]) -> None:
-        self._lora = self._lora.updated(settings)
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self._state)
-
-    def load_trainable_state_dict(
-        self, state: dict[str, torch.Tensor], adapter_hash: str | None
+    # --- adapters: served from their folder, never trained here --------------------------
+    def serve_adapter(
+        self, directory: Path, settings: Mapping[str, Any], adapter_hash: str
     ) -> None:
-        if not state or not all(".lora_A." in k or ".lora_B." in k for k in state):
-            raise ValueError("--engine vllm loads LoRA adapters only")
-        ranks = {int(v.shape[0]) for k, v in state.items() if ".lora_A." in k}
-        if ranks != {self._lora.r}:
-            raise ValueError(f"LoRA weights of rank {sorted(ranks)}, card says {self._lora.r}")
-        label = (adapter_hash or "adapter")[:16]
-        directory = write_peft_adapter(
-            cache_root() / "vllm-lora" / label, state, self._lora, self.source.location
-        )
-        self._state, self._adapter_hash = dict(state), adapter_hash
+        """Generate with the LoRA adapter in `directory` (peft's files, as `hf` saved them)."""
+        if not (directory / PEFT_CONFIG_FILE).is_file():
+            raise ValueError(
+                f"no {PEFT_CONFIG_FILE}: --engine vllm serves LoRA adapters in peft's layout "
+                "(finetune an hf: model with this version of vlmalign)"
+            )
+        self._lora = LoraSettings().updated(settings)
+        self._adapter_hash = adapter_hash
         from vllm.lora.request import LoRARequest
 
-        self._lora_request = LoRARequest(label, 1, str(directory))
+        self._adapters_served += 1  # vLLM caches adapters by id: each one gets its own
+        self._lora_request = LoRARequest(
+            adapter_hash[:16], self._adapters_served, str(directory.resolve())
+        )
 
 
-def load_vllm_model(name: str, preset: str, argument: str | None, device: torch.device) -> Any:
+def load_vllm_model(
+    name: str, preset: str, argument: str | None, device: torch.device
+) -> VLLMVisionModel:
     """`hf:<argument>` generating through vLLM (no weights are loaded in this process)."""
     vllm = check_engine(preset, name, device)
     assert argument is not None  # the hf preset requires one
@@ -280,6 +210,5 @@ def load_vllm_model(name: str, preset: str, argument: str | None, device: torch.
         source,
         processor,
         fingerprint=fingerprint_of(source),
-        device=device,
         vllm=vllm,
     )

@@ -17,6 +17,14 @@ from vlmalign.judges.human import (
     judge_agreement,
 )
 from vlmalign.judges.validity import ValidityEntry, primary_entries
+from vlmalign.report.conditions import ConditionKey, sorted_conditions
+from vlmalign.report.formatting import (
+    MISSING,
+    difference,
+    estimate,
+    judge_warning,
+    p_statement,
+)
 from vlmalign.report.judge_validity import validity_entries
 from vlmalign.report.reference import reference_for
 from vlmalign.report.run_data import RunData
@@ -32,7 +40,6 @@ from vlmalign.stats import (
 )
 from vlmalign.store import GenerationRow
 
-ConditionKey = tuple[str, str, int]  # model variant, split, shots
 SIGNIFICANCE = 0.05
 
 
@@ -66,15 +73,14 @@ class Cell:
 
     @property
     def condition(self) -> ConditionKey:
-        return (self.model, self.split, self.shots)
+        return ConditionKey(self.model, self.split, self.shots)
 
     def text(self) -> str:
+        """ "56% [41%–70%] (n=30)", flagged when the judge is not informative."""
         if self.accuracy is None or self.n == 0:
-            return "–"
-        interval = ""
-        if self.ci_low is not None and self.ci_high is not None:
-            interval = f" [{self.ci_low:.0%}–{self.ci_high:.0%}]"
-        return f"{self.accuracy:.0%}{interval} (n={self.n}){_warning(self.judge_informative)}"
+            return MISSING
+        figure = estimate(self.accuracy, self.ci_low, self.ci_high, self.n)
+        return figure + judge_warning(self.judge_informative)
 
 
 @dataclass(frozen=True)
@@ -106,19 +112,11 @@ class Comparison:
         if self.significant and not holm:
             holm = " (not after Holm's correction)"
         return (
-            f"{self.judge}: {condition_label(self.b)} vs {condition_label(self.a)}: "
-            f"{self.difference:+.0%} [{self.ci_low:+.0%}, {self.ci_high:+.0%}], "
-            f"{format_p(self.p_value)}, {verdict} at 0.05{holm} "
-            f"({self.method}, {self.n_items} items){_warning(self.judge_informative)}"
+            f"{self.judge}: {self.b.label} vs {self.a.label}: "
+            f"{difference(self.difference, self.ci_low, self.ci_high)}, "
+            f"{p_statement(self.p_value)}, {verdict} at 0.05{holm} "
+            f"({self.method}, {self.n_items} items){judge_warning(self.judge_informative)}"
         )
-
-
-#: Appended wherever a number of a judge that is not informative stands (see judge validity).
-NOT_INFORMATIVE = "judge not informative"
-
-
-def _warning(informative: bool | None) -> str:
-    return f" ⚠ {NOT_INFORMATIVE}" if informative is False else ""
 
 
 @dataclass(frozen=True)
@@ -163,14 +161,11 @@ class HumanCoverage:
 
     @property
     def condition(self) -> ConditionKey:
-        return (self.model, self.split, self.shots)
+        return ConditionKey(self.model, self.split, self.shots)
 
     def text(self) -> str:
         """E.g. "base 0-shot train: 12 of 150 responses labelled"."""
-        return (
-            f"{condition_label(self.condition)}: {self.labelled} of {self.responses} "
-            "responses labelled"
-        )
+        return f"{self.condition.label}: {self.labelled} of {self.responses} responses labelled"
 
 
 @dataclass(frozen=True)
@@ -189,15 +184,6 @@ class Analysis:
     @property
     def judges(self) -> list[str]:
         return self.run.judges + ([HUMAN] if self.human else [])
-
-
-def format_p(p_value: float) -> str:
-    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
-
-
-def condition_label(condition: ConditionKey) -> str:
-    model, split, shots = condition
-    return f"{model} {shots}-shot {split}"
 
 
 def analyse(run: RunData) -> Analysis:
@@ -242,11 +228,8 @@ def _judge_outcomes(run: RunData, judge: str) -> dict[str, Outcome]:
 def _conditions(generations: Sequence[GenerationRow]) -> dict[ConditionKey, list[GenerationRow]]:
     grouped: dict[ConditionKey, list[GenerationRow]] = defaultdict(list)
     for row in generations:
-        grouped[(row.variant, row.split, row.shots)].append(row)
-    order = {"base": 0, "finetuned": 1}
-    return dict(
-        sorted(grouped.items(), key=lambda kv: (order.get(kv[0][0], 2), kv[0][1] != "train", kv[0]))
-    )
+        grouped[ConditionKey.of(row)].append(row)
+    return {condition: grouped[condition] for condition in sorted_conditions(grouped)}
 
 
 def _by_item(
@@ -300,8 +283,12 @@ def _cell(
 def comparison_pairs(conditions: Sequence[ConditionKey]) -> list[tuple[ConditionKey, ConditionKey]]:
     """The paper's questions: more shots on the base model, and base vs finetuned 0-shot."""
     present = set(conditions)
-    pairs = [(("base", "train", a), ("base", "train", b)) for a, b in ((0, 1), (0, 2), (1, 2))] + [
-        (("base", split, 0), ("finetuned", split, 0)) for split in ("train", "test")
+    pairs = [
+        (ConditionKey("base", "train", a), ConditionKey("base", "train", b))
+        for a, b in ((0, 1), (0, 2), (1, 2))
+    ] + [
+        (ConditionKey("base", split, 0), ConditionKey("finetuned", split, 0))
+        for split in ("train", "test")
     ]
     return [(a, b) for a, b in pairs if a in present and b in present]
 
@@ -386,9 +373,7 @@ def _profiles(
     stance = run.verdicts.get("stance")
     profiles = []
     for condition, rows in conditions.items():
-        stances = [
-            str(stance[r.key].detail.get("stance")) for r in rows if stance and r.key in stance
-        ]
+        stances = [str(stance[r.key].answer) for r in rows if stance and r.key in stance]
         yes = yes_rate(stances) if stances else None
         by_item = _by_item(rows, {k: v.aligned for k, v in (stance or {}).items()}, False)
         consistency = item_consistency(by_item)

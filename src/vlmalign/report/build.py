@@ -7,14 +7,13 @@ import errno
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from vlmalign.errors import VlmalignError
 from vlmalign.report.analysis import Analysis, analyse
 from vlmalign.report.markdown import render_markdown
-from vlmalign.report.reference import PAPER, PAPER_LABEL, REFERENCE
+from vlmalign.report.results import results_document
 from vlmalign.report.run_data import load_run
 
 RESULTS_FILE = "results.json"
@@ -22,38 +21,6 @@ REPORT_FILE = "report.md"
 HTML_FILE = "report.html"
 CELLS_CSV = "results.csv"
 COMPARISONS_CSV = "comparisons.csv"
-
-
-def results_json(analyses: Sequence[Analysis]) -> dict[str, Any]:
-    """The machine-readable contract: cells (with ci_low/ci_high), tests, breakdowns, humans
-    (with how many responses of each condition were labelled: `human_coverage`)."""
-    single = len(analyses) == 1
-    return {
-        "runs": [a.run.name for a in analyses],
-        "cells": [asdict(c) for a in analyses for c in a.cells],
-        "comparisons": [
-            {**asdict(c), "significant": c.significant} for a in analyses for c in a.comparisons
-        ],
-        "breakdowns": [asdict(b) for a in analyses for b in a.breakdowns],
-        "profiles": [asdict(p) for a in analyses for p in a.profiles],
-        "human_coverage": [asdict(c) for a in analyses for c in a.human_coverage],
-        "judge_validity": [
-            {**e.model_dump(mode="json"), "run": a.run.name} for a in analyses for e in a.validity
-        ],
-        "human": {
-            a.run.name: {
-                "annotators": asdict(a.annotators) if a.annotators else None,
-                "judge_vs_human": {j: asdict(r) for j, r in a.judge_vs_human.items()},
-                "majority": {k: v.status for k, v in a.human.items()},
-            }
-            for a in analyses
-            if a.human
-        },
-        "paper": {"source": PAPER, "label": PAPER_LABEL, "cells": [asdict(r) for r in REFERENCE]},
-        "provenance": analyses[0].run.provenance
-        if single
-        else {a.run.name: a.run.provenance for a in analyses},
-    }
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -73,9 +40,9 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
 def render_files(analyses: Sequence[Analysis]) -> dict[str, str]:
     from vlmalign.report.html import render_html
 
-    results = results_json(analyses)
+    results = results_document(analyses).model_dump(mode="json")
     return {
-        RESULTS_FILE: json.dumps(results, indent=2, default=str) + "\n",
+        RESULTS_FILE: json.dumps(results, indent=2) + "\n",
         REPORT_FILE: render_markdown(analyses),
         CELLS_CSV: _csv(results["cells"]),
         COMPARISONS_CSV: _csv([_flat(c) for c in results["comparisons"]]),

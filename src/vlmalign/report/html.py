@@ -26,22 +26,33 @@ from vlmalign.data.images import ImageError, load_image
 from vlmalign.data.schema import Item
 from vlmalign.judges.human import HUMAN, AnnotatorAgreement, HumanVerdict
 from vlmalign.prompts import IMAGE_TOKEN
-from vlmalign.report.analysis import (
-    Analysis,
-    Cell,
-    Comparison,
-    ConditionKey,
-    condition_label,
+from vlmalign.report.analysis import Analysis, Comparison
+from vlmalign.report.conditions import ConditionKey
+from vlmalign.report.formatting import (
+    decimal,
+    decimal_interval,
+    difference,
+    p_value,
+    percent,
+    points,
+    rate,
 )
-from vlmalign.report.markdown import VALIDITY_HEADER, VALIDITY_NOTE, validity_rows
-from vlmalign.report.plot import accuracy_png, condition_order
+from vlmalign.report.markdown import VALIDITY_NOTE
+from vlmalign.report.plot import accuracy_png
 from vlmalign.report.reference import (
     EVALUATION_OF_JUDGE,
     PAPER,
     PAPER_LABEL,
     REFERENCE,
     TRAIN_ITEMS,
-    reference_for,
+)
+from vlmalign.report.tables import (
+    VALIDITY_HEADER,
+    breakdown_tables,
+    profile_rows,
+    table1,
+    table2,
+    validity_rows,
 )
 from vlmalign.store import GenerationRow, JudgmentRow, LabelRow, RunStore
 
@@ -52,39 +63,9 @@ TEMPLATE = "report.html.j2"
 SCRIPT = "report.js"
 THUMBNAIL_PX = 160
 IMAGE_MARKER = Markup('<span class="image-marker" title="the image goes here">[image]</span>')
-TABLE1_SHOTS = (0, 1, 2)
-TABLE2_SPLITS = ("train", "test")
-MODELS = ("base", "finetuned")
 
 
-# --- formatting (also the template's filters) ----------------------------------------------------
-
-
-def pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
-
-
-def decimal(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
-def p_value(value: float) -> str:
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def rate_text(rate: float | None, low: float | None, high: float | None) -> str:
-    """ "acc [lo–hi]", the interval left out when there is none."""
-    if rate is None:
-        return "–"
-    interval = f" [{low:.0%}–{high:.0%}]" if low is not None and high is not None else ""
-    return f"{rate:.0%}{interval}"
-
-
-def estimate_text(accuracy: float | None, low: float | None, high: float | None, n: int) -> str:
-    """Same shape as `Cell.text()`: "acc [lo–hi] (n=…)"."""
-    if accuracy is None or n == 0:
-        return "–"
-    return f"{rate_text(accuracy, low, high)} (n={n})"
+# --- text ---------------------------------------------------------------------------------------
 
 
 def prompt_markup(prompt: str) -> Markup:
@@ -106,19 +87,6 @@ class RunHeader:
     items: int
     responses: int
     labels: int
-
-
-@dataclass(frozen=True)
-class CellView:
-    text: str
-    paper: str | None = None  # e.g. "paper (MAGMA): 56%"
-    note: str | None = None  # what the accuracy leaves out
-
-
-@dataclass(frozen=True)
-class TableRow:
-    labels: tuple[str, ...]  # judge, and for Table 2 the model
-    cells: tuple[CellView, ...]  # run-major: every column of run 1, then of run 2, ...
 
 
 @dataclass(frozen=True)
@@ -170,28 +138,12 @@ class HumanSection:
 
 
 @dataclass(frozen=True)
-class BreakdownTable:
-    run: str
-    judge: str
-    conditions: list[str]
-    rows: list[tuple[str, list[str]]]
-
-
-@dataclass(frozen=True)
-class ProfileView:
-    condition: str
-    yes_rate: str
-    unclear_rate: str
-    consistency: str
-    inconsistent_items: list[str]
-
-
-@dataclass(frozen=True)
 class VerdictView:
     judge: str
     text: str  # aligned | not aligned | unclear | no verdict
     css: str
-    detail: str = ""
+    detail: str = ""  # what the judge read, and its score
+    explanation: str = ""  # the judge's one sentence on why (shown on hover)
 
 
 @dataclass(frozen=True)
@@ -245,14 +197,16 @@ def render_html(analyses: Sequence[Analysis]) -> str:
     judges = _judges(analyses)
     script = _asset(SCRIPT)
     plot = accuracy_png({label: a.cells for label, a in runs})
+    cells = [(label, a.cells) for label, a in runs]
+    first, second = table1(cells, judges), table2(cells, judges)
     return _template().render(
         runs=[_header(label, a) for label, a in runs],
         several=several,
         run_names=[label for label, _ in runs],
-        table1_columns=[f"{shots}-shot train" for shots in TABLE1_SHOTS],
-        table1=_table1(analyses, judges),
-        table2_columns=[f"0-shot {split}" for split in TABLE2_SPLITS],
-        table2=_table2(analyses, judges),
+        table1_columns=first.columns,
+        table1=first.rows,
+        table2_columns=second.columns,
+        table2=second.rows,
         paper=PAPER,
         paper_label=PAPER_LABEL,
         paper_rows=_paper_rows(judges),
@@ -269,8 +223,8 @@ def render_html(analyses: Sequence[Analysis]) -> str:
             for row in validity_rows(a.validity)
         ],
         human=[s for label, a in runs if (s := _human_section(label, a)) is not None],
-        breakdowns=[table for label, a in runs for table in _breakdowns(label, a)],
-        profiles=[(label, _profiles(a)) for label, a in runs],
+        breakdowns=[table for label, a in runs for table in breakdown_tables(a, label)],
+        profiles=[(label, profile_rows(a)) for label, a in runs],
         items=_item_cards(runs),
         script=Markup(script),  # our own asset, allowed by its hash in the policy
         csp=_content_security_policy(script),
@@ -291,7 +245,7 @@ def run_labels(analyses: Sequence[Analysis]) -> list[str]:
 @cache
 def _template() -> Template:
     environment = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True)
-    environment.filters.update(pct=pct, decimal=decimal)
+    environment.filters.update(pct=percent, decimal=decimal)
     return environment.from_string(_asset(TEMPLATE))
 
 
@@ -315,10 +269,10 @@ def _header(label: str, analysis: Analysis) -> RunHeader:
     provenance = analysis.run.provenance
     return RunHeader(
         label=label,
-        model=str(provenance.get("model", "?")),
-        dataset=str(provenance.get("dataset", "?")),
-        samples_per_prompt=str(provenance.get("samples_per_prompt", "?")),
-        prompt_format=str(provenance.get("prompt_format", "?")),
+        model=provenance.model or "?",
+        dataset=provenance.dataset or "?",
+        samples_per_prompt=str(provenance.samples_per_prompt or "?"),
+        prompt_format=provenance.prompt_format or "?",
         judges=analysis.judges,
         items=len({g.item_id for g in analysis.run.generations}),
         responses=len(analysis.run.generations),
@@ -332,67 +286,15 @@ def _judges(analyses: Sequence[Analysis]) -> list[str]:
     return list(automatic) + ([HUMAN] if any(a.human for a in analyses) else [])
 
 
-# --- Tables 1 and 2 ------------------------------------------------------------------------------
-
-
-def _cell_view(cell: Cell | None, table: int) -> CellView:
-    if cell is None:
-        return CellView("–")
-    reference = reference_for(cell.model, cell.split, cell.shots, cell.judge, table)
-    paper = f"{PAPER_LABEL}: {reference.accuracy:.0%}" if reference else None
-    return CellView(cell.text(), paper, _cell_note(cell))
-
-
-def _cell_note(cell: Cell) -> str | None:
-    if cell.judge == HUMAN:
-        parts = [f"{cell.unclear} unsure/tie"] if cell.unclear else []
-        parts += [f"{cell.unlabelled} unlabelled"] if cell.unlabelled else []
-        return ", ".join(parts) or None
-    return f"{cell.unclear} unclear" if cell.unclear else None
-
-
-def _find(analysis: Analysis, condition: ConditionKey, judge: str) -> Cell | None:
-    return next((c for c in analysis.cells if c.condition == condition and c.judge == judge), None)
-
-
-def _table1(analyses: Sequence[Analysis], judges: Sequence[str]) -> list[TableRow]:
-    return [
-        TableRow(
-            (judge,),
-            tuple(
-                _cell_view(_find(a, ("base", "train", shots), judge), table=1)
-                for a in analyses
-                for shots in TABLE1_SHOTS
-            ),
-        )
-        for judge in judges
-    ]
-
-
-def _table2(analyses: Sequence[Analysis], judges: Sequence[str]) -> list[TableRow]:
-    models = [m for m in MODELS if any(c.model == m for a in analyses for c in a.cells)]
-    return [
-        TableRow(
-            (judge, model),
-            tuple(
-                _cell_view(_find(a, (model, split, 0), judge), table=2)
-                for a in analyses
-                for split in TABLE2_SPLITS
-            ),
-        )
-        for judge in judges
-        for model in models
-    ]
+# --- the paper's rows ----------------------------------------------------------------------------
 
 
 def _paper_rows(judges: Sequence[str]) -> list[PaperRow]:
     """Which row of the paper is shown beside which of our judges (see reference.py)."""
     grouped: dict[tuple[int, str, str], list[str]] = defaultdict(list)
     for ref in REFERENCE:
-        shots = "0/1/2-shot" if ref.table == 1 else "0-shot"
-        grouped[(ref.table, ref.paper_row, ref.evaluation)].append(
-            f"{ref.model} {shots} {ref.split}"
-        )
+        condition = ConditionKey(ref.model, ref.split, ref.shots)
+        grouped[(ref.table, ref.paper_row, ref.evaluation)].append(condition.label)
     present = {j.split(":")[0] for j in judges}
     rows = []
     for (table, paper_row, evaluation), conditions in grouped.items():
@@ -409,11 +311,11 @@ def _comparison_view(label: str, c: Comparison, several: bool) -> ComparisonView
     return ComparisonView(
         run=label,
         judge=c.judge,
-        a=condition_label(c.a),
-        b=condition_label(c.b),
-        accuracy_a=pct(c.accuracy_a),
-        accuracy_b=pct(c.accuracy_b),
-        difference=f"{c.difference:+.0%} [{c.ci_low:+.0%}, {c.ci_high:+.0%}]",
+        a=c.a.label,
+        b=c.b.label,
+        accuracy_a=percent(c.accuracy_a),
+        accuracy_b=percent(c.accuracy_b),
+        difference=difference(c.difference, c.ci_low, c.ci_high),
         p=p_value(c.p_value),
         p_holm=p_value(c.p_holm),
         method=c.method,
@@ -436,47 +338,20 @@ def _human_section(label: str, analysis: Analysis) -> HumanSection | None:
             n=agreement.n,
             judge_unclear=agreement.judge_unclear,
             human_unclear=agreement.human_unclear,
-            accuracy=estimate_text(
-                agreement.accuracy,
-                agreement.accuracy_ci_low,
-                agreement.accuracy_ci_high,
-                agreement.n,
+            accuracy=rate(
+                agreement.accuracy, agreement.accuracy_ci_low, agreement.accuracy_ci_high
             ),
-            kappa=agreement.kappa_text(),
+            kappa=decimal_interval(
+                agreement.kappa, agreement.kappa_ci_low, agreement.kappa_ci_high
+            ),
             confusion=agreement.confusion,
             summary=agreement.summary(),
-            bias=agreement.bias_text(),
+            bias=points(agreement.alignment_bias, agreement.bias_ci_low, agreement.bias_ci_high),
         )
         for judge, agreement in analysis.judge_vs_human.items()
     ]
     coverage = [c.text() for c in analysis.human_coverage]
     return HumanSection(label, analysis.annotators, statuses, judges, coverage)
-
-
-def _breakdowns(label: str, analysis: Analysis) -> list[BreakdownTable]:
-    conditions = sorted({b.condition for b in analysis.breakdowns}, key=condition_order)
-    tables = []
-    for judge in dict.fromkeys(b.judge for b in analysis.breakdowns):
-        texts: dict[str, dict[ConditionKey, str]] = defaultdict(dict)
-        for b in analysis.breakdowns:
-            if b.judge == judge:
-                texts[b.group][b.condition] = estimate_text(b.accuracy, b.ci_low, b.ci_high, b.n)
-        rows = [(group, [by.get(c, "–") for c in conditions]) for group, by in texts.items()]
-        tables.append(BreakdownTable(label, judge, [condition_label(c) for c in conditions], rows))
-    return tables
-
-
-def _profiles(analysis: Analysis) -> list[ProfileView]:
-    return [
-        ProfileView(
-            condition=condition_label(p.condition),
-            yes_rate=rate_text(p.yes_rate, p.yes_ci_low, p.yes_ci_high),
-            unclear_rate=pct(p.unclear_rate),
-            consistency=pct(p.consistency),
-            inconsistent_items=p.inconsistent_items,
-        )
-        for p in analysis.profiles
-    ]
 
 
 # --- item cards ----------------------------------------------------------------------------------
@@ -557,7 +432,7 @@ class _RunIndex:
             lambda: defaultdict(list)
         )
         for row in analysis.run.generations:
-            self.rows[row.item_id][(row.variant, row.split, row.shots)].append(row)
+            self.rows[row.item_id][ConditionKey.of(row)].append(row)
         self.labels: dict[str, dict[str, LabelRow]] = defaultdict(dict)
         for label_row in analysis.run.labels:  # label order: a later label revises an earlier one
             self.labels[label_row.generation_key][label_row.annotator] = label_row
@@ -568,13 +443,11 @@ class _RunIndex:
             return None
         conditions = [
             ConditionView(
-                condition_label(condition),
+                condition.label,
                 [prompt_markup(p) for p in dict.fromkeys(r.prompt for r in rows)],
                 [self._sample(r) for r in sorted(rows, key=lambda r: r.sample_index)],
             )
-            for condition, rows in sorted(
-                by_condition.items(), key=lambda kv: condition_order(kv[0])
-            )
+            for condition, rows in sorted(by_condition.items(), key=lambda kv: kv[0].sort_key())
         ]
         return RunItemView(self.label, conditions)
 
@@ -607,11 +480,11 @@ def _verdict_view(judge: str, row: JudgmentRow | None) -> VerdictView:
         None: ("unclear", "unclear"),
     }[row.aligned]
     details = []
-    if "stance" in row.detail:
-        details.append(f"stance: {row.detail['stance']}")
+    if row.answer is not None:
+        details.append(f"reads {row.answer}")
     if row.score is not None:
-        details.append(f"score {row.score:.2f}")
-    return VerdictView(judge, text, css, ", ".join(details))
+        details.append(f"score {decimal(row.score)}")
+    return VerdictView(judge, text, css, ", ".join(details), row.explanation or "")
 
 
 def _votes(verdict: HumanVerdict) -> str:

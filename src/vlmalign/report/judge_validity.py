@@ -6,7 +6,6 @@ from vlmalign.judges.human import HumanVerdict
 from vlmalign.judges.registry import is_graded
 from vlmalign.judges.threshold import is_auto
 from vlmalign.judges.validity import (
-    HELDOUT_KEY,
     ValidityEntry,
     known_from_humans,
     measure,
@@ -22,7 +21,7 @@ def validity_entries(run: RunData, human: dict[str, HumanVerdict]) -> list[Valid
     references = reference_answers(run.reference_items.values())
     cluster_of = {g.key: g.item_id for g in run.generations}
     human_aligned = {key: verdict.aligned for key, verdict in human.items()}
-    heldout = run.provenance.get(HELDOUT_KEY) or {}
+    heldout = run.provenance.judge_heldout_validity
     entries = []
     for judge in run.judges:
         rows = run.references.get(judge, {})
@@ -31,7 +30,7 @@ def validity_entries(run: RunData, human: dict[str, HumanVerdict]) -> list[Valid
             for ref in references
             if (row := rows.get((ref.item_id, ref.side))) is not None
         ]
-        config = (run.provenance.get("judges") or {}).get(judge) or {}
+        config = run.provenance.judges.get(judge) or {}
         graded = is_graded(config)
         if known:
             entries.append(references_validity(judge, known, is_auto(config), graded))
@@ -42,5 +41,5 @@ def validity_entries(run: RunData, human: dict[str, HumanVerdict]) -> list[Valid
                 method = "human majority labels"
                 entries.append(measure(judge, "humans", by_humans, method, graded))
         if judge in heldout:
-            entries.append(ValidityEntry.model_validate({**heldout[judge], "judge": judge}))
+            entries.append(heldout[judge].model_copy(update={"judge": judge}))
     return entries

@@ -6,16 +6,29 @@ import json
 from collections.abc import Sequence
 
 from vlmalign.judges.validity import ValidityEntry
-from vlmalign.report.analysis import NOT_INFORMATIVE, Analysis, condition_label
-from vlmalign.report.reference import PAPER
+from vlmalign.report.analysis import Analysis
+from vlmalign.report.conditions import sorted_conditions
+from vlmalign.report.formatting import (
+    MISSING,
+    NOT_INFORMATIVE,
+    decimal,
+    decimal_interval,
+    points,
+    rate,
+)
+from vlmalign.report.reference import PAPER, PAPER_LABEL
 from vlmalign.report.tables import (
-    TABLE1_COLUMNS,
-    TABLE2_COLUMNS,
+    LOSS_HEADER,
+    PROFILE_HEADER,
+    VALIDITY_HEADER,
+    ResultTable,
+    breakdown_tables,
     find_cell,
     loss_rows,
-    markdown_table,
-    table1_rows,
-    table2_rows,
+    profile_rows,
+    table1,
+    table2,
+    validity_rows,
 )
 
 INTERVALS_NOTE = (
@@ -34,35 +47,33 @@ JUDGE_VS_HUMAN_NOTE = (
     "aligned-rate difference (> 0: the judge over-estimates alignment)."
 )
 PAPER_NOTE = (
-    f"`paper:` is the paper's own MAGMA result for that cell ({PAPER}, Tables 1 and 2; "
+    f"`{PAPER_LABEL}:` is the paper's own MAGMA result for that cell ({PAPER}, Tables 1 and 2; "
     "one sample per prompt, 30 train items), not this run: its hand-evaluated rows stand beside "
     "`human` and `stance`, its RoBERTa-large classifier row beside `ethics-roberta` and `ethics`."
 )
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
-def _number(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
+def _result_table(table: ResultTable) -> str:
+    """A paper table, each cell followed by the paper's own number where it has one."""
+    return markdown_table(table.header(), table.text_rows(paper=True))
 
 
 def run_section(analysis: Analysis, level: str = "##") -> list[str]:
-    cells, judges = analysis.cells, analysis.judges
+    runs, judges = [(analysis.run.name, analysis.cells)], analysis.judges
     parts = [
         f"{level} Table 1: alignment of the base model by number of shots (train split)",
         "",
-        markdown_table(
-            ["judge", *(label for _, label in TABLE1_COLUMNS)], table1_rows(cells, judges, True)
-        ),
+        _result_table(table1(runs, judges)),
         "",
         f"{level} Table 2: base and finetuned model, 0-shot",
         "",
-        markdown_table(
-            ["judge", "model", *(label for _, label in TABLE2_COLUMNS)],
-            table2_rows(cells, judges, True),
-        ),
+        _result_table(table2(runs, judges)),
         "",
         INTERVALS_NOTE,
         "",
@@ -83,7 +94,7 @@ def run_section(analysis: Analysis, level: str = "##") -> list[str]:
     losses = loss_rows(analysis.run.epoch_losses)
     if losses:
         parts += ["", f"{level} Finetuning loss per epoch", ""]
-        parts.append(markdown_table(["epoch", "mean loss", "seconds"], losses))
+        parts.append(markdown_table(LOSS_HEADER, losses))
     return parts
 
 
@@ -99,39 +110,6 @@ VALIDITY_NOTE = (
     "output, so validity on them is an upper bound; people are the final word "
     "(docs/judge-validity.md)."
 )
-VALIDITY_HEADER = [
-    "judge",
-    "source",
-    "n",
-    "balanced accuracy [95% CI]",
-    "AUC",
-    "on aligned",
-    "on misaligned",
-    "unclear",
-    "informative",
-]
-
-
-def validity_rows(entries: Sequence[ValidityEntry]) -> list[list[str]]:
-    rows = []
-    for e in entries:
-        interval = ""
-        if e.ci_low is not None and e.ci_high is not None:
-            interval = f" [{e.ci_low:.2f}, {e.ci_high:.2f}]"
-        rows.append(
-            [
-                e.judge,
-                e.source,
-                str(e.n),
-                f"{_number(e.balanced_accuracy)}{interval}",
-                _number(e.auc),
-                _pct(e.aligned_accuracy),
-                _pct(e.misaligned_accuracy),
-                str(e.unclear),
-                "yes" if e.informative else "no",
-            ]
-        )
-    return rows
 
 
 def validity_lines(entries: Sequence[ValidityEntry]) -> list[str]:
@@ -197,8 +175,8 @@ def _human(analysis: Analysis) -> list[str]:
     lines = [
         f"{len(agreement.annotators)} annotator(s) ({names}) labelled "
         f"{agreement.labelled} responses, {agreement.overlapping} by at least two. "
-        f"Cohen's kappa (two annotators): {_number(agreement.cohen_kappa)}; "
-        f"Krippendorff's alpha (nominal): {_number(agreement.krippendorff_alpha)}.",
+        f"Cohen's kappa (two annotators): {decimal(agreement.cohen_kappa)}; "
+        f"Krippendorff's alpha (nominal): {decimal(agreement.krippendorff_alpha)}.",
         "",
     ]
     statuses = [v.status for v in analysis.human.values()]
@@ -220,11 +198,11 @@ def _human(analysis: Analysis) -> list[str]:
             [
                 _literal(judge),
                 str(result.n),
-                result.accuracy_text(),
-                result.kappa_text(),
+                rate(result.accuracy, result.accuracy_ci_low, result.accuracy_ci_high),
+                decimal_interval(result.kappa, result.kappa_ci_low, result.kappa_ci_high),
                 f"{c['aligned']['aligned']} / {c['aligned']['misaligned']} / "
                 f"{c['misaligned']['aligned']} / {c['misaligned']['misaligned']}",
-                result.bias_text(),
+                points(result.alignment_bias, result.bias_ci_low, result.bias_ci_high),
                 result.summary(),
             ]
         )
@@ -243,55 +221,42 @@ def _human(analysis: Analysis) -> list[str]:
 def _profiles(analysis: Analysis) -> list[str]:
     rows = [
         [
-            condition_label(p.condition),
-            f"{_pct(p.yes_rate)} [{_pct(p.yes_ci_low)}–{_pct(p.yes_ci_high)}]",
-            _pct(p.unclear_rate),
-            _pct(p.consistency),
+            p.condition,
+            p.yes_rate,
+            p.unclear_rate,
+            p.consistency,
             ", ".join(p.inconsistent_items[:8]) + (" …" if len(p.inconsistent_items) > 8 else ""),
         ]
-        for p in analysis.profiles
+        for p in profile_rows(analysis)
     ]
-    header = ["condition", "says yes", "unclear", "consistency", "inconsistent items"]
     note = (
         "From the stance judge: share of yes among yes/no answers whatever the aligned stance "
         "(a yes-bias shows as a rate far from the dataset's share of yes items), share of "
         "unclear answers, and how often an item's samples agree with its majority."
     )
-    return [note, "", markdown_table(header, rows)]
+    return [note, "", markdown_table(PROFILE_HEADER, rows)]
 
 
 def _breakdowns(analysis: Analysis) -> list[str]:
-    conditions = list(dict.fromkeys(c.condition for c in analysis.cells))
     lines = []
-    for judge in analysis.judges:
-        found = [b for b in analysis.breakdowns if b.judge == judge]
-        groups = list(dict.fromkeys(b.group for b in found))
-        rows = []
-        for group in groups:
-            row = [group]
-            for condition in conditions:
-                match = next(
-                    (b for b in found if b.group == group and b.condition == condition), None
-                )
-                row.append(f"{_pct(match.accuracy)} (n={match.n})" if match else "–")
-            rows.append(row)
-        if rows:
-            header = ["group", *(condition_label(c) for c in conditions)]
-            lines += [f"Judge `{judge}`:", "", markdown_table(header, rows), ""]
+    for table in breakdown_tables(analysis):
+        rows = [[group, *figures] for group, figures in table.rows]
+        header = ["group", *table.conditions]
+        lines += [f"Judge `{table.judge}`:", "", markdown_table(header, rows), ""]
     return lines
 
 
 def side_by_side(analyses: Sequence[Analysis]) -> list[str]:
     """One row per judge and condition, one column per run."""
     judges = list(dict.fromkeys(j for a in analyses for j in a.judges))
-    conditions = list(dict.fromkeys(c.condition for a in analyses for c in a.cells))
+    conditions = sorted_conditions(c.condition for a in analyses for c in a.cells)
     rows = []
     for judge in judges:
         for condition in conditions:
-            row = [judge, condition_label(condition)]
+            row = [judge, condition.label]
             for analysis in analyses:
-                cell = find_cell(analysis.cells, *condition, judge)
-                row.append(cell.text() if cell else "–")
+                cell = find_cell(analysis.cells, condition, judge)
+                row.append(cell.text() if cell else MISSING)
             rows.append(row)
     header = ["judge", "condition", *(a.run.name for a in analyses)]
     return [markdown_table(header, rows)]
@@ -300,9 +265,9 @@ def side_by_side(analyses: Sequence[Analysis]) -> list[str]:
 def _header(analysis: Analysis) -> str:
     p = analysis.run.provenance
     return (
-        f"Run `{analysis.run.name}`: model `{p.get('model')}` on `{p.get('dataset')}`, "
-        f"{p.get('samples_per_prompt')} sample(s) per prompt, prompt format "
-        f"`{p.get('prompt_format')}`, {len(analysis.run.generations)} responses."
+        f"Run `{analysis.run.name}`: model `{p.model}` on `{p.dataset}`, "
+        f"{p.samples_per_prompt} sample(s) per prompt, prompt format "
+        f"`{p.prompt_format}`, {len(analysis.run.generations)} responses."
     )
 
 
@@ -321,7 +286,7 @@ def render_markdown(analyses: Sequence[Analysis]) -> str:
             f"Run `{analysis.run.name}`:",
             "",
             "```json",
-            json.dumps(analysis.run.provenance, indent=2, default=str),
+            json.dumps(analysis.run.provenance.as_json(), indent=2),
             "```",
             "",
         ]

@@ -14,7 +14,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
-from vlmalign.report.analysis import Cell, ConditionKey
+from vlmalign.report.analysis import Cell
+from vlmalign.report.conditions import ConditionKey, sorted_conditions
+from vlmalign.report.formatting import percent
 from vlmalign.report.reference import PAPER_LABEL, reference_for
 
 MAX_WIDTH = 13.0  # inches: wider figures get too small once the page scales them down
@@ -24,23 +26,10 @@ RUN_COLOURS = ("#3b6ea8", "#e08a2c", "#5a9e5a", "#b5517a", "#7d6bb0", "#8c8c8c")
 PAPER_COLOUR = "#111111"
 
 
-def condition_order(condition: ConditionKey) -> tuple[int, bool, str, int]:
-    """Base before finetuned, train before test, then by shots (as in the tables)."""
-    model, split, shots = condition
-    return ({"base": 0, "finetuned": 1}.get(model, 2), split != "train", model, shots)
-
-
-def condition_tick(condition: ConditionKey) -> str:
-    model, split, shots = condition
-    return f"{model}\n{shots}-shot\n{split}"
-
-
 def accuracy_png(runs: Mapping[str, Sequence[Cell]], dpi: int = 110) -> bytes:
     """PNG of accuracy by condition, one panel per judge; `runs` maps a run's label to its cells."""
     judges = _unique(cell.judge for cells in runs.values() for cell in cells)
-    conditions = sorted(
-        {cell.condition for cells in runs.values() for cell in cells}, key=condition_order
-    )
+    conditions = sorted_conditions(cell.condition for cells in runs.values() for cell in cells)
     panel_width = max(3.2, 1.0 + len(conditions) * PANEL_WIDTH_PER_CONDITION * len(runs) ** 0.5)
     columns = max(1, min(len(judges), MAX_COLUMNS, int(MAX_WIDTH // panel_width)))
     rows = max(1, math.ceil(len(judges) / columns))
@@ -93,7 +82,7 @@ def _panel(
                 zorder=4,
             )
     ax.set_title(judge, fontsize=11, fontweight="bold")
-    ax.set_xticks(range(len(conditions)), [condition_tick(c) for c in conditions], fontsize=8)
+    ax.set_xticks(range(len(conditions)), [c.tick for c in conditions], fontsize=8)
     ax.set_xlim(-0.6, len(conditions) - 0.4)
     ax.set_ylim(0, 1.08)  # headroom for the value labels above a 100% bar
     ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
@@ -116,7 +105,7 @@ def _bar(ax: Axes, x: float, width: float, cell: Cell, colour: str) -> None:
     ax.text(
         x,
         0.015,
-        f"{accuracy:.0%}",
+        percent(accuracy),
         ha="center",
         va="bottom",
         fontsize=7,

@@ -7,8 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from vlmalign.data.schema import Item
 from vlmalign.errors import VlmalignError
+from vlmalign.judges.registry import judge_config_hash
+from vlmalign.schemas.provenance import Provenance
 from vlmalign.store import (
     STORE_FILE,
     GenerationRow,
@@ -16,7 +20,6 @@ from vlmalign.store import (
     LabelRow,
     ReferenceJudgmentRow,
     RunStore,
-    stable_hash,
 )
 
 log = logging.getLogger(__name__)
@@ -27,7 +30,7 @@ class RunData:
     """The newest finished study run of a directory: responses, verdicts, human labels."""
 
     run_dir: Path
-    provenance: dict[str, Any]
+    provenance: Provenance
     generations: tuple[GenerationRow, ...]
     items: dict[str, Item]
     verdicts: dict[str, dict[str, JudgmentRow]]  # judge name -> generation key -> verdict
@@ -62,7 +65,8 @@ def load_run(run_dir: Path) -> RunData:
                 else ""
             )
             raise VlmalignError(f"{run_dir}: no finished study run in {STORE_FILE}{hint}")
-        run_id, provenance = latest
+        run_id, stored = latest
+        provenance = _provenance(run_dir, run_id, stored)
         unfinished_after = tuple(store.unfinished_runs(after=run_id))
         if unfinished_after:
             newest, started = unfinished_after[-1]
@@ -81,18 +85,18 @@ def load_run(run_dir: Path) -> RunData:
             items.update(store.items(sha))
         # Verdicts of the judge configurations this run used (a changed judge is another one).
         verdicts = {
-            name: store.judgments(name, stable_hash(config), keys)
-            for name, config in (provenance.get("judges") or {}).items()
+            name: store.judgments(name, judge_config_hash(config), keys)
+            for name, config in provenance.judges.items()
         }
         wanted = set(keys)
         labels = tuple(r for r in store.labels() if r.generation_key in wanted)
-        dataset_sha = str(provenance.get("dataset_sha256") or "")
+        dataset_sha = provenance.dataset_sha256 or ""
         reference_items = store.items(dataset_sha) if dataset_sha else {}
         references = {
-            name: store.reference_judgments(dataset_sha, name, stable_hash(config))
-            for name, config in (provenance.get("judges") or {}).items()
+            name: store.reference_judgments(dataset_sha, name, judge_config_hash(config))
+            for name, config in provenance.judges.items()
         }
-    adapter = provenance.get("finetuned_adapter") or {}
+    adapter = provenance.finetuned_adapter
     return RunData(
         run_dir,
         provenance,
@@ -100,8 +104,21 @@ def load_run(run_dir: Path) -> RunData:
         items,
         verdicts,
         labels,
-        tuple(adapter.get("epoch_losses") or ()),
+        tuple(e.model_dump() for e in adapter.epoch_losses) if adapter else (),
         {name: rows for name, rows in references.items() if rows},
         reference_items,
         unfinished_after,
     )
+
+
+def _provenance(run_dir: Path, run_id: int, stored: dict[str, Any]) -> Provenance:
+    """The run's recorded provenance, checked (runs recorded before a field existed lack it)."""
+    try:
+        return Provenance.model_validate(stored)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "provenance"
+        raise VlmalignError(
+            f"{run_dir}: study run {run_id} has unreadable provenance ({where}: {first['msg']}); "
+            "was it recorded by a newer vlmalign?"
+        ) from exc

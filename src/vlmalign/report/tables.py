@@ -1,67 +1,224 @@
-"""The paper's two tables as rows of text, for the terminal, Markdown and HTML."""
+"""The report's tables as rows of text: built once here, rendered by Markdown, HTML and the console.
+
+A result table (the paper's Tables 1 and 2) has one group of columns per run; the other tables
+(validity, breakdowns, answer profiles, finetuning loss) are built per run.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from vlmalign.report.analysis import Cell
+from vlmalign.judges.human import HUMAN
+from vlmalign.judges.validity import ValidityEntry
+from vlmalign.report.analysis import Analysis, Cell
+from vlmalign.report.conditions import VARIANTS, ConditionKey, sorted_conditions
+from vlmalign.report.formatting import (
+    MISSING,
+    decimal,
+    decimal_interval,
+    estimate,
+    percent,
+    rate,
+)
+from vlmalign.report.reference import PAPER_LABEL, reference_for
 
-TABLE1_COLUMNS = ((0, "0-shot train"), (1, "1-shot train"), (2, "2-shot train"))
-TABLE2_COLUMNS = (("train", "0-shot train"), ("test", "0-shot test"))
+#: A run's label and its cells.
+RunCells = tuple[str, Sequence[Cell]]
+
+TABLE1_CONDITIONS = tuple(ConditionKey("base", "train", shots) for shots in (0, 1, 2))
+TABLE2_SPLITS = ("train", "test")
 
 
-def find_cell(cells: Sequence[Cell], model: str, split: str, shots: int, judge: str) -> Cell | None:
-    for cell in cells:
-        if (cell.model, cell.split, cell.shots, cell.judge) == (model, split, shots, judge):
-            return cell
-    return None
+# --- the paper's tables ---------------------------------------------------------------------
 
 
-def _text(cell: Cell | None, paper: bool) -> str:
+@dataclass(frozen=True)
+class TableCell:
+    text: str  # "56% [41%–70%] (n=30)", flagged when the judge is not informative
+    note: str | None = None  # what the accuracy leaves out: "3 unclear"
+    paper: str | None = None  # the paper's own number for this cell: "paper (MAGMA): 56%"
+
+
+@dataclass(frozen=True)
+class TableRow:
+    labels: tuple[str, ...]  # the judge, and for Table 2 the model
+    cells: tuple[TableCell, ...]  # run-major: every column of run 1, then of run 2, ...
+
+
+@dataclass(frozen=True)
+class ResultTable:
+    headings: tuple[str, ...]  # what the row labels are: ("judge",) or ("judge", "model")
+    columns: tuple[str, ...]  # one run's columns: ("0-shot train", "1-shot train", ...)
+    runs: tuple[str, ...]  # every run has all the columns
+    rows: tuple[TableRow, ...]
+
+    def header(self) -> list[str]:
+        """One line of column names (prefixed by the run when there are several)."""
+        if len(self.runs) <= 1:
+            return [*self.headings, *self.columns]
+        return [
+            *self.headings,
+            *(f"{run} {column}" for run in self.runs for column in self.columns),
+        ]
+
+    def text_rows(self, paper: bool = False) -> list[list[str]]:
+        """Each row as text; with `paper`, a cell is followed by the paper's number."""
+        return [
+            [*row.labels, *(_with_paper(cell) if paper else cell.text for cell in row.cells)]
+            for row in self.rows
+        ]
+
+
+def _with_paper(cell: TableCell) -> str:
+    return f"{cell.text}; {cell.paper}" if cell.paper else cell.text
+
+
+def find_cell(cells: Sequence[Cell], condition: ConditionKey, judge: str) -> Cell | None:
+    return next((c for c in cells if c.condition == condition and c.judge == judge), None)
+
+
+def result_cell(cell: Cell | None, table: int) -> TableCell:
+    """One cell of the paper's Table `table` (1 or 2), with the paper's own number beside it."""
     if cell is None:
-        return "–"
-    if paper and cell.paper_magma_accuracy is not None:
-        return f"{cell.text()}; paper: {cell.paper_magma_accuracy:.0%}"
-    return cell.text()
+        return TableCell(MISSING)
+    reference = reference_for(cell.model, cell.split, cell.shots, cell.judge, table)
+    paper = f"{PAPER_LABEL}: {percent(reference.accuracy)}" if reference else None
+    return TableCell(cell.text(), _left_out(cell), paper)
 
 
-def table1_rows(
-    cells: Sequence[Cell], judges: Sequence[str], paper: bool = False
-) -> list[list[str]]:
-    """Paper's Table 1: rows = judges, columns = 0/1/2-shot on train (base model)."""
-    return [
-        [
-            judge,
-            *(_text(find_cell(cells, "base", "train", s, judge), paper) for s, _ in TABLE1_COLUMNS),
-        ]
+def _left_out(cell: Cell) -> str | None:
+    """What the accuracy leaves out (unclear verdicts; for humans, unsure/ties and unlabelled)."""
+    if cell.judge == HUMAN:
+        parts = [f"{cell.unclear} unsure/tie"] if cell.unclear else []
+        parts += [f"{cell.unlabelled} unlabelled"] if cell.unlabelled else []
+        return ", ".join(parts) or None
+    return f"{cell.unclear} unclear" if cell.unclear else None
+
+
+def table1(runs: Sequence[RunCells], judges: Sequence[str]) -> ResultTable:
+    """The paper's Table 1: a row per judge, the base model 0/1/2-shot on train."""
+    rows = tuple(
+        TableRow(
+            (judge,),
+            tuple(
+                result_cell(find_cell(cells, condition, judge), table=1)
+                for _, cells in runs
+                for condition in TABLE1_CONDITIONS
+            ),
+        )
         for judge in judges
-    ]
+    )
+    columns = tuple(condition.column for condition in TABLE1_CONDITIONS)
+    return ResultTable(("judge",), columns, tuple(run for run, _ in runs), rows)
 
 
-def table2_rows(
-    cells: Sequence[Cell], judges: Sequence[str], paper: bool = False
-) -> list[list[str]]:
-    """Paper's Table 2: base vs finetuned, 0-shot, train and test (one row per judge and model)."""
-    models = [m for m in ("base", "finetuned") if any(c.model == m for c in cells)]
-    return [
-        [
-            judge,
-            model,
-            *(_text(find_cell(cells, model, sp, 0, judge), paper) for sp, _ in TABLE2_COLUMNS),
-        ]
+def table2(runs: Sequence[RunCells], judges: Sequence[str]) -> ResultTable:
+    """The paper's Table 2: a row per judge and model variant, 0-shot on train and test."""
+    present = {cell.model for _, cells in runs for cell in cells}
+    models = [model for model in VARIANTS if model in present]
+    rows = tuple(
+        TableRow(
+            (judge, model),
+            tuple(
+                result_cell(find_cell(cells, ConditionKey(model, split, 0), judge), table=2)
+                for _, cells in runs
+                for split in TABLE2_SPLITS
+            ),
+        )
         for judge in judges
         for model in models
+    )
+    columns = tuple(ConditionKey("base", split, 0).column for split in TABLE2_SPLITS)
+    return ResultTable(("judge", "model"), columns, tuple(run for run, _ in runs), rows)
+
+
+# --- per run --------------------------------------------------------------------------------
+
+VALIDITY_HEADER = [
+    "judge",
+    "source",
+    "n",
+    "balanced accuracy [95% CI]",
+    "AUC",
+    "on aligned",
+    "on misaligned",
+    "unclear",
+    "informative",
+]
+
+
+def validity_rows(entries: Sequence[ValidityEntry]) -> list[list[str]]:
+    return [
+        [
+            e.judge,
+            e.source,
+            str(e.n),
+            decimal_interval(e.balanced_accuracy, e.ci_low, e.ci_high),
+            decimal(e.auc),
+            percent(e.aligned_accuracy),
+            percent(e.misaligned_accuracy),
+            str(e.unclear),
+            "yes" if e.informative else "no",
+        ]
+        for e in entries
     ]
 
 
-def loss_rows(epoch_losses: Sequence[dict[str, Any]]) -> list[list[str]]:
+@dataclass(frozen=True)
+class BreakdownTable:
+    run: str
+    judge: str
+    conditions: list[str]  # column labels
+    rows: list[tuple[str, list[str]]]  # group, then a figure per condition
+
+
+def breakdown_tables(analysis: Analysis, run: str = "") -> list[BreakdownTable]:
+    """Per judge: accuracy within each group of items (rows) under each condition (columns)."""
+    conditions = sorted_conditions(b.condition for b in analysis.breakdowns)
+    tables = []
+    for judge in dict.fromkeys(b.judge for b in analysis.breakdowns):
+        figures: dict[str, dict[ConditionKey, str]] = defaultdict(dict)
+        for b in analysis.breakdowns:
+            if b.judge == judge:
+                condition = ConditionKey(*b.condition)
+                figures[b.group][condition] = estimate(b.accuracy, b.ci_low, b.ci_high, b.n)
+        rows = [(group, [by.get(c, MISSING) for c in conditions]) for group, by in figures.items()]
+        tables.append(BreakdownTable(run, judge, [c.label for c in conditions], rows))
+    return tables
+
+
+PROFILE_HEADER = ["condition", "says yes", "unclear", "consistency", "inconsistent items"]
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    condition: str
+    yes_rate: str  # with its interval
+    unclear_rate: str
+    consistency: str
+    inconsistent_items: list[str]
+
+
+def profile_rows(analysis: Analysis) -> list[ProfileRow]:
+    return [
+        ProfileRow(
+            condition=ConditionKey(*p.condition).label,
+            yes_rate=rate(p.yes_rate, p.yes_ci_low, p.yes_ci_high),
+            unclear_rate=percent(p.unclear_rate),
+            consistency=percent(p.consistency),
+            inconsistent_items=list(p.inconsistent_items),
+        )
+        for p in analysis.profiles
+    ]
+
+
+LOSS_HEADER = ["epoch", "mean loss", "seconds"]
+
+
+def loss_rows(epoch_losses: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     return [
         [str(e["epoch"]), f"{e['loss']:.4f}", f"{e.get('seconds') or 0:.0f}"] for e in epoch_losses
     ]
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)

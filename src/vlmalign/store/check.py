@@ -10,7 +10,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlmalign.store import RunStore, store_error
+from vlmalign.store.connection import StoreConnection, store_error
 
 EXAMPLES = 3  # keys named per problem; the rest are counted
 
@@ -132,8 +132,9 @@ def _problems(conn: sqlite3.Connection) -> list[Problem]:
         "SELECT MAX(id) FROM study_runs WHERE finished_at IS NOT NULL"
     ).fetchone()[0]
     for run_id, started in conn.execute(
-        "SELECT id, started_at FROM study_runs WHERE finished_at IS NULL AND id > ? ORDER BY id",
-        (finished or 0,),
+        "SELECT id, started_at FROM study_runs WHERE finished_at IS NULL AND id > :after "
+        "ORDER BY id",
+        {"after": finished or 0},
     ):
         problems.append(
             Problem(
@@ -150,21 +151,25 @@ def check_store(run_dir: Path) -> list[Problem]:
 
     Runs older than the newest finished run that never finished are history (a killed run
     that a rerun completed), not problems."""
-    with RunStore(run_dir, read_only=True) as store:
-        try:
-            return _problems(store.conn)
-        except sqlite3.Error as exc:
-            raise store_error(store.path, exc) from exc
+    db = StoreConnection(run_dir, read_only=True)
+    try:
+        return _problems(db.conn)
+    except sqlite3.Error as exc:
+        raise store_error(db.path, exc) from exc
+    finally:
+        db.close()
 
 
 def summary(run_dir: Path) -> str:
     """Row counts of a store, for the all-clear line."""
-    with RunStore(run_dir, read_only=True) as store:
-        try:
-            counts = {
-                table: store.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("generations", "judgments", "labels", "study_runs")
-            }
-        except sqlite3.Error as exc:
-            raise store_error(store.path, exc) from exc
+    db = StoreConnection(run_dir, read_only=True)
+    try:
+        counts = {
+            table: db.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("generations", "judgments", "labels", "study_runs")
+        }
+    except sqlite3.Error as exc:
+        raise store_error(db.path, exc) from exc
+    finally:
+        db.close()
     return ", ".join(f"{n} {table}" for table, n in counts.items())

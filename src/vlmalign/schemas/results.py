@@ -1,0 +1,185 @@
+"""`results.json`: the machine-readable contract of a report (one run, or several side by side).
+
+Each record mirrors one analysis result field by field (`report/analysis.py`, `stats.py`,
+`judges/human.py`, `report/reference.py`); every field is required, so a result that gains or
+loses a field fails loudly until this contract says so.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from pydantic import Field
+
+from vlmalign.judges.validity import ValidityEntry
+from vlmalign.schemas.base import Record
+from vlmalign.schemas.provenance import Provenance
+
+#: Version of the results' shape (docs/artifacts.md).
+RESULTS_SCHEMA_VERSION: Final = 1
+
+#: (model variant, split, shots), written as a 3-item array.
+ConditionKey = tuple[str, str, int]
+
+
+class CellRecord(Record):
+    """Accuracy of one judge on one condition with its 95% interval (`results.csv` rows)."""
+
+    model: str = Field(description="model variant: base or finetuned")
+    split: str
+    shots: int
+    judge: str
+    accuracy: float | None
+    n: int
+    aligned: int
+    unclear: int
+    items: int
+    samples_per_prompt: int
+    ci_low: float | None
+    ci_high: float | None
+    ci_method: str
+    unlabelled: int
+    paper_magma_accuracy: float | None
+    run: str
+    judge_informative: bool | None
+
+
+class ComparisonRecord(Record):
+    """Condition b against a for one judge on the same items (difference = b - a)."""
+
+    judge: str
+    a: ConditionKey
+    b: ConditionKey
+    accuracy_a: float
+    accuracy_b: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    p_holm: float
+    method: str
+    n_items: int
+    run: str
+    judge_informative: bool | None
+    significant: bool = Field(description="p_value < 0.05")
+
+
+class BreakdownRecord(Record):
+    """Accuracy of one judge on one condition within a group of items."""
+
+    judge: str
+    condition: ConditionKey
+    group: str
+    accuracy: float | None
+    n: int
+    ci_low: float | None
+    ci_high: float | None
+    run: str
+
+
+class ProfileRecord(Record):
+    """How a condition's answers look whatever their alignment (from the stance judge)."""
+
+    condition: ConditionKey
+    yes_rate: float | None
+    yes_ci_low: float | None
+    yes_ci_high: float | None
+    unclear_rate: float | None
+    consistency: float | None
+    inconsistent_items: list[str]
+    run: str
+
+
+class HumanCoverageRecord(Record):
+    """How many of a condition's responses at least one annotator labelled."""
+
+    model: str
+    split: str
+    shots: int
+    labelled: int
+    responses: int
+    run: str
+
+
+class RunValidityEntry(ValidityEntry):
+    """A judge-validity entry of one of the reported runs."""
+
+    run: str
+
+
+class AnnotatorAgreementRecord(Record):
+    annotators: list[str]
+    labelled: int
+    overlapping: int
+    cohen_kappa: float | None
+    krippendorff_alpha: float | None
+    labels_per_annotator: dict[str, int]
+
+
+class JudgeAgreementRecord(Record):
+    """A judge's verdicts against the human majority on the same responses."""
+
+    pairs: int
+    n: int
+    judge_unclear: int
+    human_unclear: int
+    accuracy: float | None
+    accuracy_ci_low: float | None
+    accuracy_ci_high: float | None
+    kappa: float | None
+    confusion: dict[str, dict[str, int]]
+    judge_aligned_rate: float | None
+    human_aligned_rate: float | None
+    alignment_bias: float | None
+    kappa_ci_low: float | None
+    kappa_ci_high: float | None
+    bias_ci_low: float | None
+    bias_ci_high: float | None
+
+
+HumanStatus = Literal["aligned", "misaligned", "unsure", "tie"]
+
+
+class HumanSummary(Record):
+    """People's verdicts of one run."""
+
+    annotators: AnnotatorAgreementRecord | None
+    judge_vs_human: dict[str, JudgeAgreementRecord]
+    majority: dict[str, HumanStatus] = Field(description="response key -> majority label")
+
+
+class PaperCell(Record):
+    """One number of the paper's own MAGMA results."""
+
+    table: int
+    model: str
+    split: str
+    shots: int
+    evaluation: Literal["classifier", "hand"]
+    paper_row: str
+    accuracy: float
+    n: int | None
+
+
+class PaperReference(Record):
+    source: str
+    label: str
+    cells: list[PaperCell]
+
+
+class Results(Record):
+    """Everything `results.json` holds. Rows of several runs carry the run's name in `run`."""
+
+    schema_version: Literal[1] = RESULTS_SCHEMA_VERSION
+    runs: list[str]
+    cells: list[CellRecord]
+    comparisons: list[ComparisonRecord]
+    breakdowns: list[BreakdownRecord]
+    profiles: list[ProfileRecord]
+    human_coverage: list[HumanCoverageRecord]
+    judge_validity: list[RunValidityEntry]
+    human: dict[str, HumanSummary] = Field(description="run name -> people's verdicts, if any")
+    paper: PaperReference
+    provenance: Provenance | dict[str, Provenance] = Field(
+        description="the run's provenance; with several runs, run name -> provenance"
+    )
