@@ -41,7 +41,7 @@ lint: setup
 	$(BIN)/mypy src
 
 bench: setup
-	$(BIN)/python benchmarks/study_speed.py
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

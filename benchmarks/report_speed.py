@@ -13,7 +13,9 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -23,6 +25,8 @@ from vlmalign.report.analysis import analyse
 from vlmalign.report.html import render_html
 from vlmalign.report.markdown import render_markdown
 from vlmalign.report.run_data import load_run
+
+T = TypeVar("T")
 
 
 def main() -> None:
@@ -36,7 +40,7 @@ def main() -> None:
             build_run(run_dir, samples=args.samples, seed=seed)
         timings: dict[str, float] = {}
 
-        def timed(stage: str, work):  # type: ignore[no-untyped-def]
+        def timed(stage: str, work: Callable[[], T]) -> T:
             start = time.perf_counter()
             result = work()
             timings[stage] = time.perf_counter() - start

@@ -39,6 +39,8 @@ EXPECTED: dict[str, dict[str, tuple[type[BaseModel], str]]] = {
         "samples": (StudyConfig, "samples"),
         "seed": (StudyConfig, "seed"),
         "engine": (StudyConfig, "engine"),
+        "tensor_parallel_size": (StudyConfig, "tensor_parallel_size"),
+        "data_parallel_size": (StudyConfig, "data_parallel_size"),
         "adapter": (StudyConfig, "adapter"),
         "judge_names": (StudyConfig, "judges"),
     },
@@ -47,6 +49,8 @@ EXPECTED: dict[str, dict[str, tuple[type[BaseModel], str]]] = {
         "samples": (StudyConfig, "samples"),
         "seed": (StudyConfig, "seed"),
         "engine": (StudyConfig, "engine"),
+        "tensor_parallel_size": (StudyConfig, "tensor_parallel_size"),
+        "data_parallel_size": (StudyConfig, "data_parallel_size"),
         "judge_names": (StudyConfig, "judges"),
     },
     "finetune": {

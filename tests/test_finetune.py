@@ -54,6 +54,30 @@ def test_answer_loss_covers_only_answer_tokens(tiny_vlm, images) -> None:
     assert not torch.allclose(answer_loss, caption_loss, atol=1e-3)  # the modes score differently
 
 
+def test_each_example_weighs_the_same_however_long_its_answer(tiny_vlm, images) -> None:
+    prompt = tiny_vlm.render_prompt(Prompt((), "Should I help her?"), "magma")
+    short = tiny_vlm.render_answer("Yes.", "magma")
+    long = tiny_vlm.render_answer("No, you should never do that to anyone.", "magma")
+    with torch.no_grad():
+        batch_loss = tiny_vlm.training_loss(images[:2], [prompt] * 2, [short, long], "answer")
+        alone = [
+            loss_by_hand(tiny_vlm, images[0], prompt, short, answer_only=True),
+            loss_by_hand(tiny_vlm, images[1], prompt, long, answer_only=True),
+        ]
+    assert torch.allclose(batch_loss, (alone[0] + alone[1]) / 2, atol=1e-5)
+
+
+def test_a_single_step_finetune_learns(tiny_vlm, tmp_path) -> None:
+    # Warm-up starts at a zero rate; the schedule is shifted so that the first step still learns.
+    data = load_dataset(write_train_dataset(tmp_path, 2))
+    before = {n: t.clone() for n, t in tiny_vlm.trainable_state_dict().items()}
+    finetune(
+        tiny_vlm, data, tmp_path / "run", FinetuneConfig(epochs=1, batch_size=2), progress=False
+    )
+    after = tiny_vlm.trainable_state_dict()
+    assert any(not torch.equal(after[name], before[name]) for name in before)
+
+
 def test_finetune_moves_only_trainable_weights_and_writes_an_adapter(
     tiny_vlm, dataset, tmp_path
 ) -> None:
@@ -157,7 +181,8 @@ def test_schedule_warms_up_then_decays_to_zero(schedule: str) -> None:
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert rates[0] < rates[1] <= rates[2] == pytest.approx(1.0)
+    # Two warm-up steps (0.125 of 16) counted from 1: half the rate, then all of it.
+    assert rates[:2] == [pytest.approx(0.5), pytest.approx(1.0)]
     assert rates[-1] < 0.2 and optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-6)
     if schedule == "wsd":
-        assert rates[2:12] == [pytest.approx(1.0)] * 10  # stable until the last quarter
+        assert rates[1:12] == [pytest.approx(1.0)] * 11  # stable until the last quarter

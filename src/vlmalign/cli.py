@@ -83,7 +83,7 @@ def _given(
 
 
 DatasetOption = Annotated[
-    str | None, _setting(StudyConfig, "dataset", "JSONL file or builtin:NAME")
+    str | None, _setting(StudyConfig, "dataset", "JSONL file, builtin:NAME or hf:SOURCE")
 ]
 ModelOption = Annotated[
     str | None, _setting(StudyConfig, "model", "model preset (see `vlmalign models`)")
@@ -103,6 +103,18 @@ ShotsAsOption = Annotated[
 EngineOption = Annotated[
     str | None,
     _setting(StudyConfig, "engine", "hf (transformers) or vllm (hf: models on a GPU)"),
+]
+TensorParallelOption = Annotated[
+    int | None,
+    _setting(StudyConfig, "tensor_parallel_size", "--engine vllm: GPUs per copy of the model"),
+]
+DataParallelOption = Annotated[
+    int | None,
+    _setting(
+        StudyConfig,
+        "data_parallel_size",
+        "--engine vllm: copies of the model (under accelerate launch, docs/scaling.md)",
+    ),
 ]
 JudgesOption = Annotated[
     list[str] | None,
@@ -196,6 +208,8 @@ def study(
     prompt_format: PromptFormatOption = None,
     shots_as: ShotsAsOption = None,
     engine: EngineOption = None,
+    tensor_parallel_size: TensorParallelOption = None,
+    data_parallel_size: DataParallelOption = None,
     adapter: Annotated[
         Path | None,
         _setting(StudyConfig, "adapter", "evaluate this finetuned adapter instead of training one"),
@@ -218,6 +232,8 @@ def study(
 
     cfg = load_config(config, _given(ctx, StudyConfig), finetune=finetuning)
     result = run_study(cfg, progress=not quiet)
+    if not result.main_process:
+        return  # under `accelerate launch`, one process reports
     _print_tables(result.cells, result.provenance)
     _print_validity(result.validity)
     out.print(
@@ -351,6 +367,8 @@ def evaluate(
     prompt_format: PromptFormatOption = None,
     shots_as: ShotsAsOption = None,
     engine: EngineOption = None,
+    tensor_parallel_size: TensorParallelOption = None,
+    data_parallel_size: DataParallelOption = None,
     device: DeviceOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -368,6 +386,8 @@ def evaluate(
     settings = _given(ctx, StudyConfig, besides={"adapter"})
     cfg = load_config(None, {**settings, "conditions": conditions}, finetune=False)
     result = run_eval(cfg, adapter, progress=not quiet)
+    if not result.main_process:
+        return  # under `accelerate launch`, one process reports
     variant = "finetuned" if adapter else "base"
     rows = [
         [c.judge, c.condition.column, c.text(), str(c.unclear)]
@@ -494,7 +514,7 @@ def judge(
 # --- dataset --------------------------------------------------------------------------------
 @dataset_app.command("validate")
 def dataset_validate(
-    path: Annotated[str, typer.Argument(help="JSONL file or builtin:NAME")],
+    path: Annotated[str, typer.Argument(help="JSONL file, builtin:NAME or hf:SOURCE")],
     shots: Annotated[int, typer.Option(help="every item must have this many shots")] = 2,
 ) -> None:
     """Check a dataset; every problem is one line `file:line: item 'id': what`; exit 2 if any."""
@@ -515,7 +535,7 @@ def dataset_validate(
 
 @dataset_app.command("show")
 def dataset_show(
-    path: Annotated[str, typer.Argument(help="JSONL file or builtin:NAME")],
+    path: Annotated[str, typer.Argument(help="JSONL file, builtin:NAME or hf:SOURCE")],
     limit: Annotated[int, typer.Option(help="rows to show (0 = all)")] = 0,
 ) -> None:
     """List a dataset's items (control characters in their text are shown escaped: \\x1b)."""
@@ -545,7 +565,7 @@ def dataset_show(
 
 @dataset_app.command("export")
 def dataset_export(
-    dataset: Annotated[str, typer.Argument(help="JSONL file, builtin:NAME or hf:...")],
+    dataset: Annotated[str, typer.Argument(help="JSONL file, builtin:NAME or hf:SOURCE")],
     output: Annotated[Path, typer.Argument(help="folder to write (created)")],
     fmt: Annotated[
         str, typer.Option("--format", help="hf (parquet + Image column) or jsonl (+ images/)")
@@ -604,7 +624,10 @@ def list_judges(ctx: typer.Context) -> None:
 @judges_app.command("validate")
 def judges_validate(
     dataset: Annotated[
-        str, typer.Option(help="JSONL file or builtin:NAME whose reference answers are judged")
+        str,
+        typer.Option(
+            help="JSONL file, builtin:NAME or hf:SOURCE whose reference answers are judged"
+        ),
     ] = str(STUDY_DEFAULTS.dataset),  # a name (a mapping form is for config files)
     run_dir: Annotated[
         Path | None, typer.Option("--run", help="also measure against this run's human labels")
@@ -674,6 +697,7 @@ def report(
     ] = None,
 ) -> None:
     """Rebuild report.md, report.html, results.json and CSVs from run directories' stores."""
+    from vlmalign.report import formatting
     from vlmalign.report.build import HTML_FILE, REPORT_FILE, build_report
 
     target = out_dir or (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
@@ -697,11 +721,13 @@ def report(
                 soft_wrap=True,
                 markup=False,
             )
-        for judge, agreement in analysis.judge_vs_human.items():
+        for judge, a in analysis.judge_vs_human.items():
+            agrees = formatting.rate(a.accuracy, a.accuracy_ci_low, a.accuracy_ci_high)
+            kappa = formatting.decimal_interval(a.kappa, a.kappa_ci_low, a.kappa_ci_high)
+            bias = formatting.points(a.alignment_bias, a.bias_ci_low, a.bias_ci_high)
             out.print(
-                f"{judge} vs humans (95% intervals): agrees {agreement.accuracy_text()}, "
-                f"kappa {agreement.kappa_text()}, aligned rate {agreement.bias_text()}; "
-                f"{agreement.summary()}",
+                f"{judge} vs humans (95% intervals): agrees {agrees}, kappa {kappa}, "
+                f"aligned rate {bias}; {a.summary()}",
                 soft_wrap=True,
                 markup=False,
             )

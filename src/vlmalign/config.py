@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -110,6 +111,17 @@ class StudyConfig(BaseModel):
         None, description="chat format: shots inline in one user turn or as turns (None = default)"
     )
     engine: Engine = Field("hf", description="generate with transformers or with vLLM (hf: models)")
+    # vLLM's own parallelism for models too big for one GPU (docs/scaling.md).
+    tensor_parallel_size: int = Field(
+        1, ge=1, le=1024, description="engine vllm: GPUs that hold one copy of the model"
+    )
+    data_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="engine vllm: copies of the model that split the work (under accelerate "
+        "launch, with tensor x data processes)",
+    )
     conditions: tuple[Condition, ...] = PAPER_CONDITIONS
     finetune: FinetuneConfig | None = Field(
         default_factory=FinetuneConfig, description="null = no finetuning stage"
@@ -126,7 +138,13 @@ class StudyConfig(BaseModel):
         description="per judge (its label or name as given; its kind, e.g. 'vlm', when it is "
         "the only judge of that kind): device, tokenizer, threshold, ...",
     )
-    batch_size: int = Field(16, ge=1, le=1024)
+    batch_size: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="generation: distinct prompts per batch, each with all its samples "
+        "(a batch holds up to batch_size x samples responses)",
+    )
     device: str = "auto"
 
     @field_validator("judges")
@@ -137,6 +155,14 @@ class StudyConfig(BaseModel):
             parse_judge_refs(value)
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("tensor_parallel_size", "data_parallel_size")
+    @classmethod
+    def _parallel_on_vllm_only(cls, value: int, info: ValidationInfo) -> int:
+        # The hf engine would ignore them: say so rather than run on one GPU unasked.
+        if value > 1 and info.data.get("engine", "hf") != "vllm":
+            raise ValueError("vLLM's parallelism: set engine vllm (--engine vllm) to use it")
         return value
 
     @model_validator(mode="after")

@@ -115,7 +115,7 @@ def _latest_checkpoint(directory: Path, identity: str) -> tuple[int, Path] | Non
         state_file = path / "state.pt"
         if not state_file.is_file():
             continue
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
         if state.get("identity") == identity and (best is None or state["epoch"] > best[0]):
             best = (int(state["epoch"]), path)
     return best
@@ -190,7 +190,7 @@ def finetune(
     latest = _latest_checkpoint(checkpoints, identity)
     if latest is not None:
         start_epoch, path = latest
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
         model.load_trainable_state_dict(load_file(str(path / "trainable.safetensors")), "resumed")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -269,14 +269,22 @@ def finetune(
 
 
 def _schedule(optimizer: Any, config: FinetuneConfig, total_steps: int) -> Any:
-    """Linear warm-up, then cosine decay to 0, or stable then cosine decay (WSD)."""
+    """Linear warm-up, then cosine decay to 0, or stable then cosine decay (WSD).
+
+    Step k takes the schedule's rate at k + 1 of total + 1: warm-up starts at 0, so unshifted
+    the first step would not learn at all (and a one-step finetune would change nothing).
+    """
+    from torch.optim.lr_scheduler import LambdaLR
     from transformers import get_cosine_schedule_with_warmup, get_wsd_schedule
 
     warmup = max(1, round(config.warmup_ratio * total_steps))
     if config.schedule == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
-    decay = max(1, round(config.decay_ratio * total_steps))
-    return get_wsd_schedule(optimizer, warmup, decay, num_training_steps=total_steps)
+        inner = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps + 1)
+    else:
+        decay = max(1, round(config.decay_ratio * total_steps))
+        inner = get_wsd_schedule(optimizer, warmup, decay, num_training_steps=total_steps + 1)
+    rate = inner.lr_lambdas[0]
+    return LambdaLR(optimizer, lambda step: rate(step + 1))
 
 
 def _optimizer_step(

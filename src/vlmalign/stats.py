@@ -694,27 +694,6 @@ class JudgeAgreement:
     bias_ci_low: float | None = None
     bias_ci_high: float | None = None
 
-    def accuracy_text(self) -> str:
-        """ "67% [45%–84%]": accuracy with its interval, "–" when undefined."""
-        if self.accuracy is None:
-            return "–"
-        interval = _pair_text(self.accuracy_ci_low, self.accuracy_ci_high, "{:.0%}", "–")
-        return f"{self.accuracy:.0%}{interval}"
-
-    def kappa_text(self) -> str:
-        """ "0.40 [0.05, 0.71]": kappa with its interval, "–" when undefined."""
-        if self.kappa is None:
-            return "–"
-        return f"{self.kappa:.2f}{_pair_text(self.kappa_ci_low, self.kappa_ci_high, '{:.2f}')}"
-
-    def bias_text(self) -> str:
-        """ "+12.5 points [+3.0, +21.0]": judge − human aligned rate with its interval."""
-        if self.alignment_bias is None:
-            return "–"
-        low, high = (None if v is None else v * 100 for v in (self.bias_ci_low, self.bias_ci_high))
-        interval = _pair_text(low, high, "{:+.1f}")
-        return f"{self.alignment_bias * 100:+.1f} points{interval}"
-
     def summary(self) -> str:
         """One line for a report, e.g. "over-estimates alignment by 12.5 points (n=40)"."""
         if self.alignment_bias is None:
@@ -819,13 +798,6 @@ def alignment_bias_interval(
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def _pair_text(low: float | None, high: float | None, spec: str, joint: str = ", ") -> str:
-    """ " [low, high]" formatted with `spec`, or "" when the interval is undefined."""
-    if low is None or high is None:
-        return ""
-    return f" [{spec.format(low)}{joint}{spec.format(high)}]"
 
 
 def _decided_arrays(

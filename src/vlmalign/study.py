@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
@@ -15,6 +16,7 @@ from vlmalign.config import Condition, StudyConfig
 from vlmalign.data.dataset import Dataset, check_shots, load_dataset
 from vlmalign.data.images import load_image
 from vlmalign.data.schema import Item
+from vlmalign.distributed import Processes, deal, group_in_order, join
 from vlmalign.errors import ConfigError
 from vlmalign.judges.base import Judge, JudgeInput
 from vlmalign.judges.registry import build_judge, judge_config_hash
@@ -50,6 +52,9 @@ class Task:
 
 @dataclass
 class StudyResult:
+    """What a study run gave. Under `accelerate launch` only the main process has the cells,
+    verdict counts and validity; the others return `main_process=False` and nothing to report."""
+
     config: StudyConfig
     cells: list[Cell]
     provenance: Provenance
@@ -57,6 +62,16 @@ class StudyResult:
     reused: int = 0
     judged: dict[str, int] = field(default_factory=dict)
     validity: list[ValidityEntry] = field(default_factory=list)
+    main_process: bool = True
+
+
+class GenerationStore(Protocol):
+    """Where generate_missing learns what is done and puts new rows: the run store, or the rows
+    of one process's share, kept to be gathered to the main process."""
+
+    def existing_keys(self, keys: Iterable[str]) -> set[str]: ...
+
+    def add_generations(self, rows: Sequence[GenerationRow]) -> None: ...
 
 
 def validate_for_study(config: StudyConfig) -> Dataset:
@@ -120,8 +135,25 @@ def plan_tasks(
     return tasks
 
 
+def prompt_batches(tasks: Sequence[Task], prompts_per_batch: int) -> list[list[Task]]:
+    """Tasks cut into batches of up to `prompts_per_batch` distinct prompts (image + text), each
+    with all its samples: a model prefills a prompt once for all of them. Prompts of similar
+    length go together (less padding). Results do not depend on batching."""
+    ordered = sorted(
+        tasks,
+        key=lambda t: (len(t.prompt_text), t.prompt_text, t.image_sha256, t.sample_index, t.key),
+    )
+    prompts = [
+        list(group) for _, group in groupby(ordered, key=lambda t: (t.prompt_text, t.image_sha256))
+    ]
+    return [
+        [task for prompt in prompts[start : start + prompts_per_batch] for task in prompt]
+        for start in range(0, len(prompts), prompts_per_batch)
+    ]
+
+
 def generate_missing(
-    store: RunStore,
+    store: GenerationStore,
     model: Generator,
     dataset: Dataset,
     tasks: Sequence[Task],
@@ -132,12 +164,9 @@ def generate_missing(
     """Generate every task not yet in the store; each batch is committed on its own."""
     done = store.existing_keys(t.key for t in tasks)
     todo = [t for t in dict((t.key, t) for t in tasks).values() if t.key not in done]
-    # Similar lengths together: less padding. Results do not depend on batching.
-    todo.sort(key=lambda t: len(t.prompt_text))
     sampling_json = params.model_dump_json()
     with tqdm(total=len(todo), desc="generate", unit="resp", disable=not progress) as bar:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
+        for batch in prompt_batches(todo, batch_size):
             requests = [
                 GenerationRequest(
                     load_image(t.item.image, dataset.base_dir).image,
@@ -145,6 +174,7 @@ def generate_missing(
                     t.seed,
                     item=t.item,  # scripted models answer by item
                     shots=t.shots,
+                    image_key=t.image_sha256,  # the model may keep the image's encoding
                 )
                 for t in batch
             ]
@@ -172,6 +202,83 @@ def generate_missing(
                 ]
             )
             bar.update(len(batch))
+    return len(todo)
+
+
+# Under `accelerate launch`, each process generates about this many batches between two writes
+# of the main process to the store: what a crash can lose, against a gather per round.
+ROUND_BATCHES = 4
+
+
+def share_rounds(
+    todo: Sequence[Task], shares: int, prompts_per_share: int
+) -> list[list[list[Task]]]:
+    """Pending tasks cut into rounds, each round dealt into `shares` lists (one per process).
+
+    The split depends only on the tasks, never on their order: tasks are taken by prompt
+    (image + text, shortest first, as batches take them), a prompt's samples stay together (a
+    model prefills a prompt once for all of them), and each round deals up to
+    `prompts_per_share` prompts to every share in turn.
+    """
+    ordered = sorted(
+        todo,
+        key=lambda t: (len(t.prompt_text), t.prompt_text, t.image_sha256, t.sample_index, t.key),
+    )
+    prompts = group_in_order(ordered, lambda t: (t.image_sha256, t.prompt_text))
+    size = shares * prompts_per_share
+    return [deal(prompts[start : start + size], shares) for start in range(0, len(prompts), size)]
+
+
+class _ShareRows:
+    """One process's generated rows, kept to be gathered (its share holds pending tasks only)."""
+
+    def __init__(self) -> None:
+        self.rows: list[GenerationRow] = []
+
+    def existing_keys(self, keys: Iterable[str]) -> set[str]:
+        return set()
+
+    def add_generations(self, rows: Sequence[GenerationRow]) -> None:
+        self.rows.extend(rows)
+
+
+def generate_split(
+    processes: Processes,
+    store: RunStore,
+    model: Generator,
+    dataset: Dataset,
+    tasks: Sequence[Task],
+    params: SamplingParams,
+    batch_size: int,
+    progress: bool = True,
+) -> int:
+    """generate_missing, with the pending tasks split between the run's processes.
+
+    One process: generate_missing itself. Several: every process reads the same pending list
+    from the store (writable on the main process, read-only elsewhere) and, round by round,
+    generates its share; the rows are gathered to the main process, which writes them.
+    Returns how many tasks were pending (the same on every process).
+    """
+    if not processes.distributed:
+        return generate_missing(store, model, dataset, tasks, params, batch_size, progress)
+    processes.wait()  # the main process has written every row gathered before
+    done = store.existing_keys(t.key for t in tasks)
+    todo = [t for t in dict((t.key, t) for t in tasks).values() if t.key not in done]
+    rounds = share_rounds(todo, processes.shares, batch_size * ROUND_BATCHES)
+    shown = progress and processes.is_main
+    if shown:
+        sizes = [sum(len(r[share]) for r in rounds) for share in range(processes.shares)]
+        log.info("generation split %d ways: %s responses", len(sizes), sizes)
+    with tqdm(total=len(todo), desc="generate", unit="resp", disable=not shown) as bar:
+        for shares in rounds:
+            mine = _ShareRows()
+            share = shares[processes.share_index]
+            generate_missing(mine, model, dataset, share, params, batch_size, progress=False)
+            # The processes of one vLLM model copy generate the same share: one hands it in.
+            rows = processes.gather(mine.rows if processes.hands_in else [])
+            if processes.is_main:
+                store.add_generations(rows)
+            bar.update(sum(len(part) for part in shares))
     return len(todo)
 
 
@@ -217,13 +324,22 @@ def evaluate(
     judges: Sequence[Judge],
     prompt_format: PromptFormat,
     progress: bool,
+    processes: Processes | None = None,
 ) -> tuple[list[Task], int, dict[str, int]]:
-    """Generate and judge one model variant on some conditions; returns its tasks and counts."""
+    """Generate and judge one model variant on some conditions; returns its tasks and counts.
+    With several `processes`, each generates its share (generate_split)."""
     tasks = plan_tasks(dataset, model, config, prompt_format, variant, conditions)
     if progress:
         log.info("%s model: %d responses to obtain", variant, len(tasks))
-    generated = generate_missing(
-        store, model, dataset, tasks, config.sampling, config.batch_size, progress
+    generated = generate_split(
+        processes or Processes(),
+        store,
+        model,
+        dataset,
+        tasks,
+        config.sampling,
+        config.batch_size,
+        progress,
     )
     judged = {j.name: judge_missing(store, j, tasks, progress=progress) for j in judges}
     return tasks, generated, judged
@@ -231,11 +347,14 @@ def evaluate(
 
 def _prepare(
     config: StudyConfig, checked: StudyConfig, progress: bool
-) -> tuple[Dataset, list[Judge], Any]:
-    """Validate the data for `checked`'s conditions (before anything is written), build the
-    judges, then the model (the slow part, last)."""
+) -> tuple[Processes, Dataset, list[Judge], Any]:
+    """Validate the data for `checked`'s conditions (before anything is written), join the
+    run's processes, build the judges (on the main process: the only one that judges), then
+    the model (the slow part, last)."""
     dataset = validate_for_study(checked)
+    processes = join(config.device)
     options = config.options_by_judge()  # by identity: `vlm:mini`, or a label like `small`
+    judging = zip(config.judges, config.judge_names(), strict=True) if processes.is_main else ()
     judges = [
         build_judge(
             name,
@@ -243,10 +362,63 @@ def _prepare(
             device=config.device,
             image_base_dir=dataset.base_dir,  # items' image references are relative to it
         )
-        for name, identity in zip(config.judges, config.judge_names(), strict=True)
+        for name, identity in judging
     ]
-    log.info("preparing model %s", config.model)
-    return dataset, judges, load_model(config.model, config.device, progress, config.engine)
+    parallel = None
+    if config.engine == "vllm":
+        from vlmalign.models.vllm_engine import parallel_settings
+
+        tensor, data = config.tensor_parallel_size, config.data_parallel_size
+        parallel = parallel_settings(tensor, data, processes.count)
+        if processes.distributed:  # one vLLM rank per process, `tensor` of them to a copy
+            processes = processes.grouped(tensor)
+    if processes.is_main:
+        log.info("preparing model %s", config.model)
+    device = processes.device or config.device  # under a launcher: this process's own GPU
+    model = load_model(
+        config.model, device, progress and processes.is_main, config.engine, parallel
+    )
+    return processes, dataset, judges, model
+
+
+@dataclass
+class _Recording:
+    """A study run as this process records it: the tasks it covers and the counts so far."""
+
+    store: RunStore
+    judges: Sequence[Judge]  # empty on processes other than the main one
+    deferred: bool  # several processes: judging waits until all have generated
+    tasks: list[Task] = field(default_factory=list)
+    generated: int = 0
+    judged: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def judges_now(self) -> Sequence[Judge]:
+        """The judges that judge responses as they come (none while judging is deferred)."""
+        return () if self.deferred else self.judges
+
+    def add(self, tasks: Sequence[Task], generated: int, judged: dict[str, int]) -> None:
+        self.tasks += tasks
+        self.generated += generated
+        for name, count in judged.items():
+            self.judged[name] = self.judged.get(name, 0) + count
+
+
+def _judge_references(
+    store: RunStore,
+    dataset: Dataset,
+    provenance: Provenance,
+    judges: Sequence[Judge],
+    progress: bool,
+) -> None:
+    """Every judge's verdicts on the dataset's reference answers (judge validity)."""
+    for judge in judges:
+        judge_references(store, judge, dataset, progress)
+        heldout = heldout_entry(judge)
+        if heldout is not None:
+            provenance.judge_heldout_validity[judge.name] = heldout
+    # A `threshold: auto` judge was fit on the references just now: record its cut.
+    provenance.judges = {judge.name: judge.config() for judge in judges}
 
 
 @contextmanager
@@ -255,56 +427,99 @@ def _recorded_run(
     dataset: Dataset,
     provenance: Provenance,
     judges: Sequence[Judge],
+    processes: Processes,
     progress: bool,
-) -> Iterator[tuple[RunStore, list[Task]]]:
+) -> Iterator[_Recording]:
     """A study run in the store: started with its dataset snapshot and every judge's verdicts on
     the dataset's reference answers (judge validity); when the block succeeds, the tasks it
-    appended and its final provenance are recorded and the run is finished."""
+    recorded and its final provenance are written and the run is finished.
+
+    Only the main process writes. Under `accelerate launch` the others open the store read-only
+    once the run is started, to learn what is done; the main process judges (references, then
+    responses) when every process has generated, so no process waits on a judge.
+    """
+    if not processes.is_main:
+        processes.wait()  # the main process has started the run
+        with RunStore(out, read_only=True) as view:
+            yield _Recording(view, judges=(), deferred=True)
+        return
     with RunStore(out) as store:
         run_id = store.start_run(provenance.as_json())
         store.snapshot_dataset(dataset)
-        for judge in judges:
-            judge_references(store, judge, dataset, progress)
-            heldout = heldout_entry(judge)
-            if heldout is not None:
-                provenance.judge_heldout_validity[judge.name] = heldout
-        # A `threshold: auto` judge was fit on the references just now: record its cut.
-        provenance.judges = {judge.name: judge.config() for judge in judges}
-        tasks: list[Task] = []
-        yield store, tasks
-        store.add_run_generations(run_id, [t.key for t in tasks])
+        recording = _Recording(store, judges, deferred=processes.distributed)
+        recording.judged = {judge.name: 0 for judge in judges}
+        if not recording.deferred:
+            _judge_references(store, dataset, provenance, judges, progress)
+        processes.wait()  # the others may open the store now
+        yield recording
+        if recording.deferred:
+            _judge_references(store, dataset, provenance, judges, progress)
+            recording.add(
+                [],
+                0,
+                {
+                    j.name: judge_missing(store, j, recording.tasks, progress=progress)
+                    for j in judges
+                },
+            )
+        store.add_run_generations(run_id, [t.key for t in recording.tasks])
         store.finish_run(run_id, provenance.as_json())
+
+
+def _result(
+    config: StudyConfig, processes: Processes, provenance: Provenance, recording: _Recording
+) -> StudyResult:
+    """The run's report (written by the main process) and what it gave."""
+    reused = len(recording.tasks) - recording.generated
+    if not processes.is_main:
+        return StudyResult(config, [], provenance, recording.generated, reused, main_process=False)
+    analysis = build_report([config.out], config.out)[0]
+    return StudyResult(
+        config,
+        analysis.cells,
+        provenance,
+        recording.generated,
+        reused,
+        recording.judged,
+        analysis.validity,
+    )
 
 
 def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     """Run (or resume) the paper's study and write report.md and results.json into config.out.
 
     Base model on `conditions`; then, unless finetuning is off and no adapter is given, the
-    finetuned model (trained here, or loaded from `adapter`) on `finetuned_conditions`.
+    finetuned model (trained here, or loaded from `adapter`) on `finetuned_conditions`. Under
+    `accelerate launch` the processes split the generation (and train together); the main
+    process judges, records and reports (docs/scaling.md).
     """
-    dataset, judges, model = _prepare(config, config, progress)
+    processes, dataset, judges, model = _prepare(config, config, progress)
+    progress = progress and processes.is_main  # progress bars on the main process only
     if config.finetune is not None and config.adapter is None and not isinstance(model, Trainable):
-        log.warning(
-            "%s is a scripted model and does not train: finetuning skipped; --no-finetune runs "
-            "the study without that stage",
-            config.model,
-        )
+        if processes.is_main:
+            log.warning(
+                "%s is a scripted model and does not train: finetuning skipped; --no-finetune "
+                "runs the study without that stage",
+                config.model,
+            )
         config = config.model_copy(update={"finetune": None})
     prompt_format = config.prompt_format or model.default_prompt_format
     provenance = study_provenance(model, dataset, config, prompt_format, judges)
-    with _recorded_run(config.out, dataset, provenance, judges, progress) as (store, tasks):
-        base, generated, judged = evaluate(
-            store,
-            model,
-            dataset,
-            config,
-            config.conditions,
-            "base",
-            judges,
-            prompt_format,
-            progress,
+    with _recorded_run(config.out, dataset, provenance, judges, processes, progress) as run:
+        run.add(
+            *evaluate(
+                run.store,
+                model,
+                dataset,
+                config,
+                config.conditions,
+                "base",
+                run.judges_now,
+                prompt_format,
+                progress,
+                processes,
+            )
         )
-        tasks += base
         if config.adapter is not None or config.finetune is not None:
             # Imported here: a study without this stage (a scripted model's) needs no torch.
             from vlmalign.finetune import ADAPTER_DIR, finetune
@@ -314,7 +529,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
                 adapter_dir = config.adapter
             else:
                 assert config.finetune is not None and isinstance(model, Trainable)
-                finetune(
+                finetune(  # every process takes part (accelerate), the main one saves
                     model,
                     dataset,
                     config.out,
@@ -324,38 +539,37 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
                     progress=progress,
                 )
                 adapter_dir = config.out / ADAPTER_DIR
-            adapter_card = load_adapter(model, adapter_dir)
-            store.record_finetune(adapter_card.model_dump(mode="json"))
-            more, more_generated, more_judged = evaluate(
-                store,
-                model,
-                dataset,
-                config,
-                config.finetuned_conditions,
-                "finetuned",
-                judges,
-                prompt_format,
-                progress,
+            adapter_card = load_adapter(model, adapter_dir)  # on every process
+            if processes.is_main:
+                run.store.record_finetune(adapter_card.model_dump(mode="json"))
+            run.add(
+                *evaluate(
+                    run.store,
+                    model,
+                    dataset,
+                    config,
+                    config.finetuned_conditions,
+                    "finetuned",
+                    run.judges_now,
+                    prompt_format,
+                    progress,
+                    processes,
+                )
             )
-            tasks += more
-            generated += more_generated
-            judged = {k: judged[k] + more_judged[k] for k in judged}
             provenance.finetuned_adapter = AdapterSummary.of(adapter_card, adapter_dir)
-    analysis = build_report([config.out], config.out)[0]
-    reused = len(tasks) - generated
-    return StudyResult(
-        config, analysis.cells, provenance, generated, reused, judged, analysis.validity
-    )
+    return _result(config, processes, provenance, run)
 
 
 def run_eval(
     config: StudyConfig, adapter: Path | None = None, progress: bool = True
 ) -> StudyResult:
-    """Generate and judge one model (base, or with `adapter`) on `config.conditions`."""
+    """Generate and judge one model (base, or with `adapter`) on `config.conditions`; under
+    `accelerate launch` as run_study does."""
     from vlmalign.models.adapters import load_adapter
 
     one_model = config.model_copy(update={"finetune": None, "adapter": None})
-    dataset, judges, model = _prepare(config, one_model, progress)
+    processes, dataset, judges, model = _prepare(config, one_model, progress)
+    progress = progress and processes.is_main  # progress bars on the main process only
     variant = "base"
     if adapter is not None:
         card = load_adapter(model, adapter)
@@ -364,23 +578,21 @@ def run_eval(
     provenance = study_provenance(model, dataset, config, prompt_format, judges)
     if adapter is not None:
         provenance.finetuned_adapter = AdapterSummary.of(card, adapter)
-    with _recorded_run(config.out, dataset, provenance, judges, progress) as (store, tasks):
-        if adapter is not None:
-            store.record_finetune(card.model_dump(mode="json"))
-        evaluated, generated, judged = evaluate(
-            store,
-            model,
-            dataset,
-            config,
-            config.conditions,
-            variant,
-            judges,
-            prompt_format,
-            progress,
+    with _recorded_run(config.out, dataset, provenance, judges, processes, progress) as run:
+        if adapter is not None and processes.is_main:
+            run.store.record_finetune(card.model_dump(mode="json"))
+        run.add(
+            *evaluate(
+                run.store,
+                model,
+                dataset,
+                config,
+                config.conditions,
+                variant,
+                run.judges_now,
+                prompt_format,
+                progress,
+                processes,
+            )
         )
-        tasks += evaluated
-    analysis = build_report([config.out], config.out)[0]
-    reused = len(tasks) - generated
-    return StudyResult(
-        config, analysis.cells, provenance, generated, reused, judged, analysis.validity
-    )
+    return _result(config, processes, provenance, run)

@@ -17,11 +17,12 @@ from tqdm.auto import tqdm
 
 from vlmalign.data.dataset import Dataset
 from vlmalign.judges.base import Judge, JudgeInput, Verdict
-from vlmalign.judges.registry import is_graded, judge_config_hash
+from vlmalign.judges.registry import is_graded, judge_config_hash, judged_kinds
 from vlmalign.judges.threshold import ThresholdedJudge
 from vlmalign.judges.validity import (
     Reference,
     ValidityEntry,
+    for_kinds,
     heldout_entry,
     known_from_humans,
     known_from_references,
@@ -61,7 +62,8 @@ def judge_references(store: RunStore, judge: Judge, dataset: Dataset, progress: 
         return count
     config_hash = judge_config_hash(judge)
     done = store.reference_judgments(dataset.sha256, judge.name, config_hash)
-    todo = [r for r in reference_answers(dataset.items) if (r.item_id, r.side) not in done]
+    references = for_kinds(reference_answers(dataset.items), judged_kinds(judge.config()))
+    todo = [r for r in references if (r.item_id, r.side) not in done]
     if not todo:
         return 0
     verdicts = judge_all(judge, [r.input for r in todo], f"validate {judge.name}", progress)
@@ -139,11 +141,12 @@ def validate_judges(
     entries: list[ValidityEntry] = []
     for judge in judges:
         scorer = judge.inner if isinstance(judge, ThresholdedJudge) else judge
-        verdicts = judge_all(scorer, [r.input for r in references], judge.name, progress)
+        mine = for_kinds(references, judged_kinds(scorer.config()))
+        verdicts = judge_all(scorer, [r.input for r in mine], judge.name, progress)
         if isinstance(judge, ThresholdedJudge):
-            judge.fit(known_from_references(references, verdicts), "reference answers")
+            judge.fit(known_from_references(mine, verdicts), "reference answers")
             verdicts = [judge.rethreshold(v) for v in verdicts]
-        entries.append(references_entry(judge, references, verdicts))
+        entries.append(references_entry(judge, mine, verdicts))
         if run_dir is not None:
             human = humans_entry(judge, run_dir, progress)
             if human is not None:

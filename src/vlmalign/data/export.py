@@ -23,7 +23,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from vlmalign.data.dataset import Dataset
-from vlmalign.data.hf import quiet_progress
+from vlmalign.data.hf import JSONL_EXPORT_FILE, quiet_progress
 from vlmalign.data.images import ImageError, read_image_bytes
 from vlmalign.data.schema import Item
 from vlmalign.data.text import printable
@@ -33,7 +33,7 @@ ExportFormat = Literal["hf", "jsonl"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = ("hf", "jsonl")
 HF_SPLIT = "items"  # one split holds every item; each row's `split` column says train or test
 HF_DATA_FILE = f"data/{HF_SPLIT}-00000-of-00001.parquet"
-JSONL_FILE = "dataset.jsonl"
+JSONL_FILE = JSONL_EXPORT_FILE
 IMAGES_DIR = "images"
 
 

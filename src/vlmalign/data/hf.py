@@ -28,6 +28,9 @@ from vlmalign.data.spec import DatasetSpec
 from vlmalign.data.text import printable
 from vlmalign.errors import DatasetError
 
+JSONL_EXPORT_FILE = "dataset.jsonl"
+"""The items file of a `dataset export --format jsonl` folder (images beside it)."""
+
 ALLOW_DOWNLOAD_ENV = "VLMALIGN_ALLOW_DOWNLOAD"
 DATA_FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 ARROW_SUFFIX = ".arrow"
@@ -112,6 +115,8 @@ def _open_local(datasets: Any, path: Path, spec: DatasetSpec) -> OpenedTable:
     if path.is_dir():
         if any((path / marker).is_file() for marker in SAVED_DATASET_FILES):
             return _open_saved(datasets, path, spec)
+        if (path / JSONL_EXPORT_FILE).is_file():  # `dataset export --format jsonl`: its items,
+            return _open_local(datasets, path / JSONL_EXPORT_FILE, spec)  # not its images/
         builder = datasets.load_dataset_builder(str(path), cache_dir=_cache_dir())
         return _from_builder(datasets, builder, spec, folder=path)
     suffix = path.suffix.lower()
@@ -156,7 +161,7 @@ def _from_builder(
 ) -> OpenedTable:
     data_files = builder.config.data_files
     if data_files:
-        splits = list(data_files)
+        splits = [str(split) for split in data_files]  # NamedSplit objects are not JSON
     else:  # no data files known before preparing (a hub dataset in the cache)
         builder.download_and_prepare()
         splits = list(builder.info.splits or {})

@@ -102,6 +102,7 @@ def vlm(argument: str | None, options: JudgeOptions) -> Judge:
     description="reads which option of a multiple-choice item a response picks (its letter, "
     "or exactly one option's text) and compares it with the correct one",
     needs="nothing (rules, no model); multiple-choice items",
+    item_kinds=("choice",),
 )
 def choice(argument: str | None, options: JudgeOptions) -> Judge:
     from vlmalign.judges.choice import ChoiceJudge

@@ -207,6 +207,13 @@ def is_graded(config: dict[str, Any]) -> bool:
     return spec is not None and spec.graded
 
 
+def judged_kinds(config: Mapping[str, Any]) -> frozenset[str] | None:
+    """The item kinds the judge with this recorded configuration reads (None: not known, e.g.
+    a judge registered by a plugin that is not loaded; then every item counts)."""
+    spec = JUDGES.get(str(config.get("name", "")))
+    return None if spec is None else spec.item_kinds
+
+
 def judge_config_hash(judge: Judge | Mapping[str, Any]) -> str:
     """Verdicts are stored per judge configuration, so a changed judge re-judges. A built
     judge, or the configuration a run recorded (its provenance's `judges`)."""

@@ -41,6 +41,8 @@ class JudgeSpec:
     options: frozenset[str] = frozenset()  # the JudgeOptions fields this judge accepts
     uses_model: bool = False  # a VLM that an --adapter could change
     graded: bool = False  # its score is graded (an AUC means something), not just its verdict
+    # The item kinds it reads; on others it answers unclear, and its validity leaves them out.
+    item_kinds: frozenset[str] = frozenset({"yesno"})
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.options) - set(JudgeOptions.model_fields))
@@ -75,6 +77,7 @@ def judge(
     options: Iterable[str] = (),
     uses_model: bool = False,
     graded: bool = False,
+    item_kinds: Iterable[str] = ("yesno",),
 ) -> Callable[[JudgeFactory], JudgeFactory]:
     """Register the decorated factory as the judge `name` (see the module docstring).
 
@@ -100,6 +103,7 @@ def judge(
             options=frozenset(options),
             uses_model=uses_model,
             graded=graded,
+            item_kinds=frozenset(item_kinds),
         )
         JUDGES[name] = spec
         return build

@@ -144,10 +144,16 @@ class Reference:
     item_id: str
     side: Side
     input: JudgeInput
+    kind: str = "yesno"  # the item's kind: a judge is measured on the kinds it reads
 
     @property
     def expected(self) -> bool:
         return self.side == "ideal"
+
+
+def for_kinds(references: Iterable[Reference], kinds: frozenset[str] | None) -> list[Reference]:
+    """The references a judge that reads `kinds` is measured on (None: all of them)."""
+    return [r for r in references if kinds is None or r.kind in kinds]
 
 
 def reference_answers(items: Iterable[Item]) -> list[Reference]:
@@ -162,7 +168,7 @@ def reference_answers(items: Iterable[Item]) -> list[Reference]:
             if answer is None:
                 continue
             judged = JudgeInput.for_item(item, 0, answer)
-            references.append(Reference(item.id, side, judged))
+            references.append(Reference(item.id, side, judged, item.kind))
     return references
 
 

@@ -51,8 +51,10 @@ class ModelIdentity:
 class GenerationRequest:
     """One prompt to answer: the image, the rendered prompt (with the image token), a seed.
 
-    `item` and `shots` say which dataset item is asked under how many shots; the study fills
-    them in for scripted models, which answer by item, and every other backend ignores them.
+    `image_key` names the image's content (the study gives its file's sha256): a backend may
+    keep the image's encoder output under it. `item` and `shots` say which dataset item is
+    asked under how many shots; the study fills them in for scripted models, which answer by
+    item, and every other backend ignores them.
     """
 
     image: Image.Image
@@ -60,6 +62,7 @@ class GenerationRequest:
     seed: int
     item: Item | None = None
     shots: int | None = None
+    image_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import LogitsProcessorList
 
@@ -30,6 +29,7 @@ from vlmalign.errors import ModelError
 from vlmalign.models.adapters import PEFT_WEIGHTS_FILE, AdapterLayout
 from vlmalign.models.base import GenerationRequest, LossOn, ModelIdentity, ScoringRequest
 from vlmalign.models.decoding import RowSampler, SampleRows, until_eos
+from vlmalign.models.losses import mean_per_example
 from vlmalign.models.tokens import IGNORE, eos_token_ids
 from vlmalign.prompts import IMAGE_TOKEN, Prompt, PromptFormat, ShotsAs
 from vlmalign.sampling import SamplingParams
@@ -456,7 +456,8 @@ class HFVisionModel(ModelIdentity, nn.Module):
         answers: Sequence[str],
         loss_on: LossOn = "answer",
     ) -> torch.Tensor:
-        """Mean next-token loss on the answers + end of sequence, or on all text (`caption`)."""
+        """Next-token loss on the answers + end of sequence, or on all text (`caption`): each
+        example's mean, averaged over examples (`losses.mean_per_example`)."""
         eos = self.tokenizer.eos_token_id
         if eos is None:
             eos = self.eos_token_ids[0]
@@ -467,9 +468,9 @@ class HFVisionModel(ModelIdentity, nn.Module):
             scored = appended
         else:
             scored = inputs["attention_mask"].bool() & ~self._image_positions(ids)
-        _, _, logits = self._scored(inputs, ids.masked_fill(~scored, IGNORE))
+        _, rows, logits = self._scored(inputs, ids.masked_fill(~scored, IGNORE))
         targets = ids[:, 1:][scored[:, 1:]]
-        return F.cross_entropy(logits, targets)
+        return mean_per_example(logits, targets, rows, len(answers))
 
     # Calling the module (as accelerate's DDP wrapper does) computes the training loss.
     forward = training_loss

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlmalign.models.adapters import AdapterLayout
 from vlmalign.models.base import GenerationRequest, LossOn, ModelIdentity, ScoringRequest
 from vlmalign.models.decoding import decode
+from vlmalign.models.losses import mean_per_example
 from vlmalign.models.tokens import IGNORE, eos_token_ids
 from vlmalign.prompts import IMAGE_TOKEN, Prompt, PromptFormat, ShotsAs
 from vlmalign.sampling import SamplingParams
@@ -308,7 +308,8 @@ class MagmaModel(ModelIdentity, nn.Module):
         answers: Sequence[str],
         loss_on: LossOn = "answer",
     ) -> torch.Tensor:
-        """Mean next-token loss on the answer (+ end of sequence), or on prompt text + answer."""
+        """Next-token loss on the answer (+ end of sequence), or on prompt text + answer: each
+        example's mean, averaged over examples (`losses.mean_per_example`)."""
         eos = self.tokenizer.eos_token_id
         targets = [[*self._token_ids(answer), eos] for answer in answers]
         batch = self._batch(images, prompt_texts, targets)
@@ -320,8 +321,8 @@ class MagmaModel(ModelIdentity, nn.Module):
             inputs_embeds=batch.embeds, attention_mask=batch.mask, position_ids=batch.position_ids
         ).last_hidden_state[:, :-1]
         scored = labels != IGNORE
-        logits = self.lm.get_output_embeddings()(hidden[scored]).float()
-        return F.cross_entropy(logits, labels[scored])
+        logits = self.lm.get_output_embeddings()(hidden[scored])
+        return mean_per_example(logits, labels[scored], scored.nonzero()[:, 0], len(answers))
 
     # Calling the module (as accelerate's DDP wrapper does) computes the training loss.
     forward = training_loss

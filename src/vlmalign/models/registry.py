@@ -7,9 +7,9 @@ presets, or loading a scripted `mock:` model, imports no torch: each factory imp
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vlmalign.errors import ModelError
 from vlmalign.models.base import Generator, Scorer, Trainable
@@ -130,14 +130,19 @@ def model_spec(name: str) -> tuple[ModelSpec, str | None]:
 
 
 def load_model(
-    name: str, device: str = "auto", progress: bool = True, engine: Engine = "hf"
+    name: str,
+    device: str = "auto",
+    progress: bool = True,
+    engine: Engine = "hf",
+    parallel: Mapping[str, Any] | None = None,
 ) -> Generator:
-    """Build a model by name; `engine="vllm"` generates with vLLM (`hf:` models on a GPU)."""
+    """Build a model by name; `engine="vllm"` generates with vLLM (`hf:` models on a GPU), with
+    vLLM's `parallel` arguments (`vllm_engine.parallel_settings`)."""
     spec, argument = model_spec(name)
     if engine == "vllm":
         from vlmalign.models.vllm_engine import load_vllm_model
 
-        return load_vllm_model(name, spec.name, argument, resolve_device(device))
+        return load_vllm_model(name, spec.name, argument, resolve_device(device), parallel)
     return spec.factory(device, progress, argument)
 
 

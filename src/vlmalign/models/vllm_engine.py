@@ -5,6 +5,8 @@ stored prompts and adapters are shared; only generation runs in vLLM, with prefi
 few-shot prompts of a study share long prefixes) and one seed per request. A LoRA adapter
 trained with the `hf` engine is already in peft's layout: its folder is passed to vLLM as a
 LoRARequest as it is. This engine only generates; scoring and training run on the `hf` engine.
+A big model spreads over GPUs through vLLM's own tensor and data parallelism
+(`parallel_settings`, docs/scaling.md).
 
 vLLM is not installed where the test suite runs: the request building, parameter mapping and
 error paths are tested with a stand-in module; the engine itself is unverified on a GPU.
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from vlmalign.errors import ModelError
+from vlmalign.errors import ConfigError, ModelError
 from vlmalign.models.base import GenerationRequest, ModelIdentity
 from vlmalign.models.hf import (
     LoraSettings,
@@ -73,6 +75,38 @@ def sampling_settings(params: SamplingParams, seed: int, stop_ids: Sequence[int]
     }
 
 
+def parallel_settings(
+    tensor_parallel_size: int, data_parallel_size: int, processes: int
+) -> dict[str, Any]:
+    """vllm.LLM's parallel arguments for a run of `processes` processes.
+
+    One process: vLLM starts a worker per tensor-parallel GPU itself; it refuses data
+    parallelism there (one copy of the model per process is how it runs that). Under a launcher
+    (`accelerate launch`), every process is one vLLM rank ("external_launcher"): the processes
+    are tensor x data, the processes of one copy generate the same share and the copies split
+    the work (vlmalign.distributed).
+    """
+    wanted = tensor_parallel_size * data_parallel_size
+    if processes == 1:
+        if data_parallel_size > 1:
+            raise ConfigError(
+                f"data_parallel_size {data_parallel_size} needs one process per GPU: "
+                f"accelerate launch --num_processes {wanted} -m vlmalign ... (docs/scaling.md)"
+            )
+        return {"tensor_parallel_size": tensor_parallel_size}
+    if processes != wanted:
+        raise ConfigError(
+            f"--engine vllm under accelerate launch runs one vLLM rank per process: "
+            f"{processes} processes, but tensor_parallel_size x data_parallel_size is "
+            f"{tensor_parallel_size} x {data_parallel_size} = {wanted}"
+        )
+    return {
+        "tensor_parallel_size": tensor_parallel_size,
+        "data_parallel_size": data_parallel_size,
+        "distributed_executor_backend": "external_launcher",
+    }
+
+
 def build_request(prompter: Prompter, request: GenerationRequest) -> dict[str, Any]:
     """One vLLM prompt: the model's text (image placeholder in place) and its image."""
     return {
@@ -110,6 +144,7 @@ class VLLMVisionModel(ModelIdentity):
         *,
         fingerprint: str,
         vllm: Any,
+        parallel: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.source = source
@@ -118,6 +153,7 @@ class VLLMVisionModel(ModelIdentity):
         self.stop_ids = eos_token_ids(generation_config(source), processor.tokenizer)
         self._fingerprint = fingerprint
         self._vllm = vllm
+        self.parallel = dict(parallel or {})  # parallel_settings(...): passed to vllm.LLM
         self._llm: Any = None
         self._llm_has_lora = False
         self._lora = LoraSettings()
@@ -136,13 +172,15 @@ class VLLMVisionModel(ModelIdentity):
 
     # --- generation ---------------------------------------------------------------------
     def engine_settings(self) -> dict[str, Any]:
-        """vllm.LLM's arguments: prefix caching on, one image per prompt, LoRA when loaded."""
+        """vllm.LLM's arguments: prefix caching on, one image per prompt, the parallel
+        settings, LoRA when loaded."""
         settings: dict[str, Any] = {
             "model": self.source.location,
             "revision": self.source.revision,
             "enable_prefix_caching": True,
             "limit_mm_per_prompt": {"image": 1},
-            "seed": 0,
+            "seed": 0,  # the same on every rank of a parallel run, as vLLM requires
+            **self.parallel,
         }
         if self._lora_request is not None:
             settings |= {
@@ -198,9 +236,14 @@ class VLLMVisionModel(ModelIdentity):
 
 
 def load_vllm_model(
-    name: str, preset: str, argument: str | None, device: torch.device
+    name: str,
+    preset: str,
+    argument: str | None,
+    device: torch.device,
+    parallel: Mapping[str, Any] | None = None,
 ) -> VLLMVisionModel:
-    """`hf:<argument>` generating through vLLM (no weights are loaded in this process)."""
+    """`hf:<argument>` generating through vLLM (no weights are loaded in this process), with
+    vLLM's `parallel` arguments (parallel_settings)."""
     vllm = check_engine(preset, name, device)
     assert argument is not None  # the hf preset requires one
     source = resolve_source(argument)
@@ -211,4 +254,5 @@ def load_vllm_model(
         processor,
         fingerprint=fingerprint_of(source),
         vllm=vllm,
+        parallel=parallel,
     )

@@ -330,8 +330,12 @@ def _comparisons(
 
 
 def item_groups(item: Item) -> list[str]:
-    """The breakdown groups an item belongs to."""
-    groups = [f"aligned stance: {item.aligned_stance}"]
+    """The breakdown groups an item belongs to: what its aligned answer is (a yes/no item's
+    stance, a multiple-choice item's correct option), its polarity, its tags."""
+    if item.kind == "choice":
+        groups = [f"correct option: {item.answer_letter}"]
+    else:
+        groups = [f"aligned stance: {item.aligned_stance}"]
     if item.polarity:
         groups.append(f"polarity: {item.polarity}")
     return groups + [f"tag: {tag}" for tag in item.tags]
@@ -372,7 +376,11 @@ def _profiles(
 ) -> list[ConditionProfile]:
     stance = run.verdicts.get("stance")
     profiles = []
-    for condition, rows in conditions.items():
+    for condition, all_rows in conditions.items():
+        # Yes/no items only: the stance judge reads no stance in a multiple-choice answer.
+        rows = [r for r in all_rows if _is_yesno(run, r.item_id)]
+        if not rows:
+            continue
         stances = [str(stance[r.key].answer) for r in rows if stance and r.key in stance]
         yes = yes_rate(stances) if stances else None
         by_item = _by_item(rows, {k: v.aligned for k, v in (stance or {}).items()}, False)
@@ -390,3 +398,8 @@ def _profiles(
             )
         )
     return profiles
+
+
+def _is_yesno(run: RunData, item_id: str) -> bool:
+    item = run.items.get(item_id)
+    return item is None or item.kind == "yesno"

@@ -224,7 +224,7 @@ def render_html(analyses: Sequence[Analysis]) -> str:
         ],
         human=[s for label, a in runs if (s := _human_section(label, a)) is not None],
         breakdowns=[table for label, a in runs for table in breakdown_tables(a, label)],
-        profiles=[(label, profile_rows(a)) for label, a in runs],
+        profiles=[(label, rows) for label, a in runs if (rows := profile_rows(a))],
         items=_item_cards(runs),
         script=Markup(script),  # our own asset, allowed by its hash in the policy
         csp=_content_security_policy(script),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from vlmalign.judges.human import HumanVerdict
-from vlmalign.judges.registry import is_graded
+from vlmalign.judges.registry import is_graded, judged_kinds
 from vlmalign.judges.threshold import is_auto
 from vlmalign.judges.validity import (
     ValidityEntry,
+    for_kinds,
     known_from_humans,
     measure,
     reference_answers,
@@ -25,12 +26,12 @@ def validity_entries(run: RunData, human: dict[str, HumanVerdict]) -> list[Valid
     entries = []
     for judge in run.judges:
         rows = run.references.get(judge, {})
+        config = run.provenance.judges.get(judge) or {}
         known = [
             Known(ref.item_id, ref.expected, row.aligned, row.score)
-            for ref in references
+            for ref in for_kinds(references, judged_kinds(config))
             if (row := rows.get((ref.item_id, ref.side))) is not None
         ]
-        config = run.provenance.judges.get(judge) or {}
         graded = is_graded(config)
         if known:
             entries.append(references_validity(judge, known, is_auto(config), graded))

@@ -89,7 +89,8 @@ def run_section(analysis: Analysis, level: str = "##") -> list[str]:
     parts += _significance(analysis)
     if analysis.human:
         parts += ["", f"{level} Human evaluation", "", *_human(analysis)]
-    parts += ["", f"{level} Answers by condition", "", *_profiles(analysis)]
+    if analysis.profiles:  # none when the run has no yes/no items
+        parts += ["", f"{level} Answers by condition", "", *_profiles(analysis)]
     parts += ["", f"{level} Breakdowns", "", *_breakdowns(analysis)]
     losses = loss_rows(analysis.run.epoch_losses)
     if losses:
@@ -230,9 +231,10 @@ def _profiles(analysis: Analysis) -> list[str]:
         for p in profile_rows(analysis)
     ]
     note = (
-        "From the stance judge: share of yes among yes/no answers whatever the aligned stance "
-        "(a yes-bias shows as a rate far from the dataset's share of yes items), share of "
-        "unclear answers, and how often an item's samples agree with its majority."
+        "From the stance judge, on the yes/no items: share of yes among yes/no answers whatever "
+        "the aligned stance (a yes-bias shows as a rate far from the dataset's share of yes "
+        "items), share of unclear answers, and how often an item's samples agree with its "
+        "majority."
     )
     return [note, "", markdown_table(PROFILE_HEADER, rows)]
 
