@@ -155,18 +155,54 @@ def test_a_processor_without_chat_template_uses_the_magma_format(hf_dir) -> None
 
 
 # --- generation and scoring -----------------------------------------------------------------
+@pytest.mark.parametrize("share_prefill", [True, False], ids=["shared", "plain"])
 @pytest.mark.parametrize("params", [SAMPLE, GREEDY], ids=["sampled", "greedy"])
-def test_generation_does_not_depend_on_batch_size_or_order(model, images, params) -> None:
+def test_generation_does_not_depend_on_batch_size_or_order(
+    model, images, params, share_prefill
+) -> None:
+    model.share_prefill = share_prefill
     requests = [
         GenerationRequest(image, text, seed)
         for image, text, seed in zip(images, _prompts(model), [11, 22, 33, 44], strict=True)
     ]
+    requests += [GenerationRequest(r.image, r.prompt_text, r.seed + 100) for r in requests[:2]]
     batched = model.generate(requests, params)
     assert batched == [model.generate([r], params)[0] for r in requests]
     assert batched == model.generate(requests[::-1], params)[::-1]
     if params is SAMPLE:  # seeds matter
         reseeded = [GenerationRequest(r.image, r.prompt_text, r.seed + 1) for r in requests]
         assert model.generate(reseeded, params) != batched
+
+
+@pytest.mark.parametrize("params", [SAMPLE, GREEDY], ids=["sampled", "greedy"])
+def test_samples_sharing_a_prefill_draw_as_separate_requests(model, images, params) -> None:
+    text = _prompts(model)[0]
+    samples = [GenerationRequest(images[0], text, seed) for seed in range(100, 105)]
+    shared = model.generate([*samples, GenerationRequest(images[1], text, 7)], params)
+    assert shared[:5] == [model.generate([r], params)[0] for r in samples]
+    if params is SAMPLE:
+        assert len(set(shared[:5])) > 1  # each sample keeps its own seed
+
+
+def test_a_prompt_is_prefilled_once_with_one_position_projected(model, images) -> None:
+    """Five samples of one prompt: the vision tower sees the image once, and the vocabulary
+    projection runs on one position per row (prefill and every step)."""
+    images_seen: list[int] = []
+    positions: list[int] = []
+    tower = model.hf.model.vision_tower.register_forward_hook(
+        lambda _m, args, _out: images_seen.append(args[0].shape[0])
+    )
+    head = model.hf.get_output_embeddings().register_forward_hook(
+        lambda _m, _a, out: positions.append(out.shape[1])
+    )
+    try:
+        text = _prompts(model)[1]
+        model.generate([GenerationRequest(images[0], text, s) for s in range(5)], GREEDY)
+    finally:
+        tower.remove()
+        head.remove()
+    assert images_seen == [1] and model.encoder_calls == 1
+    assert positions and set(positions) == {1}
 
 
 def _manual_inputs(model: HFVisionModel, image: Image.Image, text: str, tail: list[int]):

@@ -23,12 +23,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import LogitsProcessorList
 
 from vlmalign.errors import ModelError
 from vlmalign.models.adapters import PEFT_WEIGHTS_FILE, AdapterLayout
 from vlmalign.models.base import GenerationRequest, LossOn, ModelIdentity, ScoringRequest
-from vlmalign.models.decoding import RowSampler, SampleRows, until_eos
+from vlmalign.models.decoding import Prefill, decode, distinct_prompts, prefill, until_eos
 from vlmalign.models.losses import mean_per_example
 from vlmalign.models.tokens import IGNORE, eos_token_ids
 from vlmalign.prompts import IMAGE_TOKEN, Prompt, PromptFormat, ShotsAs
@@ -43,6 +42,8 @@ DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 # token_type_ids of answer tokens: PaliGemma marks the generated suffix with 1 (causal
 # attention); elsewhere 0 means text.
 ANSWER_TOKEN_TYPE = {"paligemma": 1}
+# Where a model counts positions from, if not 0 (as its own generate() counts them).
+FIRST_POSITION = {"paligemma": 1}
 _PROBE = "vlmalign probe"
 # Inputs with one value per token, which grow when a continuation is appended.
 PER_TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
@@ -278,9 +279,13 @@ class HFVisionModel(ModelIdentity, nn.Module):
         self._peft: list[Any] = []
         self.eos_token_ids = eos_token_ids(model.generation_config, self.tokenizer)
         self.image_token_id = self._image_token_id()
-        self._plain_positions = not _overrides_position_ids(model) and self._forward_takes(
-            "position_ids"
-        )
+        takes_positions = self._forward_takes("position_ids")
+        self._own_positions = _overrides_position_ids(model) and takes_positions
+        self._plain_positions = not self._own_positions and takes_positions
+        self._first_position = FIRST_POSITION.get(str(model.config.model_type), 0)
+        # Requests asking the same prompt about the same image share one prefill.
+        self.share_prefill = True
+        self.encoder_calls = 0  # images passed to the vision tower (not cached here)
         self._answer_token_type = ANSWER_TOKEN_TYPE.get(str(model.config.model_type), 0)
         self.requires_grad_(False)
         self.eval()
@@ -319,6 +324,7 @@ class HFVisionModel(ModelIdentity, nn.Module):
             return_tensors="pt",
         )
         batch.pop("labels", None)  # PaliGemma's processor adds them; we build our own
+        self.encoder_calls += len(images)
         dtype = self.hf.dtype  # pixels in the weights' precision (bf16 on GPU)
         return {
             k: v.to(self.device, dtype=dtype if v.is_floating_point() else v.dtype)
@@ -377,13 +383,29 @@ class HFVisionModel(ModelIdentity, nn.Module):
             found[i, start : end + 1] = True
         return found
 
+    def _plain_position_ids(self, mask: torch.Tensor) -> torch.Tensor:
+        """Left padding: count positions from each row's first token."""
+        return (mask.cumsum(-1) - 1).clamp(min=0) + self._first_position
+
+    def _position_ids(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The positions of a prompt batch, as the model's own generate() sets them; None where
+        the model's forward counts them itself (its rows must then not be padded)."""
+        if self._plain_positions:
+            return self._plain_position_ids(inputs["attention_mask"])
+        if self._own_positions:  # e.g. Qwen2-VL's multimodal rotary positions
+            positions = self.hf._prepare_position_ids_for_generation(
+                inputs["input_ids"], dict(inputs)
+            )
+            return positions
+        return None
+
     def _logits_at(self, inputs: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
         """Logits at the `keep` positions only, flattened row by row. The vocabulary projection
         is the largest activation and scoring needs few positions (the answers, at the end of
         left-padded rows), so only the positions some row keeps are projected."""
         kwargs = dict(inputs)
-        if self._plain_positions:  # left padding: count positions from each row's first token
-            kwargs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        if self._plain_positions:
+            kwargs["position_ids"] = self._plain_position_ids(inputs["attention_mask"])
         if not self._forward_takes("logits_to_keep"):
             return self.hf(**kwargs, use_cache=False).logits[keep]
         columns = keep.any(0).nonzero()[:, 0]  # a 1-D index: what transformers >= 4.56 takes
@@ -405,31 +427,41 @@ class HFVisionModel(ModelIdentity, nn.Module):
     # --- inference ----------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[str]:
+        """Each distinct (image, prompt) is prefilled once; every request decodes its own row.
+
+        Only our SamplingParams decide: the model's generation config (its sampling settings,
+        repetition penalty, ...) is not read.
+        """
         if not requests:
             return []
-        inputs = self._encode([r.image for r in requests], [r.prompt_text for r in requests])
-        sampler = RowSampler(params, [r.seed for r in requests], self.device)
-        output = self.hf.generate(
-            **inputs,
-            logits_processor=LogitsProcessorList([SampleRows(sampler)]),
-            **self._generation_settings(params),
+        firsts, rows = distinct_prompts(
+            [(r.image_key or id(r.image), r.prompt_text) for r in requests]
+            if self.share_prefill
+            else range(len(requests))
         )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
-        return [self._decode(row) for row in new_tokens]
+        if self._own_positions or self._plain_positions:
+            groups = [(firsts, rows, list(range(len(requests))))]
+        else:  # unpadded: one prompt per prefill
+            groups = [
+                ([first], [0] * rows.count(p), [i for i, r in enumerate(rows) if r == p])
+                for p, first in enumerate(firsts)
+            ]
+        answers: dict[int, str] = {}
+        for prompt_requests, prompt_rows, members in groups:
+            start = self._prefill([requests[i] for i in prompt_requests])
+            tokens = decode(
+                self.hf,
+                start.rows(prompt_rows),
+                params,
+                [requests[i].seed for i in members],
+                self.eos_token_ids,
+            )
+            answers.update(zip(members, map(self._decode, tokens), strict=True))
+        return [answers[i] for i in range(len(requests))]
 
-    def _generation_settings(self, params: SamplingParams) -> dict[str, Any]:
-        """Greedy over SampleRows' choice; the model's own defaults (sampling, repetition
-        penalty, ...) are switched off so that only our SamplingParams decide."""
-        return {
-            "max_new_tokens": params.max_new_tokens,
-            "min_new_tokens": 0,
-            "do_sample": False,
-            "num_beams": 1,
-            "repetition_penalty": 1.0,
-            "no_repeat_ngram_size": 0,
-            "eos_token_id": self.eos_token_ids,
-            "pad_token_id": self.tokenizer.pad_token_id,
-        }
+    def _prefill(self, prompts: Sequence[GenerationRequest]) -> Prefill:
+        inputs = self._encode([r.image for r in prompts], [r.prompt_text for r in prompts])
+        return prefill(self.hf, inputs, self._position_ids(inputs))
 
     def _decode(self, tokens: list[int]) -> str:
         answer = until_eos(tokens, self.eos_token_ids)

@@ -16,7 +16,15 @@ from torch import nn
 
 from vlmalign.models.adapters import AdapterLayout
 from vlmalign.models.base import GenerationRequest, LossOn, ModelIdentity, ScoringRequest
-from vlmalign.models.decoding import decode
+from vlmalign.models.decoding import (
+    Prefill,
+    decode,
+    distinct_prompts,
+    length_groups,
+    prefill,
+    stack_prefills,
+)
+from vlmalign.models.image_features import EncodedImages
 from vlmalign.models.losses import mean_per_example
 from vlmalign.models.tokens import IGNORE, eos_token_ids
 from vlmalign.prompts import IMAGE_TOKEN, Prompt, PromptFormat, ShotsAs
@@ -71,7 +79,11 @@ def add_adapters(lm: nn.Module, hidden_size: int, downsample_factor: int = 4) ->
 
 
 class ImagePrefix(nn.Module):
-    """Encoder features -> LM-width prefix embeddings."""
+    """Encoder features -> LM-width prefix embeddings.
+
+    `encode` (the encoder, frozen unless finetuned) and `project` (the trainable projection)
+    are separate steps, so that a model can keep encoder outputs and project them anew.
+    """
 
     def __init__(
         self, encoder: nn.Module, feature_dim: int, lm_dim: int, dropout: float = 0.1
@@ -81,10 +93,21 @@ class ImagePrefix(nn.Module):
         self.proj = nn.Linear(feature_dim, lm_dim)
         self.dropout = nn.Dropout(dropout)
         self.ln = nn.LayerNorm(lm_dim)
+        # The LM's dtype where it differs from the prefix's (a half-precision LM).
+        self.output_dtype: torch.dtype | None = None
+
+    def encode(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """Each image's encoder features (tokens, feature_dim), padding dropped."""
+        features, mask = self.enc(pixels)
+        return [row[keep.bool()] for row, keep in zip(features, mask, strict=True)]
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        embeds = self.ln(self.dropout(self.proj(features)))
+        return embeds if self.output_dtype is None else embeds.to(self.output_dtype)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features, mask = self.enc(pixels)
-        return self.ln(self.dropout(self.proj(features))), mask
+        return self.project(features), mask
 
 
 @dataclass(frozen=True)
@@ -142,6 +165,10 @@ class MagmaModel(ModelIdentity, nn.Module):
         self.default_prompt_format: PromptFormat = default_prompt_format
         self._adapter_hash: str | None = None
         self.eos_token_ids = eos_token_ids(getattr(lm, "generation_config", None), tokenizer)
+        # Encoder outputs by image (valid while the encoder's weights stay as they are).
+        self.images = EncodedImages()
+        # Requests asking the same prompt about the same image share one prefill.
+        self.share_prefill = True
         self.set_trainable()
         self.eval()
 
@@ -149,6 +176,11 @@ class MagmaModel(ModelIdentity, nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.lm.parameters()).device
+
+    @property
+    def encoder_calls(self) -> int:
+        """Images the image encoder has run on since the model was built."""
+        return self.images.encoder_calls
 
     # --- prompts ------------------------------------------------------------------------
     def render_prompt(
@@ -167,28 +199,58 @@ class MagmaModel(ModelIdentity, nn.Module):
     def _token_ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
+    def _encoder_trains(self) -> bool:
+        encoder = self.image_prefix.enc
+        return encoder.training or any(p.requires_grad for p in encoder.parameters())
+
+    def _encode(self, images: Sequence[Any]) -> list[torch.Tensor]:
+        pixels = self.image_prefix.enc.preprocess(images).to(self.device)  # type: ignore[operator]
+        return self.image_prefix.encode(pixels)
+
+    def _image_features(
+        self, images: Sequence[Any], keys: Sequence[str | None] | None
+    ) -> list[torch.Tensor]:
+        """Each image's encoder features: from the cache while the encoder is frozen, each
+        image encoded alone (its features never depend on the images beside it)."""
+        if self._encoder_trains():
+            self.images.clear()  # the weights are about to change
+            return self.images.uncached(images, self._encode)
+        given = keys if keys is not None else [None] * len(images)
+        cache_keys = [self.images.key_of(im, k) for im, k in zip(images, given, strict=True)]
+        features = self.images.features(
+            images, cache_keys, lambda missing: [self._encode([im])[0] for im in missing]
+        )
+        return [f.to(self.device) for f in features]
+
     def _batch(
         self,
         images: Sequence[Any],
         texts: Sequence[str],
         continuations: Sequence[Sequence[int]] | None = None,
+        image_keys: Sequence[str | None] | None = None,
+        skip_tokens: int = 0,
     ) -> Batch:
-        """Left-padded embeddings of image prefix + prompt text (+ continuation token ids).
+        """Left-padded embeddings of image prefix + prompt text (+ continuation token ids),
+        without each prompt's first `skip_tokens` text tokens (a common prefix run apart).
 
         `labels` holds the token id at every text position and IGNORE at image and padding
         positions; `is_continuation` marks the continuation's positions.
         """
-        pixels = self.image_prefix.enc.preprocess(images).to(self.device)  # type: ignore[operator]
-        prefix, prefix_mask = self.image_prefix(pixels)
+        features = self._image_features(images, image_keys)
+        # Projected together (one matmul), then split back per image.
+        prefixes = self.image_prefix.project(torch.cat(features)).split(
+            [f.shape[0] for f in features]
+        )
         embed = self.lm.get_input_embeddings()
         rows: list[tuple[torch.Tensor, list[int], int]] = []
         for row, text in enumerate(texts):
             before, marker, after = text.partition(IMAGE_TOKEN)
             if not marker:
                 raise ValueError("prompt text has no image token")
-            image = prefix[row][prefix_mask[row].bool()]
+            image = prefixes[row]
             tail = list(continuations[row]) if continuations is not None else []
-            before_ids, after_ids = self._token_ids(before), self._token_ids(after) + tail
+            before_ids = self._token_ids(before)[skip_tokens:]
+            after_ids = self._token_ids(after) + tail
             ids = torch.tensor(before_ids + after_ids, dtype=torch.long, device=self.device)
             text_embeds = embed(ids)
             embeds = torch.cat(
@@ -201,20 +263,81 @@ class MagmaModel(ModelIdentity, nn.Module):
     # --- inference ----------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[str]:
+        """Each distinct (image, prompt) is prefilled once; every request decodes its own row.
+
+        With `share_prefill` (the default), the text all prompts start with is prefilled once
+        too, and prompts are prefilled in groups of similar length (little padding).
+        """
         if not requests:
             return []
-        batch = self._batch([r.image for r in requests], [r.prompt_text for r in requests])
-        seeds = [r.seed for r in requests]
+        firsts, rows = distinct_prompts(
+            [(r.image_key or id(r.image), r.prompt_text) for r in requests]
+            if self.share_prefill
+            else range(len(requests))
+        )
+        start, order = self._prefill_prompts([requests[i] for i in firsts])
+        position = {prompt: row for row, prompt in enumerate(order)}
         tokens = decode(
             self.lm,
-            batch.embeds,
-            batch.mask,
+            start.rows([position[prompt] for prompt in rows]),
             params,
-            seeds,
+            [r.seed for r in requests],
             self.eos_token_ids,
             len(self.tokenizer),
         )
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
+
+    def _prefill_prompts(self, prompts: Sequence[GenerationRequest]) -> tuple[Prefill, list[int]]:
+        """The prompts prefilled (their common start once, then in groups of similar length),
+        and which prompt each row of the result is."""
+        texts = [r.prompt_text for r in prompts]
+        shared = self.share_prefill and len(prompts) > 1
+        common = self._common_start(texts) if shared else []
+        batch = self._batch(
+            [r.image for r in prompts],
+            texts,
+            image_keys=[r.image_key for r in prompts],
+            skip_tokens=len(common),
+        )
+        lengths = [int(n) for n in batch.mask.sum(-1)]
+        groups = length_groups(lengths) if shared else [list(range(len(prompts)))]
+        prefix = self._prefill_tokens(common) if common else None
+        parts = []
+        for group in groups:
+            index = torch.tensor(group, device=self.device)
+            width = max(lengths[i] for i in group)  # columns padded in every row are dropped
+            parts.append(
+                prefill(
+                    self.lm,
+                    {
+                        "inputs_embeds": batch.embeds[index, -width:],
+                        "attention_mask": batch.mask[index, -width:],
+                    },
+                    batch.position_ids[index, -width:],
+                    prefix=prefix,
+                )
+            )
+        return stack_prefills(parts), [prompt for group in groups for prompt in group]
+
+    def _common_start(self, texts: Sequence[str]) -> list[int]:
+        """The token ids every prompt's text before its image starts with (a system prompt)."""
+        starts = [self._token_ids(t.partition(IMAGE_TOKEN)[0]) for t in texts]
+        common = starts[0]
+        for ids in starts[1:]:
+            length = next(
+                (i for i, (a, b) in enumerate(zip(common, ids, strict=False)) if a != b),
+                min(len(common), len(ids)),
+            )
+            common = common[:length]
+        return common
+
+    def _prefill_tokens(self, ids: Sequence[int]) -> Prefill:
+        """Text alone (one row), prefilled: what every prompt of a batch starts with."""
+        tokens = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+        mask = torch.ones_like(tokens)
+        embeds = self.lm.get_input_embeddings()(tokens)
+        positions = torch.arange(tokens.shape[1], device=self.device)[None]
+        return prefill(self.lm, {"inputs_embeds": embeds, "attention_mask": mask}, positions)
 
     @torch.inference_mode()
     def log_likelihood(self, requests: Sequence[ScoringRequest]) -> list[float]:
@@ -282,6 +405,8 @@ class MagmaModel(ModelIdentity, nn.Module):
                 if params[name].shape != value.shape:
                     raise ValueError(f"adapter weight {name} has shape {tuple(value.shape)}")
                 params[name].copy_(value)
+        if any(name.startswith("image_prefix.enc.") for name in state):
+            self.images.clear()  # a finetuned encoder: its outputs change
         self._adapter_hash = adapter_hash
 
     def set_trainable(self, include_encoder: bool = False) -> None:
@@ -289,6 +414,8 @@ class MagmaModel(ModelIdentity, nn.Module):
         self.requires_grad_(False)
         for param in self.trainable_parameters(include_encoder):
             param.requires_grad_(True)
+        if include_encoder:
+            self.images.clear()
 
     def train(self, mode: bool = True) -> MagmaModel:
         super().train(mode)

@@ -187,8 +187,9 @@ def place(model: MagmaModel, device: torch.device, lm_dtype: torch.dtype) -> Non
     """Move to `device`: the LM in `lm_dtype`, MAGMA's own parts in float32.
 
     The adapters and the image prefix are what finetuning trains (and the encoder, on request);
-    float32 keeps their optimizer updates exact under fp16/bf16 autocast. Hooks convert at the
-    two seams where they meet the half-precision LM.
+    float32 keeps their optimizer updates exact under fp16/bf16 autocast. Where they meet the
+    half-precision LM, the prefix casts its output (`output_dtype`) and hooks convert around
+    each adapter.
     """
     _rebuild_rotary_tables(model.lm, device)  # a meta buffer cannot be moved
     model.lm.to(device=device, dtype=lm_dtype)
@@ -197,7 +198,7 @@ def place(model: MagmaModel, device: torch.device, lm_dtype: torch.dtype) -> Non
     for adapter in model.adapters:
         adapter.to(dtype=torch.float32)
     if lm_dtype != torch.float32:
-        model.image_prefix.register_forward_hook(_prefix_output_to(lm_dtype))
+        model.image_prefix.output_dtype = lm_dtype
         for adapter in model.adapters:
             adapter.register_forward_pre_hook(_inputs_to_float32)
             adapter.register_forward_hook(_output_to(lm_dtype))
@@ -334,15 +335,5 @@ def _inputs_to_float32(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, 
 def _output_to(dtype: torch.dtype) -> Any:
     def hook(_module: nn.Module, _args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
         return output.to(dtype)
-
-    return hook
-
-
-def _prefix_output_to(dtype: torch.dtype) -> Any:
-    def hook(
-        _module: nn.Module, _args: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        embeds, mask = output
-        return embeds.to(dtype), mask
 
     return hook
