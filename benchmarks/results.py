@@ -166,7 +166,7 @@ def _startup_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         (
             "warm start (import + load mini)",
             _seconds(results["warm_start_s"]),
-            f"fresh process, warm cache; median of {len(raw['warm_runs_s'])}",
+            f"fresh process until mini is loaded, warm cache; median of {len(raw['warm_runs_s'])}",
         )
     ]
     if "cold_start_s" in results:
@@ -174,7 +174,7 @@ def _startup_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             (
                 "cold start (empty cache)",
                 _seconds(results["cold_start_s"]),
-                "fresh process, GGUF dequantized and cached",
+                "fresh process until mini is loaded, GGUF dequantized and cached",
             )
         )
     return rows

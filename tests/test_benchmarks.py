@@ -126,8 +126,8 @@ def test_table_of_study_startup_and_finetune() -> None:
     assert "| default study: peak RSS | 1,234 MB |" in table
     assert "| image encodings per distinct image (whole study) | 1.50 |" in table
     assert (
-        "| warm start (import + load mini) | 3.2 s | fresh process, warm cache; median of 3 |"
-        in (table)
+        "| warm start (import + load mini) | 3.2 s | "
+        "fresh process until mini is loaded, warm cache; median of 3 |" in (table)
     )
     assert "| cold start (empty cache) | 31.0 s |" in table
     assert "| finetuning | 2.50 examples/s | batch 8, 30 examples, 1 epoch; peak RSS +800 MB |" in (
