@@ -9,6 +9,7 @@ the `jsonschema` library, and broken copies of them do not.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 import sqlite3
@@ -25,6 +26,7 @@ from PIL import Image
 from tests.conftest import make_tiny_vlm
 from typer.testing import CliRunner
 
+from vlmalign import stats
 from vlmalign.cli import app
 from vlmalign.config import FinetuneConfig, StudyConfig
 from vlmalign.errors import ModelError
@@ -35,7 +37,9 @@ from vlmalign.judges.validity import ValidityEntry, measure
 from vlmalign.models import registry as model_registry
 from vlmalign.models.adapters import CARD_FILE, load_adapter, read_card
 from vlmalign.models.registry import ModelSpec
+from vlmalign.report import analysis
 from vlmalign.report.build import build_report
+from vlmalign.schemas import results as results_schema
 from vlmalign.stats import Known
 from vlmalign.store import LabelRow, RunStore
 from vlmalign.study import run_study
@@ -332,3 +336,26 @@ def test_heldout_validity_is_kept_under_the_key_the_judges_name() -> None:
     from vlmalign.judges.validity import HELDOUT_KEY
 
     assert HELDOUT_KEY in printed_schema("provenance")["required"]
+
+
+@pytest.mark.parametrize(
+    ("record", "source", "derived"),
+    [
+        ("CellRecord", analysis.Cell, set()),
+        ("ComparisonRecord", analysis.Comparison, {"significant"}),
+        ("BreakdownRecord", analysis.Breakdown, set()),
+        ("HumanCoverageRecord", analysis.HumanCoverage, set()),
+        ("AnnotatorAgreementRecord", analysis.AnnotatorAgreement, set()),
+        ("JudgeAgreementRecord", stats.JudgeAgreement, set()),
+    ],
+)
+def test_a_results_record_has_exactly_the_fields_of_what_it_records(
+    record: str, source: type, derived: set[str]
+) -> None:
+    """The schema's records and the analysis dataclasses are written apart: they must not
+    drift (a field added to one only would vanish from results.json or fail validation)."""
+    fields = list(getattr(results_schema, record).model_fields)
+    assert [name for name in fields if name not in derived] == [
+        field.name for field in dataclasses.fields(source)
+    ]
+    assert all(isinstance(getattr(source, name, None), property) for name in derived)
