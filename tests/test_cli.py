@@ -111,7 +111,7 @@ def test_dataset_show_lists_each_item(tmp_path, monkeypatch) -> None:
     def show(*options: str) -> tuple[str, list[list[str]]]:
         """The command's output as text, and its table's cells row by row (header first)."""
         console = Console(width=200, record=True, file=io.StringIO())
-        monkeypatch.setattr(cli, "out", console)
+        monkeypatch.setattr(cli.datasets, "out", console)
         result = CliRunner().invoke(cli.app, ["dataset", "show", "items.jsonl", *options])
         assert result.exit_code == 0, result.output
         text = console.export_text()

@@ -1,0 +1,36 @@
+"""`models` and `schema`: what vlmalign offers and the files it writes."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from vlmalign.cli.apps import app
+from vlmalign.cli.console import out, table
+
+
+@app.command("models")
+def list_models() -> None:
+    """List model presets with their size and what they need."""
+    from vlmalign.models.registry import MODELS
+
+    rows = [[s.display_name, s.size, s.needs, s.description] for s in MODELS.values()]
+    out.print(table("models", ["name", "size", "needs", "description"], rows))
+
+
+@app.command("schema")
+def schema(
+    name: Annotated[
+        str | None, typer.Argument(help="the file: results, adapter-card, provenance, ...")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of a file vlmalign writes; without NAME, list the files."""
+    from vlmalign.schemas.registry import ARTIFACTS, json_schema
+
+    if name is None:
+        rows = [[a.name, a.file, a.description] for a in ARTIFACTS.values()]
+        out.print(table("schemas (docs/artifacts.md)", ["name", "file", "what"], rows))
+        return
+    typer.echo(json.dumps(json_schema(name), indent=2))

@@ -1,0 +1,49 @@
+"""Where the command writes: the consoles, the one-line error, logging, tables."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("vlmalign")
+
+
+def print_error(message: object) -> None:
+    """One unwrapped line on stderr (rich would wrap long paths); control characters and line
+    breaks from user data are escaped, so the line stays one line and cannot drive the terminal."""
+    from vlmalign.data.text import printable
+
+    print(f"error: {printable(str(message))}", file=sys.stderr)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+    )
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # transformers' own "Loading weights" bars are noise beside ours (read at its import).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    for chatty in ("sentence_transformers", "accelerate"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))  # cells are text: `[vllm]` is no markup
+    return table

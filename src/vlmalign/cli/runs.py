@@ -1,0 +1,244 @@
+"""`report`, `annotate`, `labels` and `store check`: what is done with a run directory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vlmalign.cli.apps import app, labels_app, store_app
+from vlmalign.cli.console import err, out
+from vlmalign.cli.studies import print_tables, print_validity
+from vlmalign.errors import VlmalignError
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="where to write (default: the run directory, or ./report)"),
+    ] = None,
+) -> None:
+    """Rebuild report.md, report.html, results.json and CSVs from run directories' stores."""
+    from vlmalign.report import formatting
+    from vlmalign.report.build import HTML_FILE, REPORT_FILE, build_report
+
+    target = out_dir or (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
+    analyses = build_report(run_dirs, target)
+    for analysis in analyses:
+        if len(analyses) > 1:
+            out.print(f"[bold]{analysis.run.name}[/bold]")
+        print_tables(analysis.cells, analysis.run.provenance)
+        print_validity(analysis.validity)
+        for comparison in analysis.comparisons:
+            if comparison.significant:
+                out.print(f"significant: {comparison.sentence()}")
+        if analysis.human:
+            coverage = analysis.human_coverage
+            per_condition = ", ".join(
+                f"{c.condition.label} {c.labelled} of {c.responses}" for c in coverage
+            )
+            out.print(
+                f"humans labelled {sum(c.labelled for c in coverage)} of "
+                f"{sum(c.responses for c in coverage)} responses ({per_condition})",
+                soft_wrap=True,
+                markup=False,
+            )
+        for judge, a in analysis.judge_vs_human.items():
+            agrees = formatting.rate(a.accuracy, a.accuracy_ci_low, a.accuracy_ci_high)
+            kappa = formatting.decimal_interval(a.kappa, a.kappa_ci_low, a.kappa_ci_high)
+            bias = formatting.points(a.alignment_bias, a.bias_ci_low, a.bias_ci_high)
+            out.print(
+                f"{judge} vs humans (95% intervals): agrees {agrees}, kappa {kappa}, "
+                f"aligned rate {bias}; {a.summary()}",
+                soft_wrap=True,
+                markup=False,
+            )
+    out.print(f"wrote {target / REPORT_FILE}, {target / HTML_FILE}, results.json and CSVs")
+
+
+# --- human evaluation -----------------------------------------------------------------------
+def existing_run(run_dir: Path) -> Path:
+    from vlmalign.store import STORE_FILE
+
+    if not (run_dir / STORE_FILE).is_file():
+        raise VlmalignError(f"{run_dir}: no {STORE_FILE} here; run `vlmalign study` first")
+    return run_dir
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+def annotate(
+    run_dir: Annotated[Path, typer.Argument(help="run directory of a study")],
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="access token annotators must enter (needed off loopback; at least 16 "
+            "characters, or `auto` to generate one)"
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="also serve requests for this host name (repeatable; loopback names and a "
+            "non-wildcard --host are always allowed)"
+        ),
+    ] = None,
+    overlap: Annotated[
+        int | None, typer.Option(min=1, help="offer each response until K annotators labelled it")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="derive each annotator's order (and the --budget sample) from this seed"),
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="offer only N responses: a seeded sample spread evenly over conditions and items",
+        ),
+    ] = None,
+) -> None:
+    """Serve the labelling app: annotators label responses blind, one at a time."""
+    import re
+    import secrets
+
+    import uvicorn
+
+    from vlmalign.annotate.app import create_app
+    from vlmalign.annotate.security import WILDCARD_HOSTS, host_name, token_problem
+
+    existing_run(run_dir)
+    if token == "auto":
+        token = secrets.token_urlsafe(24)
+        out.print(f"access token (annotators enter it to sign in): {token}", markup=False)
+    elif token is not None and (problem := token_problem(token)):
+        raise VlmalignError(problem)
+    if host not in LOOPBACK and not token:
+        raise VlmalignError(
+            f"--host {host} lets other machines reach the app; also pass --token auto"
+        )
+    extra = allowed_host or []
+    for name in extra:
+        if not host_name(name) or re.search(r"[^a-z0-9.:\-]", host_name(name)):
+            raise VlmalignError(f"--allowed-host {name!r}: not a host name or IP address")
+    web = create_app(
+        run_dir,
+        token=token,
+        overlap=overlap,
+        seed=seed,
+        budget=budget,
+        host=host,
+        extra_hosts=extra,
+    )
+    state = web.state.vlmalign
+    offered, responses = len(state.queue.keys), state.responses
+    scope = ""
+    if budget is not None and budget < responses:
+        scope = f" (a stratified sample of {responses}; --budget {budget})"
+    elif budget is not None:
+        scope = f" (all of them: --budget {budget} is not below the run's {responses})"
+    wildcard = host.strip() in WILDCARD_HOSTS
+    shown = "127.0.0.1" if wildcard else f"[{host}]" if ":" in host else host
+    out.print(
+        f"{offered} responses to label{scope}; open http://{shown}:{port}/ (Ctrl+C stops)",
+        soft_wrap=True,
+    )
+    if wildcard and not extra:
+        out.print(
+            f"--host {host} listens on every address, but only loopback names are served; "
+            "add --allowed-host NAME for each name or address annotators open",
+            soft_wrap=True,
+        )
+    uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+@labels_app.command("export")
+def labels_export(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    csv_format: Annotated[  # CSV is the only format; the flag stays accepted for old scripts
+        bool, typer.Option("--csv", hidden=True)
+    ] = True,
+    output: Annotated[Path | None, typer.Option(help="file to write (default: stdout)")] = None,
+    all_revisions: Annotated[
+        bool, typer.Option(help="every revision, not only each annotator's latest label")
+    ] = False,
+) -> None:
+    """Write human labels as UTF-8 CSV, with each response's condition.
+
+    Every cell is quoted; a cell a spreadsheet would run as a formula gets a leading `'`,
+    which `labels import` removes again.
+    """
+    import io
+
+    from vlmalign.labels import export_csv
+    from vlmalign.store import RunStore
+
+    with RunStore(existing_run(run_dir), read_only=True) as store:
+        if output is None:
+            # UTF-8 and no newline translation whatever the console's locale: the bytes are
+            # those `--output` writes, so `> labels.csv` re-imports.
+            sys.stdout.flush()
+            stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+            try:
+                export_csv(store, stream, all_revisions)
+            finally:
+                stream.flush()
+                stream.detach()
+            return
+        tmp = output.with_name(output.name + ".tmp")
+        try:
+            with tmp.open("w", newline="", encoding="utf-8") as handle:
+                count = export_csv(store, handle, all_revisions)
+            tmp.replace(output)
+        except OSError as exc:
+            raise VlmalignError(
+                f"{output}: cannot write ({exc.strerror}); choose another --output"
+            ) from exc
+        finally:
+            tmp.unlink(missing_ok=True)  # nothing half-written is left behind
+    err.print(f"wrote {count} labels to {output}", soft_wrap=True, markup=False)
+
+
+@labels_app.command("import")
+def labels_import(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    file: Annotated[Path, typer.Argument(help="CSV with generation_key, annotator, label[, note]")],
+) -> None:
+    """Add labels made elsewhere (validated; all rows or none)."""
+    from vlmalign.labels import import_csv
+    from vlmalign.store import RunStore
+
+    with RunStore(existing_run(run_dir)) as store:
+        result = import_csv(store, file)
+    repeated = f", {result.repeated} repeated rows of the file" if result.repeated else ""
+    out.print(
+        f"imported {result.imported} labels ({result.already_present} already present{repeated})"
+    )
+
+
+# --- run stores -----------------------------------------------------------------------------
+@store_app.command("check")
+def store_check(
+    run_dir: Annotated[Path, typer.Argument(help="run directory (holds study.sqlite)")],
+) -> None:
+    """Check a run's store: SQLite integrity, foreign keys, duplicate and orphan rows, unfinished
+    runs. Exit 0 when clean, 1 with the list of problems, 2 when it is not a usable store."""
+    from vlmalign.store import STORE_FILE
+    from vlmalign.store.check import check_store, summary
+
+    problems = check_store(run_dir)
+    if not problems:
+        print(f"{run_dir / STORE_FILE}: ok ({summary(run_dir)})")
+        return
+    print(f"{run_dir / STORE_FILE}: {len(problems)} problems")
+    for problem in problems:
+        print(f"  {problem}")
+    raise typer.Exit(1)
