@@ -19,6 +19,8 @@ from vlmalign.sampling import SamplingParams
 GREEDY = SamplingParams(max_new_tokens=6, temperature=0.0)
 SAMPLE = SamplingParams(max_new_tokens=6, temperature=1.0)
 IMAGE_SIDE, PATCH = 16, 8  # 2 x 2 patches: 4 image tokens
+# PaliGemma's processor calls numpy in a way numpy 2 warns about; nothing of ours.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 def _save_tiny_paligemma(folder: Path, tokenizer: Any) -> Path:
