@@ -9,15 +9,10 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_hf import check_greedy_matches, check_sampling_ignores_the_batch, load_tiny
 
-from vlmalign.models.base import GenerationRequest
 from vlmalign.models.hf import HFVisionModel
-from vlmalign.models.registry import load_model
-from vlmalign.prompts import Prompt
-from vlmalign.sampling import SamplingParams
 
-GREEDY = SamplingParams(max_new_tokens=6, temperature=0.0)
-SAMPLE = SamplingParams(max_new_tokens=6, temperature=1.0)
 IMAGE_SIDE, PATCH = 16, 8  # 2 x 2 patches: 4 image tokens
 # PaliGemma's processor calls numpy in a way numpy 2 warns about; nothing of ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -86,17 +81,10 @@ def paligemma_dir(tiny_tokenizer, tmp_path_factory) -> Path:
 @pytest.fixture
 def model(paligemma_dir: Path, monkeypatch, tmp_path) -> HFVisionModel:
     monkeypatch.setenv("VLMALIGN_CACHE", str(tmp_path / "cache"))
-    loaded = load_model(f"hf:{paligemma_dir}", "cpu", progress=False)
-    assert isinstance(loaded, HFVisionModel)
-    return loaded
+    return load_tiny(paligemma_dir)
 
 
-def _prompts(model: HFVisionModel) -> list[str]:
-    questions = ["Should I help her?", "What?", "Is it wrong to kick the dog? Really?"]
-    return [model.render_prompt(Prompt((), q), model.default_prompt_format) for q in questions]
-
-
-def _transformers_greedy(model: HFVisionModel, image: Any, text: str) -> str:
+def _transformers_greedy(model: HFVisionModel, image: Any, text: str, steps: int) -> str:
     """A second implementation: transformers' own generate() on one unpadded row."""
     inputs = model.processor(
         text=[model.prompter.model_text(text)], images=[[image]], return_tensors="pt"
@@ -105,7 +93,7 @@ def _transformers_greedy(model: HFVisionModel, image: Any, text: str) -> str:
     output = model.hf.generate(
         **inputs,
         do_sample=False,
-        max_new_tokens=GREEDY.max_new_tokens,
+        max_new_tokens=steps,
         repetition_penalty=1.0,
         eos_token_id=model.eos_token_ids,
         pad_token_id=model.tokenizer.pad_token_id,
@@ -116,19 +104,8 @@ def _transformers_greedy(model: HFVisionModel, image: Any, text: str) -> str:
 
 
 def test_greedy_generation_matches_transformers_generate(model, images) -> None:
-    requests = [
-        GenerationRequest(image, text, seed)
-        for image, text, seed in zip(images, _prompts(model), [1, 2, 3], strict=False)
-    ]
-    expected = [_transformers_greedy(model, r.image, r.prompt_text) for r in requests]
-    assert model.generate(requests, GREEDY) == expected
-    assert any(expected), "a random tiny model should still emit text"
+    check_greedy_matches(model, images, _transformers_greedy)
 
 
 def test_sampled_generation_does_not_depend_on_the_batch(model, images) -> None:
-    texts = _prompts(model)
-    requests = [GenerationRequest(images[i], texts[i], 10 + i) for i in range(3)]
-    requests += [GenerationRequest(images[0], texts[0], seed) for seed in (20, 21)]
-    together = model.generate(requests, SAMPLE)
-    assert together == [model.generate([r], SAMPLE)[0] for r in requests]
-    assert together == model.generate(requests[::-1], SAMPLE)[::-1]
+    check_sampling_ignores_the_batch(model, images)

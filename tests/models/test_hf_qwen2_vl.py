@@ -8,15 +8,10 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_hf import check_greedy_matches, check_sampling_ignores_the_batch, load_tiny
 
-from vlmalign.models.base import GenerationRequest
 from vlmalign.models.hf import HFVisionModel
-from vlmalign.models.registry import load_model
-from vlmalign.prompts import Prompt
-from vlmalign.sampling import SamplingParams
 
-SAMPLE = SamplingParams(max_new_tokens=6, temperature=1.0)
-GREEDY = SamplingParams(max_new_tokens=6, temperature=0.0)
 VISION_TOKENS = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>"
@@ -95,17 +90,10 @@ def qwen_dir(tiny_tokenizer, tmp_path_factory) -> Path:
 @pytest.fixture
 def model(qwen_dir: Path, monkeypatch, tmp_path) -> HFVisionModel:
     monkeypatch.setenv("VLMALIGN_CACHE", str(tmp_path / "cache"))
-    loaded = load_model(f"hf:{qwen_dir}", "cpu", progress=False)
-    assert isinstance(loaded, HFVisionModel)
-    return loaded
+    return load_tiny(qwen_dir)
 
 
-def _prompts(model: HFVisionModel) -> list[str]:
-    questions = ["Should I help her?", "What?", "Is it wrong to kick the dog? Really?"]
-    return [model.render_prompt(Prompt((), q), "chat") for q in questions]
-
-
-def _greedy_without_cache(model: HFVisionModel, image: Any, text: str) -> str:
+def _greedy_without_cache(model: HFVisionModel, image: Any, text: str, steps: int) -> str:
     """A second implementation: the whole sequence through the model at every step, one row,
     no cache, positions left to the model."""
     inputs = model.processor(
@@ -114,7 +102,7 @@ def _greedy_without_cache(model: HFVisionModel, image: Any, text: str) -> str:
     ids, types = inputs["input_ids"], inputs["mm_token_type_ids"]  # 1 marks image tokens
     new: list[int] = []
     with torch.no_grad():
-        for _ in range(GREEDY.max_new_tokens):
+        for _ in range(steps):
             logits = model.hf(
                 input_ids=ids,
                 mm_token_type_ids=types,
@@ -132,19 +120,8 @@ def _greedy_without_cache(model: HFVisionModel, image: Any, text: str) -> str:
 
 
 def test_greedy_generation_matches_a_loop_without_cache(model, images) -> None:
-    requests = [
-        GenerationRequest(image, text, seed)
-        for image, text, seed in zip(images, _prompts(model), [1, 2, 3], strict=False)
-    ]
-    expected = [_greedy_without_cache(model, r.image, r.prompt_text) for r in requests]
-    assert model.generate(requests, GREEDY) == expected
-    assert any(expected), "a random tiny model should still emit text"
+    check_greedy_matches(model, images, _greedy_without_cache)
 
 
 def test_sampled_generation_does_not_depend_on_the_batch(model, images) -> None:
-    texts = _prompts(model)
-    requests = [GenerationRequest(images[i], texts[i], 10 + i) for i in range(3)]
-    requests += [GenerationRequest(images[0], texts[0], seed) for seed in (20, 21)]
-    together = model.generate(requests, SAMPLE)
-    assert together == [model.generate([r], SAMPLE)[0] for r in requests]
-    assert together == model.generate(requests[::-1], SAMPLE)[::-1]
+    check_sampling_ignores_the_batch(model, images)

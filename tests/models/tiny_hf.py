@@ -82,3 +82,51 @@ def save_tiny_llava(folder: Path, tokenizer: Any, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+# --- shared checks of `hf:` generation on tiny models of other architectures ----------------
+QUESTIONS = ["Should I help her?", "What?", "Is it wrong to kick the dog? Really?"]
+
+
+def load_tiny(folder: Path) -> Any:
+    from vlmalign.models.hf import HFVisionModel
+    from vlmalign.models.registry import load_model
+
+    loaded = load_model(f"hf:{folder}", "cpu", progress=False)
+    assert isinstance(loaded, HFVisionModel)
+    return loaded
+
+
+def prompts_of_different_lengths(model: Any) -> list[str]:
+    """One prompt per question in the model's own format (a batch of them needs padding)."""
+    from vlmalign.prompts import Prompt
+
+    return [model.render_prompt(Prompt((), q), model.default_prompt_format) for q in QUESTIONS]
+
+
+def check_greedy_matches(model: Any, images: list[Any], reference: Any) -> None:
+    """Greedy answers to a padded batch equal `reference(model, image, text)`, one by one."""
+    from vlmalign.models.base import GenerationRequest
+    from vlmalign.sampling import SamplingParams
+
+    greedy = SamplingParams(max_new_tokens=6, temperature=0.0)
+    texts = prompts_of_different_lengths(model)
+    requests = [GenerationRequest(images[i], texts[i], i) for i in range(len(texts))]
+    expected = [reference(model, r.image, r.prompt_text, greedy.max_new_tokens) for r in requests]
+    assert model.generate(requests, greedy) == expected
+    assert any(expected), "a random tiny model should still emit text"
+
+
+def check_sampling_ignores_the_batch(model: Any, images: list[Any]) -> None:
+    """Sampled answers are the same in a batch (with two more samples of one prompt), alone,
+    and in reverse order."""
+    from vlmalign.models.base import GenerationRequest
+    from vlmalign.sampling import SamplingParams
+
+    sample = SamplingParams(max_new_tokens=6, temperature=1.0)
+    texts = prompts_of_different_lengths(model)
+    requests = [GenerationRequest(images[i], texts[i], 10 + i) for i in range(len(texts))]
+    requests += [GenerationRequest(images[0], texts[0], seed) for seed in (20, 21)]
+    together = model.generate(requests, sample)
+    assert together == [model.generate([r], sample)[0] for r in requests]
+    assert together == model.generate(requests[::-1], sample)[::-1]
