@@ -24,15 +24,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import (
     LogitsProcessorList,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-from transformers.cache_utils import DynamicLayer
 
+from vlmalign.models.kv_cache import (
+    cache_argument,
+    cache_of,
+    left_padded,
+    make_room,
+    select_cache_rows,
+    stack_caches,
+)
 from vlmalign.sampling import SamplingParams
 
 
@@ -126,90 +132,6 @@ def takes_argument(model: Any, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
-def _cache_argument(model: Any) -> str:
-    """transformers renamed `past_key_values` to `cache`; use whichever this version takes."""
-    return "cache" if takes_argument(model, "cache") else "past_key_values"
-
-
-def _cache_of(output: Any) -> Any:
-    return output["cache"] if "cache" in output else output["past_key_values"]
-
-
-def select_cache_rows(cache: Any, rows: torch.Tensor) -> Any:
-    """The cache with one row per entry of `rows` (a row index may repeat: copies)."""
-    if hasattr(cache, "batch_select_indices"):
-        cache.batch_select_indices(rows.to(_cache_device(cache, rows.device)))
-        return cache
-    return tuple(tuple(tensor[rows.to(tensor.device)] for tensor in layer) for layer in cache)
-
-
-def _cache_device(cache: Any, default: torch.device) -> torch.device:
-    for layer in getattr(cache, "layers", ()):
-        keys = getattr(layer, "keys", None)
-        if isinstance(keys, torch.Tensor):
-            return keys.device
-    return default
-
-
-class _LayerWithRoom(DynamicLayer):
-    """A dynamic cache layer whose keys and values are views of buffers with room to grow:
-    a step writes its token into the room instead of copying the whole layer (torch.cat)."""
-
-    def __init__(self, layer: DynamicLayer, room: int) -> None:
-        super().__init__()
-        keys, values = layer.keys, layer.values
-        if keys is None or values is None:
-            raise ValueError("an empty cache layer has nothing to make room after")
-        self._room = [self._with_room(keys, room), self._with_room(values, room)]
-        self._length = keys.shape[-2]
-        self.keys = self._room[0][..., : self._length, :]
-        self.values = self._room[1][..., : self._length, :]
-        self.device = keys.device
-        self.is_initialized = True
-
-    @staticmethod
-    def _with_room(states: torch.Tensor, room: int) -> torch.Tensor:
-        shape = (*states.shape[:-2], states.shape[-2] + room, states.shape[-1])
-        buffer = states.new_empty(shape)
-        buffer[..., : states.shape[-2], :] = states
-        return buffer
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self._length + key_states.shape[-2]
-        if end > self._room[0].shape[-2]:  # out of room: grow as transformers does
-            self._room = [
-                torch.cat([self._room[0][..., : self._length, :], key_states], -2),
-                torch.cat([self._room[1][..., : self._length, :], value_states], -2),
-            ]
-        else:
-            self._room[0][..., self._length : end, :] = key_states
-            self._room[1][..., self._length : end, :] = value_states
-        self._length = end
-        self.keys = self._room[0][..., :end, :]
-        self.values = self._room[1][..., :end, :]
-        return self.keys, self.values
-
-
-def make_room(cache: Any, positions: int) -> Any:
-    """Let each layer of a dynamic KV cache grow by `positions` without copying itself at
-    every step (a tenth of a decode step on CPU). Other caches are left as they are."""
-    layers = getattr(cache, "layers", None)
-    if positions < 1 or not isinstance(layers, list):
-        return cache
-    cache.layers = [
-        _LayerWithRoom(layer, positions)
-        if type(layer) is DynamicLayer
-        and layer.is_initialized
-        and layer.keys is not None
-        and layer.keys.dim() == 4
-        else layer
-        for layer in layers
-    ]
-    return cache
-
-
 @dataclass
 class Prefill:
     """Prompts run through the model once, one row per prompt: what decoding continues.
@@ -250,39 +172,20 @@ class Prefill:
         )
 
 
-def _left_padded(tensor: torch.Tensor, length: int, sequence_dim: int) -> torch.Tensor:
-    missing = length - tensor.shape[sequence_dim]
-    if not missing:
-        return tensor
-    after = tensor.dim() - 1 - (sequence_dim % tensor.dim())  # dims after the sequence's
-    return F.pad(tensor, (0, 0) * after + (missing, 0))
-
-
 def stack_prefills(parts: Sequence[Prefill]) -> Prefill:
     """Prefills of different lengths as one batch, rows in order: each part left-padded to
     the longest (masked out), so that prompts prefilled apart decode together."""
     if len(parts) == 1:
         return parts[0]
     length = max(part.attention_mask.shape[-1] for part in parts)
-    caches = [part.cache for part in parts]
-    layers = [getattr(cache, "layers", None) for cache in caches]
-    if any(
-        not isinstance(part_layers, list)
-        or any(type(layer) is not DynamicLayer for layer in part_layers)
-        for part_layers in layers
-    ):
-        raise ValueError("only dynamic KV caches can be stacked")
-    for index, layer in enumerate(caches[0].layers):
-        layer.keys = torch.cat([_left_padded(c.layers[index].keys, length, -2) for c in caches])
-        layer.values = torch.cat([_left_padded(c.layers[index].values, length, -2) for c in caches])
     positions = [part.position_ids for part in parts]
     return Prefill(
         torch.cat([part.logits for part in parts]),
-        caches[0],
-        torch.cat([_left_padded(part.attention_mask, length, -1) for part in parts]),
+        stack_caches([part.cache for part in parts], length),
+        torch.cat([left_padded(part.attention_mask, length, -1) for part in parts]),
         None
         if any(p is None for p in positions)
-        else torch.cat([_left_padded(p, length, -1) for p in positions if p is not None], -2),
+        else torch.cat([left_padded(p, length, -1) for p in positions if p is not None], -2),
     )
 
 
@@ -308,7 +211,7 @@ def prefill(
         shared = prefix.copy().rows([0] * mask.shape[0])
         mask = torch.cat([shared.attention_mask, mask], dim=-1)
         kwargs["attention_mask"] = mask
-        kwargs[_cache_argument(model)] = shared.cache
+        kwargs[cache_argument(model)] = shared.cache
         if position_ids is not None and shared.position_ids is not None:
             rest = position_ids + shared.position_ids[..., -1:] + 1
             kwargs["position_ids"] = rest
@@ -317,13 +220,13 @@ def prefill(
         kwargs["position_ids"] = position_ids
     if takes_argument(model, "logits_to_keep"):
         out = model(**kwargs, logits_to_keep=1)
-        return Prefill(out.logits[:, -1], _cache_of(out), mask, position_ids)
+        return Prefill(out.logits[:, -1], cache_of(out), mask, position_ids)
     if set(inputs) <= {"inputs_embeds", "input_ids", "attention_mask"}:
         hidden = model.get_decoder()(**kwargs)
         logits = model.get_output_embeddings()(hidden.last_hidden_state[:, -1])
-        return Prefill(logits, _cache_of(hidden), mask, position_ids)
+        return Prefill(logits, cache_of(hidden), mask, position_ids)
     out = model(**kwargs)
-    return Prefill(out.logits[:, -1], _cache_of(out), mask, position_ids)
+    return Prefill(out.logits[:, -1], cache_of(out), mask, position_ids)
 
 
 @torch.inference_mode()
@@ -348,7 +251,7 @@ def decode(
     device = logits.device
     sampler = RowSampler(params, seeds, device)
     eos = torch.tensor(list(eos_token_ids), device=device)
-    cache_argument = _cache_argument(model)
+    cache_keyword = cache_argument(model)
     generated = torch.empty((batch, 0), dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     for step in range(params.max_new_tokens):
@@ -366,8 +269,8 @@ def decode(
         if positions is not None:
             positions = positions[..., -1:] + 1
             step_inputs["position_ids"] = positions
-        out = model(**step_inputs, use_cache=True, **{cache_argument: cache})
-        logits, cache = out.logits[:, -1], _cache_of(out)
+        out = model(**step_inputs, use_cache=True, **{cache_keyword: cache})
+        logits, cache = out.logits[:, -1], cache_of(out)
     return [until_eos(row, eos_token_ids) for row in generated.tolist()]
 
 

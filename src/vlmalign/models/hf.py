@@ -12,7 +12,6 @@ every base weight stay frozen, and an adapter folder holds peft's files, which
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import re
@@ -27,7 +26,14 @@ from torch import nn
 from vlmalign.errors import ModelError
 from vlmalign.models.adapters import PEFT_WEIGHTS_FILE, AdapterLayout
 from vlmalign.models.base import GenerationRequest, LossOn, ModelIdentity, ScoringRequest
-from vlmalign.models.decoding import Prefill, decode, distinct_prompts, prefill, until_eos
+from vlmalign.models.decoding import (
+    Prefill,
+    decode,
+    distinct_prompts,
+    prefill,
+    takes_argument,
+    until_eos,
+)
 from vlmalign.models.losses import mean_per_example
 from vlmalign.models.tokens import IGNORE, eos_token_ids
 from vlmalign.prompts import IMAGE_TOKEN, Prompt, PromptFormat, ShotsAs
@@ -279,7 +285,7 @@ class HFVisionModel(ModelIdentity, nn.Module):
         self._peft: list[Any] = []
         self.eos_token_ids = eos_token_ids(model.generation_config, self.tokenizer)
         self.image_token_id = self._image_token_id()
-        takes_positions = self._forward_takes("position_ids")
+        takes_positions = takes_argument(self.hf, "position_ids")
         self._own_positions = _overrides_position_ids(model) and takes_positions
         self._plain_positions = not self._own_positions and takes_positions
         self._first_position = FIRST_POSITION.get(str(model.config.model_type), 0)
@@ -305,9 +311,6 @@ class HFVisionModel(ModelIdentity, nn.Module):
         return self.prompter.answer(answer, prompt_format)
 
     # --- inputs -------------------------------------------------------------------------
-    def _forward_takes(self, argument: str) -> bool:
-        return argument in inspect.signature(self.hf.forward).parameters
-
     def _image_token_id(self) -> int | None:
         token_id = getattr(self.processor, "image_token_id", None)
         if isinstance(token_id, int):
@@ -406,7 +409,7 @@ class HFVisionModel(ModelIdentity, nn.Module):
         kwargs = dict(inputs)
         if self._plain_positions:
             kwargs["position_ids"] = self._plain_position_ids(inputs["attention_mask"])
-        if not self._forward_takes("logits_to_keep"):
+        if not takes_argument(self.hf, "logits_to_keep"):
             return self.hf(**kwargs, use_cache=False).logits[keep]
         columns = keep.any(0).nonzero()[:, 0]  # a 1-D index: what transformers >= 4.56 takes
         logits = self.hf(**kwargs, use_cache=False, logits_to_keep=columns).logits
