@@ -78,6 +78,13 @@ class Processes:
         if self.distributed:
             self.state.wait_for_everyone()
 
+    def leave(self) -> None:
+        """Let go of the process group once this process has no collective left: a process
+        that exits with the group still up can abort in torch's teardown
+        ("terminate called without an active exception") and take the launch down."""
+        if self.distributed:
+            self.state.destroy_process_group()
+
     def gather(self, rows: list[T]) -> list[T]:
         """Every process's `rows`, in process order, on every process."""
         if not self.distributed:

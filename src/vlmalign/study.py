@@ -471,6 +471,7 @@ def _result(
 ) -> StudyResult:
     """The run's report (written by the main process) and what it gave."""
     reused = len(recording.tasks) - recording.generated
+    processes.leave()  # no collective after the recording: each process lets go of the group
     if not processes.is_main:
         return StudyResult(config, [], provenance, recording.generated, reused, main_process=False)
     analysis = build_report([config.out], config.out)[0]
