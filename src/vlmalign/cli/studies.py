@@ -186,7 +186,9 @@ def finetune(
         shots_as=cfg.shots_as,
         progress=not quiet,
     )
-    if not PartialState().is_main_process:
+    state = PartialState()
+    state.destroy_process_group()  # nothing collective is left (as `Processes.leave`)
+    if not state.is_main_process:
         return  # under `accelerate launch`, one process reports
     losses = ", ".join(f"{e.loss:.3f}" for e in card.epoch_losses)
     out.print(
