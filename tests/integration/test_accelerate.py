@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from safetensors import safe_open
+from tests.test_distributed import launch_two_cpu_processes
 
 from vlmalign.models.adapters import CARD_FILE, WEIGHTS_FILE, load_adapter
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_two_process_cpu_finetune_writes_a_normal_adapter(tmp_path: Path, mini_model) -> None:
@@ -52,25 +44,7 @@ def test_two_process_cpu_finetune_writes_a_normal_adapter(tmp_path: Path, mini_m
     data = tmp_path / "tiny.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        # On a machine without GPUs this is torchrun with two CPU processes and gloo
-        # (accelerate's --cpu launcher starts a single process unless MPI is set up).
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        "-m",
-        "vlmalign",
+    result = launch_two_cpu_processes(
         "finetune",
         "--dataset",
         str(data),
@@ -81,8 +55,7 @@ def test_two_process_cpu_finetune_writes_a_normal_adapter(tmp_path: Path, mini_m
         "--batch-size",
         "4",
         "--quiet",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     adapter = out / "adapter"
     card = json.loads((adapter / CARD_FILE).read_text())
