@@ -442,6 +442,7 @@ def _recorded_run(
         processes.wait()  # the main process has started the run
         with RunStore(out, read_only=True) as view:
             yield _Recording(view, judges=(), deferred=True)
+        processes.leave()  # its last collective is behind it
         return
     with RunStore(out) as store:
         run_id = store.start_run(provenance.as_json())
@@ -452,6 +453,7 @@ def _recorded_run(
             _judge_references(store, dataset, provenance, judges, progress)
         processes.wait()  # the others may open the store now
         yield recording
+        processes.leave()  # every collective is behind: judging needs none
         if recording.deferred:
             _judge_references(store, dataset, provenance, judges, progress)
             recording.add(
@@ -471,7 +473,6 @@ def _result(
 ) -> StudyResult:
     """The run's report (written by the main process) and what it gave."""
     reused = len(recording.tasks) - recording.generated
-    processes.leave()  # no collective after the recording: each process lets go of the group
     if not processes.is_main:
         return StudyResult(config, [], provenance, recording.generated, reused, main_process=False)
     analysis = build_report([config.out], config.out)[0]
