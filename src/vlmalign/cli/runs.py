@@ -21,13 +21,21 @@ def report(
         Path | None,
         typer.Option("--out", help="where to write (default: the run directory, or ./report)"),
     ] = None,
+    paper: Annotated[
+        bool,
+        typer.Option(
+            "--paper/--no-paper",
+            help="show the paper's own MAGMA numbers where they apply (builtin:moral-vqa-40 "
+            "with the paper's conditions)",
+        ),
+    ] = True,
 ) -> None:
     """Rebuild report.md, report.html, results.json and CSVs from run directories' stores."""
     from vlmalign.report import formatting
     from vlmalign.report.build import HTML_FILE, REPORT_FILE, build_report
 
     target = out_dir or (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
-    analyses = build_report(run_dirs, target)
+    analyses = build_report(run_dirs, target, paper=paper)
     for analysis in analyses:
         if len(analyses) > 1:
             out.print(f"[bold]{analysis.run.name}[/bold]")
@@ -47,13 +55,14 @@ def report(
                 soft_wrap=True,
                 markup=False,
             )
+        informative = analysis.informative
         for judge, a in analysis.judge_vs_human.items():
             agrees = formatting.rate(a.accuracy, a.accuracy_ci_low, a.accuracy_ci_high)
-            kappa = formatting.decimal_interval(a.kappa, a.kappa_ci_low, a.kappa_ci_high)
-            bias = formatting.points(a.alignment_bias, a.bias_ci_low, a.bias_ci_high)
+            kappa, bias = formatting.agreement_kappa(a), formatting.agreement_bias(a)
+            warning = formatting.judge_warning(informative.get(judge))
             out.print(
                 f"{judge} vs humans (95% intervals): agrees {agrees}, kappa {kappa}, "
-                f"aligned rate {bias}; {a.summary()}",
+                f"aligned rate {bias}; {a.summary()}{warning}",
                 soft_wrap=True,
                 markup=False,
             )
@@ -205,6 +214,55 @@ def labels_export(
         finally:
             tmp.unlink(missing_ok=True)  # nothing half-written is left behind
     err.print(f"wrote {count} labels to {output}", soft_wrap=True, markup=False)
+
+
+@labels_app.command("plan")
+def labels_plan(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    width: Annotated[
+        float,
+        typer.Option(
+            "--width",
+            min=0.001,
+            max=0.5,
+            help="half-width of the 95% interval wanted for each calibrated estimate",
+        ),
+    ] = 0.10,
+    judges: Annotated[
+        list[str] | None,
+        typer.Option("--judge", help="plan for this judge only (repeatable; default: all)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="write the plan as JSON")] = False,
+) -> None:
+    """How many human labels each condition needs for a calibrated estimate of given precision."""
+    from vlmalign.report.labelling_plan import labelling_plan
+
+    plan = labelling_plan(existing_run(run_dir), width, judges or [])
+    if as_json:
+        sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
+        return
+    from vlmalign.cli.console import table
+
+    header = ["condition", "judge", "labelled", "needed", "more", "half-width now", "basis"]
+    rows = [
+        [
+            r.condition,
+            r.judge,
+            f"{r.labelled} of {r.responses}",
+            str(r.needed) + ("" if r.reachable else " (more than there are)"),
+            str(r.more),
+            "–" if r.half_width_now is None else f"±{r.half_width_now:.1%}",
+            r.basis,
+        ]
+        for r in plan.plan
+    ]
+    out.print(table(f"Labels for a 95% interval of ±{width:.0%}", header, rows))
+    out.print(
+        "Label a random sample of each condition's responses (`vlmalign annotate RUN --budget "
+        "N` samples across conditions); the plan is recomputed from the labels as they come.",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @labels_app.command("import")

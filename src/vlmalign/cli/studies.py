@@ -47,12 +47,16 @@ def print_tables(cells: Any, provenance: Provenance) -> None:
     from vlmalign.report.tables import LOSS_HEADER, loss_rows, table1, table2
 
     judges = list(dict.fromkeys(c.judge for c in cells))
+    first = table1([("", cells)], judges)
     if any(c.model == "base" and c.split == "train" for c in cells):
-        first = table1([("", cells)], judges)
         title = "Table 1: base model, train split [95% interval]"
         out.print(table(title, first.header(), first.text_rows()))
     second = table2([("", cells)], judges)
     out.print(table("Table 2: base vs finetuned, 0-shot", second.header(), second.text_rows()))
+    if first.calibrated or second.calibrated:
+        from vlmalign.report.markdown import calibrated_note
+
+        out.print(calibrated_note(cells), markup=False, soft_wrap=True)
     adapter = provenance.finetuned_adapter
     losses = loss_rows([e.model_dump() for e in adapter.epoch_losses] if adapter else [])
     if losses:

@@ -16,6 +16,7 @@ from vlmalign.judges.human import (
     human_verdicts,
     judge_agreement,
 )
+from vlmalign.judges.registry import is_graded
 from vlmalign.judges.validity import ValidityEntry, primary_entries
 from vlmalign.report.conditions import ConditionKey, sorted_conditions
 from vlmalign.report.formatting import (
@@ -24,20 +25,25 @@ from vlmalign.report.formatting import (
     estimate,
     judge_warning,
     p_statement,
+    rate,
 )
 from vlmalign.report.judge_validity import validity_entries
-from vlmalign.report.reference import reference_for
+from vlmalign.report.reference import paper_applies, reference_for
 from vlmalign.report.run_data import RunData
 from vlmalign.stats import (
+    CalibratedRate,
     JudgeAgreement,
     Outcome,
     accuracy_estimate,
     compare_paired,
     holm_adjust,
     item_consistency,
+    prediction_powered_difference,
+    prediction_powered_rate,
     unclear_rate,
     yes_rate,
 )
+from vlmalign.stats.minimums import MIN_ITEMS, MIN_LABELLED, TOO_FEW
 from vlmalign.store import GenerationRow
 
 SIGNIFICANCE = 0.05
@@ -50,7 +56,10 @@ class Cell:
     Automatic judges: unclear verdicts count in n, not as aligned. `human`: n counts responses
     whose annotators' majority is aligned or misaligned; `unclear` counts unsure majorities and
     ties, `unlabelled` responses nobody labelled (neither is guessed into the accuracy).
-    `paper_magma_accuracy` is the paper's own MAGMA result for the same cell, when it has one.
+    `paper_magma_accuracy` is the paper's own MAGMA result for the same cell, when it applies
+    (the built-in dataset with the paper's conditions). `calibrated` is the rate people would
+    give, estimated from the condition's human labels and this judge on all its responses
+    (prediction-powered; automatic judges of conditions with labels only).
     """
 
     model: str
@@ -70,6 +79,7 @@ class Cell:
     paper_magma_accuracy: float | None = None
     run: str = ""
     judge_informative: bool | None = None  # None: validity not measured (or the human judge)
+    calibrated: CalibratedRate | None = None
 
     @property
     def condition(self) -> ConditionKey:
@@ -81,6 +91,25 @@ class Cell:
             return MISSING
         figure = estimate(self.accuracy, self.ci_low, self.ci_high, self.n)
         return figure + judge_warning(self.judge_informative)
+
+    def calibrated_text(self) -> str | None:
+        """ "people: 48% [39%–57%] (12 labels)", or None without labels."""
+        c = self.calibrated
+        if c is None or c.n_labelled == 0:
+            return None
+        if not calibration_shown(c):
+            return f"people: {TOO_FEW} ({c.n_labelled} labels)"
+        figure = rate(c.estimate, c.ci_low, c.ci_high)
+        return f"people: {figure} ({c.n_labelled} labels)"
+
+
+def calibration_shown(calibrated: CalibratedRate) -> bool:
+    """Whether a calibrated estimate rests on enough labels to be written as a figure."""
+    return (
+        calibrated.n_labelled >= MIN_LABELLED
+        and calibrated.labelled_clusters >= 2
+        and calibrated.ci_low is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -101,6 +130,7 @@ class Comparison:
     n_items: int
     run: str = ""
     judge_informative: bool | None = None
+    calibrated: bool = False  # figures are calibrated estimates (labels + judge), paired
 
     @property
     def significant(self) -> bool:
@@ -131,6 +161,21 @@ class Breakdown:
     ci_low: float | None
     ci_high: float | None
     run: str = ""
+    items: int = 0
+    judge_informative: bool | None = None
+
+    @property
+    def too_few(self) -> bool:
+        """Fewer than `MIN_ITEMS` items: the cell says "too few to tell"."""
+        return self.items < MIN_ITEMS
+
+    def text(self) -> str:
+        if self.accuracy is None or self.n == 0:
+            return MISSING
+        if self.too_few:
+            return f"{TOO_FEW} ({self.items} items, n={self.n})"
+        figure = estimate(self.accuracy, self.ci_low, self.ci_high, self.n)
+        return figure + judge_warning(self.judge_informative)
 
 
 @dataclass(frozen=True)
@@ -180,33 +225,48 @@ class Analysis:
     judge_vs_human: dict[str, JudgeAgreement]
     validity: list[ValidityEntry] = field(default_factory=list)
     human_coverage: list[HumanCoverage] = field(default_factory=list)
+    paper: bool = False  # the paper's own numbers apply (built-in dataset, its conditions)
 
     @property
     def judges(self) -> list[str]:
         return self.run.judges + ([HUMAN] if self.human else [])
 
+    @property
+    def informative(self) -> dict[str, bool]:
+        """Per automatic judge, whether its primary validity entry finds it informative."""
+        return {judge: e.informative for judge, e in primary_entries(self.validity).items()}
 
-def analyse(run: RunData) -> Analysis:
+
+def analyse(run: RunData, paper: bool = True) -> Analysis:
+    """Everything the report shows of `run`; `paper=False` leaves out the paper's numbers
+    even where they apply."""
     human = human_verdicts(run.labels)
     outcomes = {judge: _judge_outcomes(run, judge) for judge in run.judges}
     if human:
         outcomes[HUMAN] = {k: v.aligned for k, v in human.items()}
-    conditions = _conditions(run.generations)
+    conditions = condition_rows(run.generations)
+    show_paper = paper and paper_applies(run.provenance.dataset_sha256, list(conditions))
     cells = [
-        _cell(run, judge, condition, rows, outcomes[judge], human)
+        _cell(run, judge, condition, rows, outcomes[judge], human, show_paper)
         for judge in outcomes
         for condition, rows in conditions.items()
     ]
-    comparisons = [c for judge in outcomes for c in _comparisons(run, judge, conditions, outcomes)]
+    comparisons = [
+        c for judge in outcomes for c in _comparisons(run, judge, conditions, outcomes, human)
+    ]
     validity = validity_entries(run, human)
     informative = {j: e.informative for j, e in primary_entries(validity).items()}
     cells = [replace(c, judge_informative=informative.get(c.judge)) for c in cells]
     comparisons = [replace(c, judge_informative=informative.get(c.judge)) for c in comparisons]
+    breakdowns = [
+        replace(b, judge_informative=informative.get(b.judge))
+        for b in _breakdowns(run, conditions, outcomes)
+    ]
     return Analysis(
         run=run,
         cells=cells,
         comparisons=comparisons,
-        breakdowns=_breakdowns(run, conditions, outcomes),
+        breakdowns=breakdowns,
         profiles=_profiles(run, conditions),
         human=human,
         annotators=annotator_agreement(run.labels) if run.labels else None,
@@ -218,6 +278,7 @@ def analyse(run: RunData) -> Analysis:
             HumanCoverage(*condition, sum(1 for r in rows if r.key in human), len(rows), run.name)
             for condition, rows in conditions.items()
         ],
+        paper=show_paper,
     )
 
 
@@ -225,7 +286,7 @@ def _judge_outcomes(run: RunData, judge: str) -> dict[str, Outcome]:
     return {key: row.aligned for key, row in run.verdicts[judge].items()}
 
 
-def _conditions(generations: Sequence[GenerationRow]) -> dict[ConditionKey, list[GenerationRow]]:
+def condition_rows(generations: Sequence[GenerationRow]) -> dict[ConditionKey, list[GenerationRow]]:
     grouped: dict[ConditionKey, list[GenerationRow]] = defaultdict(list)
     for row in generations:
         grouped[ConditionKey.of(row)].append(row)
@@ -254,10 +315,11 @@ def _cell(
     rows: Sequence[GenerationRow],
     outcomes: dict[str, Outcome],
     human: dict[str, HumanVerdict],
+    paper: bool,
 ) -> Cell:
     is_human = judge == HUMAN
     estimate = accuracy_estimate(_by_item(rows, outcomes, is_human))
-    reference = reference_for(*condition, judge)
+    reference = reference_for(*condition, judge) if paper else None
     return Cell(
         model=condition[0],
         split=condition[1],
@@ -277,7 +339,36 @@ def _cell(
         unlabelled=sum(1 for r in rows if r.key not in human) if is_human else 0,
         paper_magma_accuracy=reference.accuracy if reference else None,
         run=run.name,
+        calibrated=None if is_human else _calibrated(run, judge, rows, human),
     )
+
+
+def calibration_inputs(
+    run: RunData, judge: str, rows: Sequence[GenerationRow], human: dict[str, HumanVerdict]
+) -> tuple[list[float], list[bool | None], list[str]]:
+    """A condition's responses as (judge score, people's verdict, item) for the calibrated
+    estimate. A graded judge enters with its score (P(aligned)); a yes/no judge with 1 or 0; a
+    response it left unclear with 0, as its accuracy counts it. People's verdict is the
+    majority of their labels; unsure majorities and ties count as not labelled."""
+    verdicts = run.verdicts[judge]
+    graded = is_graded(run.provenance.judges.get(judge) or {})
+    judged = [r for r in rows if r.key in verdicts]
+    scores = []
+    for r in judged:
+        verdict = verdicts[r.key]
+        score = verdict.score if graded and verdict.score is not None else None
+        scores.append(float(score) if score is not None else 1.0 if verdict.aligned else 0.0)
+    people = [human[r.key].aligned if r.key in human else None for r in judged]
+    return scores, people, [r.item_id for r in judged]
+
+
+def _calibrated(
+    run: RunData, judge: str, rows: Sequence[GenerationRow], human: dict[str, HumanVerdict]
+) -> CalibratedRate | None:
+    scores, people, items = calibration_inputs(run, judge, rows, human)
+    if not scores or all(p is None for p in people):
+        return None
+    return prediction_powered_rate(scores, people, items)
 
 
 def comparison_pairs(conditions: Sequence[ConditionKey]) -> list[tuple[ConditionKey, ConditionKey]]:
@@ -298,35 +389,74 @@ def _comparisons(
     judge: str,
     conditions: dict[ConditionKey, list[GenerationRow]],
     outcomes: dict[str, dict[str, Outcome]],
+    human: dict[str, HumanVerdict],
 ) -> list[Comparison]:
     found = []
     for a, b in comparison_pairs(list(conditions)):
         is_human = judge == HUMAN
+        calibrated = (
+            None if is_human else _calibrated_pair(run, judge, conditions[a], conditions[b], human)
+        )
+        if calibrated is not None:
+            found.append(calibrated)
+            continue
         result = compare_paired(
             _by_item(conditions[a], outcomes[judge], is_human),
             _by_item(conditions[b], outcomes[judge], is_human),
         )
         if result is not None:
-            found.append((a, b, result))
-    adjusted = holm_adjust([r.p_value for _, _, r in found])
-    return [
-        Comparison(
-            judge,
-            a,
-            b,
-            r.accuracy_a,
-            r.accuracy_b,
-            r.difference,
-            r.ci_low,
-            r.ci_high,
-            r.p_value,
-            p_holm,
-            r.method,
-            r.n_items,
-            run.name,
-        )
-        for (a, b, r), p_holm in zip(found, adjusted, strict=True)
-    ]
+            found.append(
+                Comparison(
+                    judge,
+                    a,
+                    b,
+                    result.accuracy_a,
+                    result.accuracy_b,
+                    result.difference,
+                    result.ci_low,
+                    result.ci_high,
+                    result.p_value,
+                    1.0,
+                    result.method,
+                    result.n_items,
+                    run.name,
+                )
+            )
+    adjusted = holm_adjust([c.p_value for c in found])
+    return [replace(c, p_holm=p) for c, p in zip(found, adjusted, strict=True)]
+
+
+def _calibrated_pair(
+    run: RunData,
+    judge: str,
+    a_rows: Sequence[GenerationRow],
+    b_rows: Sequence[GenerationRow],
+    human: dict[str, HumanVerdict],
+) -> Comparison | None:
+    """B − A in the rates people would give, when both conditions have enough labels."""
+    inputs = [calibration_inputs(run, judge, rows, human) for rows in (a_rows, b_rows)]
+    if any(sum(p is not None for p in people) < MIN_LABELLED for _, people, _ in inputs):
+        return None
+    result = prediction_powered_difference(inputs[0], inputs[1])
+    if result is None:
+        return None
+    a, b = ConditionKey.of(a_rows[0]), ConditionKey.of(b_rows[0])
+    return Comparison(
+        judge,
+        a,
+        b,
+        result.estimate_a,
+        result.estimate_b,
+        result.difference,
+        result.ci_low,
+        result.ci_high,
+        result.p_value,
+        1.0,
+        result.method,
+        result.n_items,
+        run.name,
+        calibrated=True,
+    )
 
 
 def item_groups(item: Item) -> list[str]:
@@ -366,6 +496,7 @@ def _breakdowns(
                         estimate.ci_low,
                         estimate.ci_high,
                         run.name,
+                        items=estimate.items,
                     )
                 )
     return found

@@ -37,6 +37,18 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     return {k: " ".join(map(str, v)) if isinstance(v, list | tuple) else v for k, v in row.items()}
 
 
+def _flat_cell(row: dict[str, Any]) -> dict[str, Any]:
+    """A cell with its calibrated estimate as `calibrated_*` columns (empty without one)."""
+    calibrated = row.get("calibrated") or {}
+    flat = {k: v for k, v in row.items() if k != "calibrated"}
+    for key in CALIBRATED_COLUMNS:
+        flat[f"calibrated_{key}"] = calibrated.get(key)
+    return flat
+
+
+CALIBRATED_COLUMNS = ("estimate", "ci_low", "ci_high", "n_labelled", "n_unlabelled", "lam")
+
+
 def render_files(analyses: Sequence[Analysis]) -> dict[str, str]:
     from vlmalign.report.html import render_html
 
@@ -44,15 +56,16 @@ def render_files(analyses: Sequence[Analysis]) -> dict[str, str]:
     return {
         RESULTS_FILE: json.dumps(results, indent=2) + "\n",
         REPORT_FILE: render_markdown(analyses),
-        CELLS_CSV: _csv(results["cells"]),
+        CELLS_CSV: _csv([_flat_cell(c) for c in results["cells"]]),
         COMPARISONS_CSV: _csv([_flat(c) for c in results["comparisons"]]),
         HTML_FILE: render_html(analyses),
     }
 
 
-def build_report(run_dirs: Sequence[Path], out_dir: Path) -> list[Analysis]:
-    """Analyse the runs and write every report file into `out_dir` (all written, or none)."""
-    analyses = [analyse(load_run(run_dir)) for run_dir in run_dirs]
+def build_report(run_dirs: Sequence[Path], out_dir: Path, paper: bool = True) -> list[Analysis]:
+    """Analyse the runs and write every report file into `out_dir` (all written, or none).
+    `paper=False` leaves the paper's own numbers out even where they apply."""
+    analyses = [analyse(load_run(run_dir), paper=paper) for run_dir in run_dirs]
     files = render_files(analyses)
     staged: list[Path] = []
     try:

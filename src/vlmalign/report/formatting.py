@@ -6,6 +6,13 @@ in every output. A missing value is an en dash.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from vlmalign.stats.minimums import TOO_FEW
+
+if TYPE_CHECKING:
+    from vlmalign.stats import JudgeAgreement
+
 MISSING = "–"
 #: Appended wherever a number of a judge that is not informative stands (see judge validity).
 NOT_INFORMATIVE = "judge not informative"
@@ -70,3 +77,17 @@ def p_statement(p: float) -> str:
 def judge_warning(informative: bool | None) -> str:
     """What follows a figure of a judge found not informative: " ⚠ judge not informative"."""
     return f" ⚠ {NOT_INFORMATIVE}" if informative is False else ""
+
+
+def agreement_kappa(agreement: JudgeAgreement) -> str:
+    """Kappa with its interval, or "too few to tell" on a handful of responses."""
+    if agreement.too_few:
+        return TOO_FEW
+    return decimal_interval(agreement.kappa, agreement.kappa_ci_low, agreement.kappa_ci_high)
+
+
+def agreement_bias(agreement: JudgeAgreement) -> str:
+    """Judge − people aligned rate in points with its interval, or "too few to tell"."""
+    if agreement.too_few:
+        return TOO_FEW
+    return points(agreement.alignment_bias, agreement.bias_ci_low, agreement.bias_ci_high)

@@ -29,15 +29,16 @@ from vlmalign.prompts import IMAGE_TOKEN
 from vlmalign.report.analysis import Analysis, Comparison
 from vlmalign.report.conditions import ConditionKey
 from vlmalign.report.formatting import (
+    agreement_bias,
+    agreement_kappa,
     decimal,
-    decimal_interval,
     difference,
+    judge_warning,
     p_value,
     percent,
-    points,
     rate,
 )
-from vlmalign.report.markdown import VALIDITY_NOTE
+from vlmalign.report.markdown import VALIDITY_NOTE, calibrated_note
 from vlmalign.report.plot import accuracy_png
 from vlmalign.report.reference import (
     EVALUATION_OF_JUDGE,
@@ -210,6 +211,10 @@ def render_html(analyses: Sequence[Analysis]) -> str:
         paper=PAPER,
         paper_label=PAPER_LABEL,
         paper_rows=_paper_rows(judges),
+        show_paper=any(a.paper for _, a in runs),
+        calibrated_note=calibrated_note([c for _, a in runs for c in a.cells])
+        if first.calibrated or second.calibrated
+        else None,
         train_items=TRAIN_ITEMS,
         plot_uri=_data_uri("image/png", plot),
         comparisons=[
@@ -341,12 +346,10 @@ def _human_section(label: str, analysis: Analysis) -> HumanSection | None:
             accuracy=rate(
                 agreement.accuracy, agreement.accuracy_ci_low, agreement.accuracy_ci_high
             ),
-            kappa=decimal_interval(
-                agreement.kappa, agreement.kappa_ci_low, agreement.kappa_ci_high
-            ),
+            kappa=agreement_kappa(agreement),
             confusion=agreement.confusion,
-            summary=agreement.summary(),
-            bias=points(agreement.alignment_bias, agreement.bias_ci_low, agreement.bias_ci_high),
+            summary=agreement.summary() + judge_warning(analysis.informative.get(judge)),
+            bias=agreement_bias(agreement),
         )
         for judge, agreement in analysis.judge_vs_human.items()
     ]

@@ -6,14 +6,15 @@ import json
 from collections.abc import Sequence
 
 from vlmalign.judges.validity import ValidityEntry
-from vlmalign.report.analysis import Analysis
+from vlmalign.report.analysis import Analysis, Cell
 from vlmalign.report.conditions import sorted_conditions
 from vlmalign.report.formatting import (
     MISSING,
     NOT_INFORMATIVE,
+    agreement_bias,
+    agreement_kappa,
     decimal,
-    decimal_interval,
-    points,
+    judge_warning,
     rate,
 )
 from vlmalign.report.reference import PAPER, PAPER_LABEL
@@ -30,6 +31,8 @@ from vlmalign.report.tables import (
     table2,
     validity_rows,
 )
+from vlmalign.stats.calibrated import PAIRED_METHOD
+from vlmalign.stats.minimums import MIN_LABELLED, TOO_FEW
 
 INTERVALS_NOTE = (
     "Each cell is accuracy [95% interval] (n responses): a Wilson interval with one sample per "
@@ -60,25 +63,46 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _result_table(table: ResultTable) -> str:
-    """A paper table, each cell followed by the paper's own number where it has one."""
+    """A paper table, each cell followed by the rate people would give and the paper's own
+    number where they exist."""
     return markdown_table(table.header(), table.text_rows(paper=True))
+
+
+def calibrated_note(cells: Sequence[Cell]) -> str:
+    """One sentence on what "people: ..." means, with this run's label and response counts."""
+    calibrated = [c.calibrated for c in cells if c.calibrated is not None]
+    labels = max(c.n_labelled for c in calibrated)
+    responses = max(c.n_labelled + c.n_unlabelled for c in calibrated)
+    return (
+        "`people:` is the rate people would give in that condition, estimated from its human "
+        f"labels (up to {labels} per condition) and that judge's verdicts on all its responses "
+        f"(up to {responses}): prediction-powered inference (PPI++), unbiased whatever the "
+        "judge, with a 95% interval over items that is narrower than the labels' alone when the "
+        f"judge agrees with people. With fewer than {MIN_LABELLED} labels it reads "
+        f"“{TOO_FEW}” (docs/statistics.md)."
+    )
 
 
 def run_section(analysis: Analysis, level: str = "##") -> list[str]:
     runs, judges = [(analysis.run.name, analysis.cells)], analysis.judges
+    first, second = table1(runs, judges), table2(runs, judges)
     parts = [
         f"{level} Table 1: alignment of the base model by number of shots (train split)",
         "",
-        _result_table(table1(runs, judges)),
+        _result_table(first),
         "",
         f"{level} Table 2: base and finetuned model, 0-shot",
         "",
-        _result_table(table2(runs, judges)),
+        _result_table(second),
         "",
         INTERVALS_NOTE,
         "",
-        PAPER_NOTE,
-        "",
+    ]
+    if first.calibrated or second.calibrated:
+        parts += [calibrated_note(analysis.cells), ""]
+    if analysis.paper:
+        parts += [PAPER_NOTE, ""]
+    parts += [
         f"{level} Judge validity",
         "",
         *validity_lines(analysis.validity),
@@ -129,6 +153,12 @@ def _significance(analysis: Analysis) -> list[str]:
         "Holm's correction is over each judge's family of comparisons.",
         "",
     ]
+    if any(c.calibrated for c in analysis.comparisons):
+        lines[0] += (
+            " Where both conditions have enough human labels, a judge's comparison is of the "
+            "rates people would give (calibrated estimates, a t-test on a jackknife over items "
+            f"paired across the two conditions: “{PAIRED_METHOD}”)."
+        )
     if not significant:
         lines.append("**No difference is significant at 0.05.**")
     else:
@@ -193,6 +223,7 @@ def _human(analysis: Analysis) -> list[str]:
         "",
     ]
     rows = []
+    informative = analysis.informative
     for judge, result in analysis.judge_vs_human.items():
         c = result.confusion
         rows.append(
@@ -200,11 +231,11 @@ def _human(analysis: Analysis) -> list[str]:
                 _literal(judge),
                 str(result.n),
                 rate(result.accuracy, result.accuracy_ci_low, result.accuracy_ci_high),
-                decimal_interval(result.kappa, result.kappa_ci_low, result.kappa_ci_high),
+                agreement_kappa(result),
                 f"{c['aligned']['aligned']} / {c['aligned']['misaligned']} / "
                 f"{c['misaligned']['aligned']} / {c['misaligned']['misaligned']}",
-                points(result.alignment_bias, result.bias_ci_low, result.bias_ci_high),
-                result.summary(),
+                agreement_bias(result),
+                result.summary() + judge_warning(informative.get(judge)),
             ]
         )
     header = [

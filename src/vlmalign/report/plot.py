@@ -16,8 +16,8 @@ from matplotlib.ticker import PercentFormatter
 
 from vlmalign.report.analysis import Cell
 from vlmalign.report.conditions import ConditionKey, sorted_conditions
-from vlmalign.report.formatting import percent
-from vlmalign.report.reference import PAPER_LABEL, reference_for
+from vlmalign.report.formatting import NOT_INFORMATIVE, percent
+from vlmalign.report.reference import PAPER_LABEL
 
 MAX_WIDTH = 13.0  # inches: wider figures get too small once the page scales them down
 MAX_COLUMNS = 3
@@ -47,7 +47,7 @@ def accuracy_png(runs: Mapping[str, Sequence[Cell]], dpi: int = 110) -> bytes:
     if not judges:
         axes[0].set_visible(True)
         axes[0].text(0.5, 0.5, "no verdicts", ha="center", va="center")
-    _legend(figure, list(runs), any_paper=_has_paper(judges, conditions))
+    _legend(figure, list(runs), any_paper=_has_paper(runs))
     buffer = io.BytesIO()
     FigureCanvasAgg(figure).print_png(buffer)
     return buffer.getvalue()
@@ -68,12 +68,18 @@ def _panel(
             cell = by_condition.get(condition)
             if cell is not None and cell.accuracy is not None:
                 _bar(ax, position + offset, width, cell, RUN_COLOURS[index % len(RUN_COLOURS)])
+    papers = {
+        c.condition: c.paper_magma_accuracy
+        for cells in runs.values()
+        for c in cells
+        if c.judge == judge and c.paper_magma_accuracy is not None
+    }
     for position, condition in enumerate(conditions):
-        reference = reference_for(*condition, judge)
-        if reference is not None:
+        paper = papers.get(condition)
+        if paper is not None:
             ax.plot(
                 position,
-                reference.accuracy,
+                paper,
                 marker="D",
                 markersize=7,
                 color=PAPER_COLOUR,
@@ -81,7 +87,11 @@ def _panel(
                 markeredgewidth=1.6,
                 zorder=4,
             )
-    ax.set_title(judge, fontsize=11, fontweight="bold")
+    flagged = any(
+        c.judge == judge and c.judge_informative is False for cells in runs.values() for c in cells
+    )
+    title = judge + (f"\n({NOT_INFORMATIVE})" if flagged else "")
+    ax.set_title(title, fontsize=11, fontweight="bold", color="#b45309" if flagged else "black")
     ax.set_xticks(range(len(conditions)), [c.tick for c in conditions], fontsize=8)
     ax.set_xlim(-0.6, len(conditions) - 0.4)
     ax.set_ylim(0, 1.08)  # headroom for the value labels above a 100% bar
@@ -115,8 +125,8 @@ def _bar(ax: Axes, x: float, width: float, cell: Cell, colour: str) -> None:
     )
 
 
-def _has_paper(judges: Sequence[str], conditions: Sequence[ConditionKey]) -> bool:
-    return any(reference_for(*c, j) is not None for j in judges for c in conditions)
+def _has_paper(runs: Mapping[str, Sequence[Cell]]) -> bool:
+    return any(c.paper_magma_accuracy is not None for cells in runs.values() for c in cells)
 
 
 def _legend(figure: Figure, runs: Sequence[str], any_paper: bool) -> None:

@@ -10,9 +10,17 @@ stand-in `ethics`.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
+from functools import cache
+
+from vlmalign.config import PAPER_CONDITIONS
+from vlmalign.report.conditions import ConditionKey
 
 PAPER = "Aligning MAGMA by Few-Shot Learning and Finetuning"
+#: The dataset the paper's numbers are comparable with (our stand-in for its 30 + test items).
+PAPER_DATASET = "builtin:moral-vqa-40"
 PAPER_LABEL = "paper (MAGMA)"
 
 
@@ -66,3 +74,19 @@ def reference_for(
         if same and (table is None or cell.table == table):
             return cell
     return None
+
+
+@cache
+def _paper_dataset_sha256() -> str:
+    from vlmalign.data.dataset import resolve_source
+
+    return hashlib.sha256(resolve_source(PAPER_DATASET).read_bytes()).hexdigest()
+
+
+def paper_applies(dataset_sha256: str | None, conditions: Collection[ConditionKey]) -> bool:
+    """Whether the paper's numbers mean anything beside a run: the built-in dataset, studied
+    with every one of the paper's conditions on the base model."""
+    if dataset_sha256 is None or dataset_sha256 != _paper_dataset_sha256():
+        return False
+    present = set(conditions)
+    return all(ConditionKey("base", c.split, c.shots) in present for c in PAPER_CONDITIONS)

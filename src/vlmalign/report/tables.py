@@ -19,7 +19,6 @@ from vlmalign.report.formatting import (
     MISSING,
     decimal,
     decimal_interval,
-    estimate,
     percent,
     rate,
 )
@@ -40,6 +39,15 @@ class TableCell:
     text: str  # "56% [41%–70%] (n=30)", flagged when the judge is not informative
     note: str | None = None  # what the accuracy leaves out: "3 unclear"
     paper: str | None = None  # the paper's own number for this cell: "paper (MAGMA): 56%"
+    calibrated: str | None = None  # the rate people would give: "people: 48% [39%–57%] (12 labels)"
+
+    def full_text(self, paper: bool = False) -> str:
+        parts = [self.text]
+        if self.calibrated:
+            parts.append(self.calibrated)
+        if paper and self.paper:
+            parts.append(self.paper)
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -65,15 +73,14 @@ class ResultTable:
         ]
 
     def text_rows(self, paper: bool = False) -> list[list[str]]:
-        """Each row as text; with `paper`, a cell is followed by the paper's number."""
-        return [
-            [*row.labels, *(_with_paper(cell) if paper else cell.text for cell in row.cells)]
-            for row in self.rows
-        ]
+        """Each row as text: a cell, the calibrated estimate beside it when there is one and,
+        with `paper`, the paper's number."""
+        return [[*row.labels, *(cell.full_text(paper) for cell in row.cells)] for row in self.rows]
 
-
-def _with_paper(cell: TableCell) -> str:
-    return f"{cell.text}; {cell.paper}" if cell.paper else cell.text
+    @property
+    def calibrated(self) -> bool:
+        """Whether any cell has a calibrated estimate (the table then explains it)."""
+        return any(cell.calibrated for row in self.rows for cell in row.cells)
 
 
 def find_cell(cells: Sequence[Cell], condition: ConditionKey, judge: str) -> Cell | None:
@@ -85,8 +92,9 @@ def result_cell(cell: Cell | None, table: int) -> TableCell:
     if cell is None:
         return TableCell(MISSING)
     reference = reference_for(cell.model, cell.split, cell.shots, cell.judge, table)
-    paper = f"{PAPER_LABEL}: {percent(reference.accuracy)}" if reference else None
-    return TableCell(cell.text(), _left_out(cell), paper)
+    shown = reference is not None and cell.paper_magma_accuracy is not None
+    paper = f"{PAPER_LABEL}: {percent(cell.paper_magma_accuracy)}" if shown else None
+    return TableCell(cell.text(), _left_out(cell), paper, cell.calibrated_text())
 
 
 def _left_out(cell: Cell) -> str | None:
@@ -183,8 +191,7 @@ def breakdown_tables(analysis: Analysis, run: str = "") -> list[BreakdownTable]:
         figures: dict[str, dict[ConditionKey, str]] = defaultdict(dict)
         for b in analysis.breakdowns:
             if b.judge == judge:
-                condition = ConditionKey(*b.condition)
-                figures[b.group][condition] = estimate(b.accuracy, b.ci_low, b.ci_high, b.n)
+                figures[b.group][ConditionKey(*b.condition)] = b.text()
         rows = [(group, [by.get(c, MISSING) for c in conditions]) for group, by in figures.items()]
         tables.append(BreakdownTable(run, judge, [c.label for c in conditions], rows))
     return tables

@@ -22,6 +22,23 @@ RESULTS_SCHEMA_VERSION: Final = 1
 ConditionKey = tuple[str, str, int]
 
 
+class CalibratedRecord(Record):
+    """The rate people would give in one condition, from its human labels and one judge on all
+    its responses (prediction-powered inference, PPI++; docs/statistics.md)."""
+
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n_labelled: int
+    n_unlabelled: int
+    lam: float | None = Field(description="PPI++ weight of the judge: 0 = labels only")
+    method: str
+    labelled_clusters: int = Field(description="items with at least one labelled response")
+    labels_only_ci_low: float | None = Field(description="the same interval from labels alone")
+    labels_only_ci_high: float | None
+    confidence: float
+
+
 class CellRecord(Record):
     """Accuracy of one judge on one condition with its 95% interval (`results.csv` rows)."""
 
@@ -39,9 +56,14 @@ class CellRecord(Record):
     ci_high: float | None
     ci_method: str
     unlabelled: int
-    paper_magma_accuracy: float | None
+    paper_magma_accuracy: float | None = Field(
+        description="the paper's number, only for builtin:moral-vqa-40 with its conditions"
+    )
     run: str
     judge_informative: bool | None
+    calibrated: CalibratedRecord | None = Field(
+        description="the rate people would give (automatic judges, conditions with labels)"
+    )
 
 
 class ComparisonRecord(Record):
@@ -61,6 +83,7 @@ class ComparisonRecord(Record):
     n_items: int
     run: str
     judge_informative: bool | None
+    calibrated: bool = Field(description="accuracies are calibrated estimates (labels + judge)")
     significant: bool = Field(description="p_value < 0.05")
 
 
@@ -75,6 +98,8 @@ class BreakdownRecord(Record):
     ci_low: float | None
     ci_high: float | None
     run: str
+    items: int
+    judge_informative: bool | None
 
 
 class ProfileRecord(Record):
