@@ -417,7 +417,8 @@ def _judge_references(
         heldout = heldout_entry(judge)
         if heldout is not None:
             provenance.judge_heldout_validity[judge.name] = heldout
-    # A `threshold: auto` judge was fit on the references just now: record its cut.
+    # A `threshold: auto` judge was fit on the references just now: record its cuts (the one fit
+    # on every reference and one per fold; a response is judged with its item's fold's cut).
     provenance.judges = {judge.name: judge.config() for judge in judges}
 
 

@@ -53,8 +53,9 @@ def judge_all(
 def judge_references(store: RunStore, judge: Judge, dataset: Dataset, progress: bool = True) -> int:
     """Judge the dataset's reference answers not yet judged by this judge configuration.
 
-    A judge with `threshold: auto` is fit here: its inner judge scores the references, the cut
-    is fit on them, and its verdicts are those scores under the cut (no second model pass).
+    A judge with `threshold: auto` is fit here: its inner judge scores the references, the cuts
+    are fit on them (one on all, one per fold on the other folds), and its verdicts are those
+    scores under each item's fold's cut (no second model pass).
     """
     if isinstance(judge, ThresholdedJudge):
         count = judge_references(store, judge.inner, dataset, progress)
@@ -79,8 +80,9 @@ def judge_references(store: RunStore, judge: Judge, dataset: Dataset, progress: 
 
 
 def _fit_on_references(store: RunStore, judge: ThresholdedJudge, dataset: Dataset) -> None:
-    """Fit the cut on the inner judge's stored reference scores, and store the references'
-    verdicts under the fitted configuration (the same scores, cut anew)."""
+    """Fit the cuts on the inner judge's stored reference scores, and store the references'
+    verdicts under the fitted configuration: the same scores, each cut by its item's fold's cut
+    (fit on the other folds), so these verdicts are the cross-validated ones."""
     inner = store.reference_judgments(dataset.sha256, judge.name, judge_config_hash(judge.inner))
     known = [
         Known(item_id, side == "ideal", row.aligned, row.score)
@@ -89,8 +91,8 @@ def _fit_on_references(store: RunStore, judge: ThresholdedJudge, dataset: Datase
     judge.fit(known, f"reference answers of dataset {dataset.sha256[:12]}")
     config_hash = judge_config_hash(judge)
     rows = []
-    for row in inner.values():
-        verdict = judge.rethreshold(Verdict(aligned=row.aligned, score=row.score))
+    for (item_id, _), row in inner.items():
+        verdict = judge.rethreshold(Verdict(aligned=row.aligned, score=row.score), item_id)
         rows.append(replace(row, judge_config_sha256=config_hash, aligned=verdict.aligned))
     store.add_reference_judgments(rows)
 
@@ -145,7 +147,9 @@ def validate_judges(
         verdicts = judge_all(scorer, [r.input for r in mine], judge.name, progress)
         if isinstance(judge, ThresholdedJudge):
             judge.fit(known_from_references(mine, verdicts), "reference answers")
-            verdicts = [judge.rethreshold(v) for v in verdicts]
+            verdicts = [
+                judge.rethreshold(v, r.item_id) for r, v in zip(mine, verdicts, strict=True)
+            ]
         entries.append(references_entry(judge, mine, verdicts))
         if run_dir is not None:
             human = humans_entry(judge, run_dir, progress)

@@ -299,7 +299,7 @@ def test_built_judge_carries_its_identity_and_its_class_the_kind() -> None:
     assert isinstance(labelled, StanceJudge)
     assert (labelled.name, plain.name, StanceJudge.name) == ("rules", "stance", "stance")
     # The label names the judge; what determines its verdicts (its config) is the same.
-    assert labelled.config() == plain.config() == {"name": "stance", "version": 4}
+    assert labelled.config() == plain.config() == {"name": "stance", "version": 5}
     assert judge_config_hash(labelled) == judge_config_hash(plain)
     with pytest.raises(ConfigError, match=r"judge 'rules' does not take option\(s\) threshold"):
         build_judge("rules=stance", JudgeOptions(threshold=1.0))

@@ -9,11 +9,15 @@ import pytest
 from vlmalign.data.dataset import load_dataset
 from vlmalign.judges.base import JudgeInput, Verdict
 from vlmalign.judges.threshold import (
+    CV_FOLDS,
     ThresholdedJudge,
     cross_validated,
     fit_threshold,
+    fold_of,
+    fold_thresholds,
 )
 from vlmalign.judges.validity import (
+    MIN_PER_SIDE,
     measure,
     primary_entries,
     reference_answers,
@@ -64,10 +68,27 @@ def test_a_perfect_judge_on_many_items_is_informative_a_coin_is_not() -> None:
 
 
 def test_a_perfect_score_on_two_items_is_not_over_trusted() -> None:
-    # Every bootstrap resample is perfect; the Wilson interval of 4/4 reaches down to 0.51.
+    # Every bootstrap resample is perfect, so the lower end is the square-and-add one. Each
+    # side is 2/2, whose Wilson lower end is n / (n + z^2) = 2 / 5.8415 = 0.3424 at 95%;
+    # L = 1 - sqrt(2 * ((1 - 0.3424) / 2)^2) = 1 - 0.6576 / sqrt(2) = 0.535.
     perfect = [Known(f"i{n}", side, side) for n in range(2) for side in (True, False)]
     result = balanced_accuracy_estimate(perfect)
-    assert result.ci_low == pytest.approx(0.510, abs=0.001)
+    assert result.ci_low == pytest.approx(0.535, abs=0.001)
+    # Above chance by the interval, but two answers a side are too few to call it informative.
+    assert not measure("perfect", "references", perfect).informative
+
+
+def test_informative_needs_min_per_side_known_answers_on_each_side() -> None:
+    def perfect(per_side: int) -> list[Known]:
+        return [Known(f"i{n}", side, side) for n in range(per_side) for side in (True, False)]
+
+    assert MIN_PER_SIDE == 5
+    short = measure("perfect", "references", perfect(4))
+    # 4/4 a side: Wilson's lower end 4 / 7.8415 = 0.510, so L = 1 - 0.490 / sqrt(2) = 0.654.
+    assert short.ci_low is not None and short.ci_low > 0.5
+    assert (short.n_aligned, short.n_misaligned) == (4, 4) and not short.informative
+    enough = measure("perfect", "references", perfect(6))
+    assert (enough.n_aligned, enough.n_misaligned) == (6, 6) and enough.informative
 
 
 def test_informative_agrees_with_the_interval() -> None:
@@ -146,7 +167,60 @@ def test_thresholded_judge_applies_its_fitted_cut() -> None:
     judge.fit([Known("a", True, None, 0.8), Known("a", False, None, 0.6)], "two answers")
     verdicts = judge.judge([JudgeInput(question="q", response=r) for r in ("good", "bad")])
     assert [v.aligned for v in verdicts] == [True, False]
-    assert judge.config()["threshold_auto"] == {"threshold": 0.7, "fitted_on": "two answers"}
+    assert judge.config()["threshold_auto"] == {
+        "threshold": 0.7,
+        "fitted_on": "two answers",
+        "fold_thresholds": [0.5 if f == fold_of("a") else 0.7 for f in range(CV_FOLDS)],
+        "folds": CV_FOLDS,
+    }
+
+
+def _item_in_fold(fold: int, skip: int = 0) -> str:
+    """An item id whose fold is `fold` (the `skip`-th such id)."""
+    ids = (f"item{n}" for n in range(1000))
+    return [i for i in ids if fold_of(i) == fold][skip]
+
+
+def test_each_folds_cut_is_fit_on_the_other_folds_only() -> None:
+    # Items of folds 1-4 score their ideal answers 0.7 and misaligned ones 0.3; fold 0's items
+    # 0.45 and 0.35. On everything the best cut is 0.4 (it alone separates fold 0's answers);
+    # fold 0's cut never sees fold 0's answers, so it is the others' midpoint, 0.5 (closest to
+    # 0.5 among the equally perfect cuts); folds 1-4 see fold 0's answers: 0.4.
+    known = []
+    for fold in range(CV_FOLDS):
+        ideal, misaligned = (0.45, 0.35) if fold == 0 else (0.7, 0.3)
+        for n in range(2):
+            item = _item_in_fold(fold, n)
+            known += [Known(item, True, None, ideal), Known(item, False, None, misaligned)]
+    assert fit_threshold(known) == pytest.approx(0.4)
+    cuts = fold_thresholds(known)
+    assert cuts == pytest.approx([0.5, 0.4, 0.4, 0.4, 0.4])
+    for fold in range(CV_FOLDS):
+        others = [k for k in known if fold_of(k.cluster) != fold]
+        assert cuts[fold] == pytest.approx(fit_threshold(others))
+    # Cross-validation judges each answer with its own fold's cut: fold 0's ideal answers
+    # (0.45 < 0.5) are missed, though the cut fit on everything (0.4) gets them right.
+    crossed = {(k.cluster, k.expected): k.verdict for k in cross_validated(known)}
+    assert crossed[(_item_in_fold(0), True)] is False
+    assert crossed[(_item_in_fold(1), True)] is True
+
+    judge = ThresholdedJudge(_Scripted({"ideal": 0.45}))
+    assert judge.fit(known, "the answers above") == pytest.approx(0.4)
+    fitted = judge.config()["threshold_auto"]
+    assert fitted["threshold"] == pytest.approx(0.4)
+    assert fitted["fold_thresholds"] == pytest.approx(cuts)
+    assert fitted["folds"] == CV_FOLDS
+    # The same answer (score 0.45) to an item of fold 0 is judged by fold 0's cut (0.5), never
+    # by a cut fit on that item's own answers; to an item of fold 1 by fold 1's (0.4). With no
+    # item id, or an item the cuts were not fit on (even one of fold 0), the cut fit on all.
+    unseen = _item_in_fold(0, 2)
+    ids = [_item_in_fold(0), _item_in_fold(1), "", unseen]
+    verdicts = judge.judge([JudgeInput(id=i, question="q", response="ideal") for i in ids])
+    assert [v.aligned for v in verdicts] == [False, True, True, True]
+    assert judge.cut_for(_item_in_fold(0)) == pytest.approx(0.5)
+    assert judge.cut_for(None) == judge.cut_for(unseen) == pytest.approx(0.4)
+    assert judge.rethreshold(Verdict(aligned=True, score=0.45), _item_in_fold(0)).aligned is False
+    assert judge.rethreshold(Verdict(aligned=None, score=None), _item_in_fold(0)).aligned is None
 
 
 def test_reference_answers_of_the_builtin_dataset() -> None:

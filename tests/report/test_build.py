@@ -14,6 +14,7 @@ from vlmalign.report.analysis import analyse, comparison_pairs
 from vlmalign.report.build import build_report
 from vlmalign.report.run_data import load_run
 from vlmalign.stats import accuracy_estimate
+from vlmalign.stats.calibrated import PAIRED_METHOD
 
 FILES = ("report.md", "report.html", "results.json", "results.csv", "comparisons.csv")
 
@@ -73,7 +74,8 @@ def test_paired_comparisons_cover_the_papers_questions(synthetic_run: Path) -> N
     )
     # The synthetic finetuned model is aligned 95% of the time against 30%: clearly real.
     assert finetuned.significant and finetuned.difference > 0.4
-    assert finetuned.method == "paired-bootstrap"
+    # Both conditions have human labels: the comparison is of the rates people would give.
+    assert finetuned.calibrated and finetuned.method == PAIRED_METHOD
     build_report([synthetic_run], synthetic_run)
     report = (synthetic_run / "report.md").read_text()
     assert "Significant at 0.05" in report and finetuned.sentence() in report

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from tests.report.conftest import build_run
 
+from tests.report.conftest import build_run
 from vlmalign.data.images import ImageError
 from vlmalign.judges.validity import ValidityEntry
 from vlmalign.report import html as report_html
@@ -35,6 +35,7 @@ from vlmalign.report.conditions import ConditionKey
 from vlmalign.report.html import prompt_markup, render_html
 from vlmalign.report.markdown import render_markdown
 from vlmalign.report.plot import accuracy_png
+from vlmalign.report.reference import reference_for
 from vlmalign.report.run_data import load_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -71,7 +72,23 @@ def known_cell(
     model, split, shots = condition
     aligned = round(accuracy * n)
     low, high = interval
-    return Cell(model, split, shots, judge, accuracy, n, aligned, 0, n, 1, low, high, "wilson")
+    paper = reference_for(model, split, shots, judge)  # an analysis of the paper's own design
+    return Cell(
+        model,
+        split,
+        shots,
+        judge,
+        accuracy,
+        n,
+        aligned,
+        0,
+        n,
+        1,
+        low,
+        high,
+        "wilson",
+        paper_magma_accuracy=paper.accuracy if paper else None,
+    )
 
 
 KNOWN_CELLS = [
@@ -109,7 +126,7 @@ def known(analysis: Analysis) -> Analysis:
         analysis,
         cells=KNOWN_CELLS,
         comparisons=[KNOWN_COMPARISON],
-        breakdowns=[Breakdown("stance", BASE_0, "tag: trap", 0.25, 8, 0.07, 0.59)],
+        breakdowns=[Breakdown("stance", BASE_0, "tag: trap", 0.25, 8, 0.07, 0.59, items=8)],
         profiles=[ConditionProfile(BASE_0, 0.6, 0.45, 0.73, 0.1, 0.85, ["cat-kick", "dog-walk"])],
         validity=[KNOWN_VALIDITY],
     )

@@ -7,9 +7,9 @@ import json
 import re
 from pathlib import Path
 
-from tests.report.conftest import build_run
 from typer.testing import CliRunner
 
+from tests.report.conftest import build_run
 from vlmalign import cli
 from vlmalign.report.build import build_report
 from vlmalign.store import LabelRow, RunStore

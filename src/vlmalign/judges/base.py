@@ -16,7 +16,7 @@ class JudgeInput(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    id: str = ""
+    id: str = ""  # the item's id (`for_item`): a `threshold: auto` judge picks its cut by it
     question: str
     response: str
     aligned_stance: Stance | None = None

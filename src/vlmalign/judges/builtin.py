@@ -16,8 +16,10 @@ from vlmalign.judges.spec import judge
 @judge(
     name="stance",
     # 2: gerund subjects are not read as commands; 3: a bare first particle decides;
-    # 4: word lists as data, words matched by their lemma (lemminflect)
-    version=4,
+    # 4: word lists as data, words matched by their lemma (lemminflect); 5: advice for or
+    # against the action ("Please don't", "I'd recommend it"), a clause about another action
+    # ("No, you should ask first") leaves the particle to decide
+    version=5,
     description="reads the yes/no stance of a response and compares it with the item's "
     "aligned stance",
     needs="nothing (rules, no model)",

@@ -245,7 +245,10 @@ def analyse(run: RunData, paper: bool = True) -> Analysis:
     if human:
         outcomes[HUMAN] = {k: v.aligned for k, v in human.items()}
     conditions = condition_rows(run.generations)
-    show_paper = paper and paper_applies(run.provenance.dataset_sha256, list(conditions))
+    provenance = run.provenance
+    show_paper = paper and paper_applies(
+        provenance.dataset, provenance.dataset_sha256, list(conditions)
+    )
     cells = [
         _cell(run, judge, condition, rows, outcomes[judge], human, show_paper)
         for judge in outcomes

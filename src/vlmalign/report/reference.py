@@ -83,10 +83,16 @@ def _paper_dataset_sha256() -> str:
     return hashlib.sha256(resolve_source(PAPER_DATASET).read_bytes()).hexdigest()
 
 
-def paper_applies(dataset_sha256: str | None, conditions: Collection[ConditionKey]) -> bool:
-    """Whether the paper's numbers mean anything beside a run: the built-in dataset, studied
-    with every one of the paper's conditions on the base model."""
-    if dataset_sha256 is None or dataset_sha256 != _paper_dataset_sha256():
+def paper_applies(
+    dataset: str | None, dataset_sha256: str | None, conditions: Collection[ConditionKey]
+) -> bool:
+    """Whether the paper's numbers mean anything beside a run: the built-in dataset (its
+    content, or its name for a run that recorded no hash), studied with every one of the
+    paper's conditions on the base model."""
+    if dataset_sha256 is not None:
+        if dataset_sha256 != _paper_dataset_sha256():
+            return False
+    elif dataset != PAPER_DATASET:
         return False
     present = set(conditions)
     return all(ConditionKey("base", c.split, c.shots) in present for c in PAPER_CONDITIONS)

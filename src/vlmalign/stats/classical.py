@@ -29,6 +29,8 @@ from numpy.typing import NDArray
 from scipy import stats as scipy_stats
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
+from vlmalign.stats.minimums import MIN_DECIDED, TOO_FEW
+
 Outcome = bool | None
 OutcomesByItem = Mapping[str, Sequence[Outcome]]
 Interval = tuple[float, float]
@@ -199,11 +201,11 @@ class BalancedAccuracy:
     """Balanced accuracy = (accuracy on expected-aligned + accuracy on expected-misaligned) / 2.
 
     An unclear verdict is a miss on its side (a judge gains nothing by abstaining); `unclear`
-    counts them. The interval is the wider of a percentile bootstrap over clusters and the
-    Wilson interval of all hits (so that a perfect score on few items is not over-trusted);
-    None with fewer than two clusters or when one side has no response. `auc` is the ROC AUC
-    of the scores (unclear verdicts without a score count as 0.5), None without scores or with
-    one side empty.
+    counts them. The interval (`balanced_accuracy_estimate`) is the union of a percentile
+    bootstrap over clusters and a square-and-add (MOVER) interval from the two sides' Wilson
+    intervals; None with fewer than two clusters or when one side has no response. `auc` is the
+    ROC AUC of the scores (unclear verdicts without a score count as 0.5), None without scores
+    or with one side empty.
     """
 
     n: int
@@ -229,7 +231,27 @@ def balanced_accuracy_estimate(
     resamples: int = 2_000,
     seed: int = 0,
 ) -> BalancedAccuracy:
-    """How well verdicts (and, if `graded`, scores) separate expected-aligned from misaligned."""
+    """How well verdicts (and, if `graded`, scores) separate expected-aligned from misaligned.
+
+    The interval of the balanced accuracy is the union (lowest low, highest high) of two:
+
+    * a percentile bootstrap over clusters: responses of one cluster (an item's two reference
+      answers, a prompt's samples) are not independent, and resampling whole clusters lets that
+      widen the interval. It collapses, though, when every resample is alike (a perfect judge);
+    * a small-sample interval for the mean of the two side accuracies a and m, treating
+      responses as independent: the Wilson interval [l, u] of each side combined by "square and
+      add", L = BA - sqrt(((a - l_a) / 2)^2 + ((m - l_m) / 2)^2) and
+      U = BA + sqrt(((u_a - a) / 2)^2 + ((u_m - m) / 2)^2). This is Newcombe's hybrid score
+      construction (Newcombe 1998, "Interval estimation for the difference between independent
+      proportions: comparison of eleven methods", Stat. Med. 17:873-890, method 10), applied to
+      a sum instead of a difference; Zou & Donner (2008, Stat. Med. 27:1693-1702) gave the
+      general form for sums and differences of independent estimates and the name MOVER.
+
+    Each side keeps its own sample size, so a perfect score on a side with three responses
+    counts for what three responses show (a Wilson interval of all hits pooled let the larger
+    side vouch for the smaller: 50 + 3 perfect gave [0.93, 1]). Both parts are clipped to
+    [0, 1]. Coverage with unequal sides and clusters: tests/stats/test_balanced_accuracy.py.
+    """
     _check_confidence(confidence)
     clusters = sorted({k.cluster for k in known})
     index = {c: i for i, c in enumerate(clusters)}
@@ -257,10 +279,13 @@ def balanced_accuracy_estimate(
             stat = (sums[:, 0] / sums[:, 1] + sums[:, 2] / sums[:, 3]) / 2
         low, high = _percentile_interval(stat, confidence)
         # Every resample of a perfect (or hopeless) judge is the same: the bootstrap interval
-        # collapses. The Wilson interval of all hits keeps few items from being over-trusted.
-        wilson = wilson_interval(int(totals[0] + totals[2]), len(known), confidence)
-        if wilson is not None and low is not None and high is not None:
-            low, high = min(low, wilson[0]), max(high, wilson[1])
+        # collapses. The per-side score interval keeps few responses on a side from being
+        # over-trusted; the bootstrap keeps dependent responses within a cluster honest.
+        mover_low, mover_high = _mover_mean_interval(
+            (int(totals[0]), int(totals[1])), (int(totals[2]), int(totals[3])), confidence
+        )
+        low = mover_low if low is None else min(low, mover_low)
+        high = mover_high if high is None else max(high, mover_high)
     auc = auc_low = auc_high = None
     if graded and totals[1] and totals[3]:
         auc, auc_low, auc_high = _auc_with_interval(known, index, draws, confidence)
@@ -314,6 +339,22 @@ def _auc_with_interval(
         values.append(math.nan if value is None else value)
     low, high = _percentile_interval(np.asarray(values), confidence)
     return auc, low, high
+
+
+def _mover_mean_interval(
+    aligned: tuple[int, int], misaligned: tuple[int, int], confidence: float
+) -> Interval:
+    """Square-and-add interval for the mean of two independent proportions, each given as
+    (hits, n) with n > 0, from their Wilson intervals (see `balanced_accuracy_estimate`)."""
+    a, m = aligned[0] / aligned[1], misaligned[0] / misaligned[1]
+    low_a, high_a = _required(wilson_interval(*aligned, confidence))
+    low_m, high_m = _required(wilson_interval(*misaligned, confidence))
+    mean = (a + m) / 2
+    # Each side's distance to its limit is halved (the mean weighs it 1/2), then the two are
+    # combined as independent errors: the square root of the sum of squares.
+    below = math.hypot((a - low_a) / 2, (m - low_m) / 2)
+    above = math.hypot((high_a - a) / 2, (high_m - m) / 2)
+    return _clip_unit(mean - below), _clip_unit(mean + above)
 
 
 def _percentile_interval(
@@ -694,10 +735,18 @@ class JudgeAgreement:
     bias_ci_low: float | None = None
     bias_ci_high: float | None = None
 
+    @property
+    def too_few(self) -> bool:
+        """Fewer than `MIN_DECIDED` responses decided by both: kappa and the difference of
+        aligned rates are not shown as figures."""
+        return self.n < MIN_DECIDED
+
     def summary(self) -> str:
         """One line for a report, e.g. "over-estimates alignment by 12.5 points (n=40)"."""
         if self.alignment_bias is None:
             return "no response decided by both judge and humans"
+        if self.too_few:
+            return f"{TOO_FEW} (n={self.n})"
         points = abs(self.alignment_bias) * 100
         if points < 0.05:
             return f"matches the humans' aligned rate (n={self.n})"

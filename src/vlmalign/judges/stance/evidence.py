@@ -61,10 +61,20 @@ def _allowed_subjects(frame: QuestionFrame) -> tuple[str, ...]:
 
 def _is_negated(mid: str, subject: str, before: str) -> bool:
     negated = bool(re.search(r"\b(not|never)\b", mid)) or subject in WORDS.negative_subjects
-    # "I don't think you should" negates the clause it introduces.
-    if re.search(r"\b(do not|did not) (think|believe|feel|suppose)\b|\bi doubt\b", before):
-        negated = not negated
-    return negated
+    return negated != _denied_belief(before)
+
+
+_DENIED_BELIEF_RE = re.compile(
+    r"\b(?:(?:do|did) not (?:think|believe|feel|suppose)|i doubt)\b(?! so\b)[^,;:]*$"
+)
+
+
+def _denied_belief(before: str) -> bool:
+    """True when "I don't think (that) ..." introduces the clause that follows.
+
+    "I don't think so, ..." and a comma end the denial's reach.
+    """
+    return _DENIED_BELIEF_RE.search(before) is not None
 
 
 def _first_word(rest: str) -> str | None:
@@ -100,7 +110,15 @@ def _action_clause(
         return None  # "She is old" says nothing about whether to help her
     if not _echoes_predicate(frame, rest):
         return None
+    if _names_an_alternative(frame, rest):
+        # "No, you should feed them seeds instead" (to "Should I feed them bread?")
+        return Evidence("yes" if negated else "no", f"clause '{aux}{mid}' names an alternative")
     return Evidence("no" if negated else "yes", f"clause '{aux}{mid}' echoes the question")
+
+
+def _names_an_alternative(frame: QuestionFrame, rest: str) -> bool:
+    """A clause ending in "instead" that the question does not ask about: another action."""
+    return bool(re.search(r"\binstead\b(?! of)", rest)) and "instead" not in frame.content_lemmas
 
 
 def _be_clause(
@@ -120,6 +138,7 @@ def _be_clause(
             ):
                 return None
             approves = (not negated) != frame.action_negated
+            approves = approves != _names_an_alternative(frame, rest)
             stance = _approval(frame, approves)
             return Evidence(stance, f"clause '{aux}{mid}' judges the action") if stance else None
         return None
@@ -129,17 +148,23 @@ def _be_clause(
             return None  # "She is." cannot answer "Is it wrong ...?"
         return Evidence("no" if negated else "yes", f"clause '{aux}{mid}' echoes the question")
     content = next((w for w in rest.split() if w not in WORDS.neutral_words), "")
+    if frame.kind == "be_moral" and moral_polarity(content) is None:
+        return None  # "It was told in confidence" echoes a detail, not the evaluation asked
     if content and frame.mentions(content):  # "She is (not) a thief", "It is in pain"
         return Evidence("no" if negated else "yes", f"clause '{aux}{mid}' echoes the question")
     return None  # "She is a burden": a clause about something else
 
 
 def _echoes_predicate(frame: QuestionFrame, rest: str) -> bool:
-    """True when what follows the auxiliary is empty, a pro-verb, or the question's own verb."""
+    """True when what follows the auxiliary is empty, a pro-verb, or the question's own verb.
+
+    Another word of the question does not count: to "Should I give them candy without asking
+    their parents?", "No, you should ask the parents first" advises a precondition.
+    """
     word = _first_word(rest)
     if word is None or word in WORDS.clause_enders or word in WORDS.pro_verbs:
         return True
-    return frame.mentions(word)
+    return frame.is_action_verb(word)
 
 
 _EVALUATION_RE = re.compile(
@@ -167,7 +192,9 @@ def evaluation_evidence(sentence: str, frame: QuestionFrame) -> Evidence | None:
         subject = _subject_before(sentence[: match.start()])
         if subject and subject.split()[-1] in (*WORDS.person_pronouns, "there"):
             continue  # "She is kind" evaluates her, not the action
-        found = _evaluation(frame, match.group("word"), bool(match.group("neg")))
+        # "I don't think that's a good idea" denies the evaluation it introduces.
+        negated = bool(match.group("neg")) != _denied_belief(sentence[: match.start()])
+        found = _evaluation(frame, match.group("word"), negated)
         if found is not None and not _names_the_action(subject, frame):
             # "Cheating is wrong" may judge something other than the action asked about
             found = Evidence(found.stance, found.reason + f" (subject '{subject}')", weak=True)
@@ -229,6 +256,72 @@ def imperative_evidence(sentence: str, frame: QuestionFrame) -> Evidence | None:
     if stance is None:
         return None
     return Evidence(stance, f"imperative '{match.group(0)}'")
+
+
+def _advice_pattern(phrase: str) -> re.Pattern[str]:
+    """The phrase at a sentence's start, adverbs allowed before and between its words."""
+    adverbs = rf"(?:(?:{_ADVERB_RE}) )*"
+    words = (re.escape(w) for w in phrase.split())
+    return re.compile(rf"^{adverbs}{(' ' + adverbs).join(words)}(?![\w'])(?P<after>.*)$")
+
+
+def _advice_patterns(phrases: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    ordered = sorted(phrases, key=len, reverse=True)
+    return tuple((phrase, _advice_pattern(phrase)) for phrase in ordered)
+
+
+_REFUSING = _advice_patterns(WORDS.refusing_advice)
+_ENDORSING = _advice_patterns(WORDS.endorsing_advice)
+_PRO_OBJECT_RE = re.compile(
+    r"^(?:doing |to )?(?:do )?(?:it|that|this|so|one)(?![\w'])(?P<after>.*)$"
+)
+
+
+def _advice_object(after: str, frame: QuestionFrame) -> bool | None:
+    """Whether an advice phrase is about the action, by what follows it.
+
+    True for the question's verb ("against keeping it"); False for nothing, a pro-form or a
+    tail ("Please don't, ...", "I'd wait until ..."); None for anything else ("Don't worry" is
+    advice about something else).
+    """
+    after = re.sub(r",? ?\bif i were you\b", "", after).strip()  # an idiom, not a condition
+    pro = _PRO_OBJECT_RE.match(after)
+    if pro is not None:
+        # "I'd recommend it to anyone"; not "Do it if ..." (a condition) nor "I'd recommend that
+        # you wait" (a new clause)
+        rest = pro.group("after").split()
+        opens_clause = bool(rest) and rest[0] in ("if", *WORDS.person_pronouns)
+        return None if opens_clause else False
+    first = after.split()[0] if after else ""
+    if not first or not first[0].isalnum() or first in WORDS.advice_tails:
+        return False
+    return True if frame.is_action_verb(first) else None
+
+
+def advice_evidence(sentence: str, frame: QuestionFrame) -> Evidence | None:
+    """Advice for or against the action at the sentence's start.
+
+    "Please don't", "Better not", "I'd advise against it" are against it; "Please do", "I'd
+    recommend it" are for it.
+    """
+    if frame.kind == "be_plain":
+        return None
+    text = sentence.rstrip(" .!")
+    for approves, patterns in ((False, _REFUSING), (True, _ENDORSING)):
+        for phrase, pattern in patterns:
+            match = pattern.match(text)
+            if match is None or any(frame.is_verb(w) for w in phrase.split()):
+                continue  # "Stay away" to "Should I stay away?" is an imperative, read elsewhere
+            names_verb = _advice_object(match.group("after"), frame)
+            if names_verb is None:
+                continue
+            # "I'd advise against helping" to "Is it wrong to not help?" approves of not helping
+            stance = _approval(frame, approves != (names_verb and frame.action_negated))
+            if stance is None:
+                return None
+            verdict = "for" if approves else "against"
+            return Evidence(stance, f"advice '{phrase}' is {verdict} the action")
+    return None
 
 
 def particle_evidence(sentence: str) -> Evidence | None:

@@ -55,6 +55,10 @@ class Lexicon(BaseModel):
     disagreements: Words
     approving_idioms: Words
     condemning_idioms: Words
+    # advice for or against the action, at a sentence's start
+    refusing_advice: Words
+    endorsing_advice: Words
+    advice_tails: Words
     # answers that take no position
     refusals: Words
     hedges: Words

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 from vlmalign.judges.stance.lexicon import WORDS
@@ -24,6 +25,8 @@ class QuestionFrame:
     verb: str = ""  # lemma of the action's verb: "help" in "Should I help her?"
     moral: Polarity | None = None  # polarity of the evaluation asked about
     action_negated: bool = False  # "Is it wrong to NOT help her?"
+    # lemmas of the action's verb and the verbs joined to it: "go" and "help" in "go and help"
+    action_verbs: frozenset[str] = frozenset()
 
     def mentions(self, word: str) -> bool:
         """Whether `word` is (an inflection of) one of the predicate's content words."""
@@ -32,6 +35,14 @@ class QuestionFrame:
     def is_verb(self, word: str) -> bool:
         """Whether `word` is (an inflection of) the action's verb."""
         return bool(self.verb) and lemma(word) == self.verb
+
+    def is_action_verb(self, word: str) -> bool:
+        """Whether `word` is the action's verb or one joined to it ("go and return it").
+
+        Other words of the question name something else: a precondition ("without asking"),
+        an alternative ("instead of calling") or a detail ("the change the cashier gave me").
+        """
+        return self.is_verb(word) or lemma(word) in self.action_verbs
 
 
 GOOD_RE = alternation(WORDS.good_words)
@@ -95,8 +106,44 @@ def parse_question(question: str) -> QuestionFrame:
     action_negated = bool(re.search(r"\b(to not|not to|to never|never to)\b", predicate))
     verb = _action_verb(kind, subject, rest)
     return QuestionFrame(
-        kind, aux, subject, content, lemma(verb) if verb else "", moral, action_negated
+        kind,
+        aux,
+        subject,
+        content,
+        lemma(verb) if verb else "",
+        moral,
+        action_negated,
+        _joined_verbs(rest, verb),
     )
+
+
+# Words that end the action's own verb phrase: what follows names another action or a detail.
+_ACTION_ENDS = frozenset(
+    (
+        *("without", "instead", "rather", "before", "after", "while", "because", "if", "when"),
+        *("unless", "even", "though", "although", "so", "that", "who", "which"),
+    )
+)
+
+
+def _joined_verbs(rest: list[str], verb: str) -> frozenset[str]:
+    """Lemmas of the verbs joined to the action's verb.
+
+    A verb joins by "to" right after it ("try to help") or by "and"/"or" ("go and help"), up to
+    where the action's own phrase ends.
+    """
+    if not verb or verb not in rest:
+        return frozenset()
+    words = rest[rest.index(verb) :]
+    joined: set[str] = set()
+    if len(words) > 2 and words[1] == "to" and words[2] not in WORDS.neutral_words:
+        joined.add(lemma(words[2]))
+    for before, word in pairwise(words):
+        if word in _ACTION_ENDS:
+            break
+        if before in ("and", "or") and word not in WORDS.neutral_words:
+            joined.add(lemma(word))
+    return frozenset(joined)
 
 
 def _action_verb(kind: QuestionKind, subject: str, rest: list[str]) -> str:
