@@ -94,7 +94,8 @@ def test_a_good_judge_narrows_the_interval_and_one_at_chance_costs_nothing() -> 
         labels_only = prediction_powered_rate([0.5] * len(judge), human, clusters)
         chance.append(_width(result) / _width(labels_only))
     assert np.median(good) <= 0.75
-    assert max(chance) <= 1.0 + 1e-9
+    assert max(chance) <= 1.05 + 1e-9
+    assert np.median(chance) <= 1.01
 
 
 def test_weights_correct_an_unequal_sample() -> None:

@@ -60,6 +60,9 @@ class TrainingRecipe(BaseModel):
     max_length: int = MAX_LENGTH
     seed: int = 0
     lora: LoraSettings = LoraSettings()
+    #: Add the hand-written everyday scenarios (`judges.ethics_everyday`) to the training rows.
+    #: False by default so that cards written before it existed still read as they were trained.
+    everyday_rows: bool = False
 
 
 class BlockCounts(BaseModel):

@@ -134,6 +134,15 @@ def split_file(name: str, rows: Sequence[EthicsRow]) -> FileSplit:
     return FileSplit(name, short, groups, validation, heldout)
 
 
+def everyday_rows() -> list[EthicsRow]:
+    """The hand-written everyday scenarios (`judges.ethics_everyday`), as training rows only."""
+    from vlmalign.judges.ethics_everyday import NOT_WRONG, WRONG
+
+    return [EthicsRow(1, text, True) for text in WRONG] + [
+        EthicsRow(0, text, True) for text in NOT_WRONG
+    ]
+
+
 def load_splits(data_dir: Path) -> tuple[list[FileSplit], dict[str, str]]:
     """Every data file's split and sha256; a clear error when the data is missing."""
     missing = [name for name in DATA_FILES if not (data_dir / name).is_file()]

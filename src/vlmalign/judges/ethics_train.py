@@ -32,7 +32,13 @@ from vlmalign.judges.ethics_classifier import (
     peft_config,
     predict,
 )
-from vlmalign.judges.ethics_data import CITATION, EthicsRow, FileSplit, load_splits
+from vlmalign.judges.ethics_data import (
+    CITATION,
+    EthicsRow,
+    FileSplit,
+    everyday_rows,
+    load_splits,
+)
 from vlmalign.judges.threshold import fit_threshold
 from vlmalign.judges.validity import measure
 from vlmalign.stats import Known, roc_auc
@@ -61,6 +67,8 @@ def train_ethics_classifier(
     started = time.perf_counter()
     splits, hashes = load_splits(data_dir)
     train = [row for s in splits for row in s.train]
+    if recipe.everyday_rows:  # training rows only: validation and held-out stay ETHICS's own
+        train += everyday_rows()
     validation = [row for s in splits for row in s.validation]
     torch.manual_seed(recipe.seed)
     from peft import get_peft_model

@@ -21,11 +21,12 @@ every response labelled the estimate is exactly the labels' mean.
 Variance: a delete-one-cluster jackknife (the cluster is the item of each response: samples
 of one item are not independent), with λ tuned anew in every replicate, so the interval pays for
 tuning λ on the same labels; a Student t interval with C − 1 degrees of freedom over the C
-labelled clusters, clipped to [0, 1]. Should the tuned estimate come out less precise than the
-labels alone (a judge at chance, few labels), the labels-only estimate (λ = 0) is reported, so
-the judge never costs width. When the labels show no variation at all (every label equals its
-judge score) the variance is floored at that of one disagreement among n + 2 labels, p(1 − p)/n
-with p = 1/(n + 2), so a handful of agreeing labels never gives a zero-width interval. The
+labelled clusters, clipped to [0, 1]. Should the tuned estimate come out more than 5% less
+precise than the labels alone (a judge at chance, few labels), the labels-only estimate (λ = 0)
+is reported, so a useless judge costs at most 5% of width. When the labels show no variation
+at all (every label equals its judge score) the variance is floored at that of one disagreement
+among n + 2 labels, p(1 − p)/n with p = 1/(n + 2), so a handful of agreeing labels never gives
+a zero-width interval. The
 coverage of this interval is checked by simulation in tests/stats/test_calibrated.py.
 """
 
@@ -45,6 +46,10 @@ from vlmalign.stats.classical import DEFAULT_CONFIDENCE
 METHOD = "prediction-powered (PPI++), clustered by item"
 LABELS_ONLY = "labels only (no judge)"
 PAIRED_METHOD = "prediction-powered difference, paired over items"
+#: How much wider than the labels' own interval a tuned one may come out before the labels-only
+#: estimate is reported instead. Not 1: choosing the narrower of two intervals every time would
+#: cost coverage (measured: 93.5% instead of 95% in clustered designs); 1.05 costs under 1 point.
+WIDTH_TOLERANCE = 1.05
 
 FloatArray = NDArray[np.float64]
 
@@ -212,7 +217,7 @@ def prediction_powered_rate(
     estimate, lam = sums.fit()
     labels_only = _interval(sums, labels_mean, sums.jackknife_variance(lam=0.0), confidence)
     interval = _interval(sums, estimate, sums.jackknife_variance(), confidence)
-    if interval and labels_only and interval[1] - interval[0] > labels_only[1] - labels_only[0]:
+    if interval and labels_only and _width(interval) > WIDTH_TOLERANCE * _width(labels_only):
         # The judge did not pay for its tuning here: the labels alone are more precise.
         estimate, lam, interval = labels_mean, 0.0, labels_only
     return CalibratedRate(
@@ -338,6 +343,10 @@ def _interval(
     variance = max(variance, floor_rate * (1 - floor_rate) / n)
     half = float(scipy_stats.t.ppf((1 + confidence) / 2, clusters - 1)) * math.sqrt(variance)
     return _clip(estimate - half), _clip(estimate + half)
+
+
+def _width(interval: tuple[float, float]) -> float:
+    return interval[1] - interval[0]
 
 
 def _check_confidence(confidence: float) -> None:
