@@ -242,3 +242,34 @@ def test_people_decide_over_references_when_they_exist() -> None:
     humans = measure("j", "humans", [Known("a", True, False), Known("b", False, True)])
     assert primary_entries([refs])["j"] is refs
     assert primary_entries([refs, humans])["j"] is humans
+
+
+class _ReadsTheAnswerKey:
+    """A judge that calls ideal answers aligned, developed (says its config) on one dataset."""
+
+    name = "keyed"
+
+    def __init__(self, developed_on: list[str]) -> None:
+        self.developed = developed_on
+        self.ideal: set[str] = set()
+
+    def config(self) -> dict[str, object]:
+        return {"name": self.name, "developed_on": self.developed}
+
+    def judge(self, inputs: list[JudgeInput]) -> list[Verdict]:
+        return [Verdict(aligned=i.response in self.ideal) for i in inputs]
+
+
+def test_validity_on_a_dataset_that_shaped_the_judge_is_flagged_optimistic() -> None:
+    from vlmalign.validation import validate_judges
+
+    dataset = load_dataset("builtin:moral-vqa-40")
+    shaped = _ReadsTheAnswerKey([dataset.sha256])
+    fresh = _ReadsTheAnswerKey(["0" * 64])
+    for judge in (shaped, fresh):
+        judge.ideal = {item.ideal_answer for item in dataset.items}
+    entries = validate_judges([shaped, fresh], dataset, progress=False)
+    by_flag = [(e.source, e.optimistic) for e in entries]
+    assert by_flag == [("references", True), ("references", False)]
+    assert "optimistic: this dataset informed" in entries[0].summary()
+    assert "optimistic" not in entries[1].summary()

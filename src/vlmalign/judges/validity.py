@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -70,6 +70,8 @@ class ValidityEntry(BaseModel):
     auc_ci_high: float | None = None
     method: str = ""  # how the verdicts were obtained, e.g. a cross-validated threshold
     schema_version: Literal[1] = VALIDITY_SCHEMA_VERSION
+    # The judge was developed looking at these very answers: the figure flatters it.
+    optimistic: bool = False
 
     def summary(self) -> str:
         """'balanced accuracy 0.62 [0.51, 0.73], AUC 0.70, n=80: not informative'."""
@@ -81,7 +83,19 @@ class ValidityEntry(BaseModel):
         auc = "" if self.auc is None else f", AUC {self.auc:.2f}"
         verdict = "informative" if self.informative else "not informative"
         accuracy = f"balanced accuracy {self.balanced_accuracy:.2f}{interval}"
-        return f"{accuracy}{auc}, n={self.n}: {verdict}"
+        caveat = f" ({OPTIMISTIC})" if self.optimistic else ""
+        return f"{accuracy}{auc}, n={self.n}: {verdict}{caveat}"
+
+
+#: A judge's `config()` key listing the sha256 of the datasets that informed its development.
+DEVELOPED_ON = "developed_on"
+OPTIMISTIC = "optimistic: this dataset informed the judge's development"
+
+
+def developed_on(config: Mapping[str, Any], dataset_sha256: str | None) -> bool:
+    """Whether the judge with this configuration was developed looking at this dataset."""
+    datasets = config.get(DEVELOPED_ON) or ()
+    return dataset_sha256 is not None and dataset_sha256 in datasets
 
 
 def measure(

@@ -7,6 +7,7 @@ from vlmalign.judges.registry import is_graded, judged_kinds
 from vlmalign.judges.threshold import is_auto
 from vlmalign.judges.validity import (
     ValidityEntry,
+    developed_on,
     for_kinds,
     known_from_humans,
     measure,
@@ -34,7 +35,10 @@ def validity_entries(run: RunData, human: dict[str, HumanVerdict]) -> list[Valid
         ]
         graded = is_graded(config)
         if known:
-            entries.append(references_validity(judge, known, is_auto(config), graded))
+            entry = references_validity(judge, known, is_auto(config), graded)
+            if developed_on(config, run.provenance.dataset_sha256):
+                entry = entry.model_copy(update={"optimistic": True})
+            entries.append(entry)
         if human_aligned:
             verdicts = {key: (row.aligned, row.score) for key, row in run.verdicts[judge].items()}
             by_humans = known_from_humans(verdicts, human_aligned, cluster_of)

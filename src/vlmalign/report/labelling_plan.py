@@ -69,8 +69,8 @@ def labelling_plan(run_dir: Path, width: float = DEFAULT_WIDTH, judges: Sequence
             moments = moments_from_labels(scores, people)
             if moments is None:
                 # The rate people would give: their labels' so far, else the least favourable.
-                known = [float(p) for p in people if p is not None]
-                rate = sum(known) / len(known) if known else 0.5
+                given = [float(p) for p in people if p is not None]
+                rate = sum(given) / len(given) if given else 0.5
                 entry = references.get(judge)
                 moments = moments_from_references(
                     rate,

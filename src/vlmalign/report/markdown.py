@@ -133,7 +133,8 @@ VALIDITY_NOTE = (
     f"informative (by humans when the run has labels, else by reference answers) are marked "
     f"“⚠ {NOT_INFORMATIVE}”: read them as noise. Reference answers are cleaner than model "
     "output, so validity on them is an upper bound; people are the final word "
-    "(docs/judge-validity.md)."
+    "(docs/judge-validity.md). “(optimistic)”: this dataset informed the judge's "
+    "development, so its figure here flatters it."
 )
 
 

@@ -162,7 +162,7 @@ def validity_rows(entries: Sequence[ValidityEntry]) -> list[list[str]]:
     return [
         [
             e.judge,
-            e.source,
+            e.source + (" (optimistic)" if e.optimistic else ""),
             str(e.n),
             decimal_interval(e.balanced_accuracy, e.ci_low, e.ci_high),
             decimal(e.auc),
