@@ -31,6 +31,7 @@ from vlmalign.report.judge_validity import validity_entries
 from vlmalign.report.reference import paper_applies, reference_for
 from vlmalign.report.run_data import RunData
 from vlmalign.stats import (
+    CalibratedDifference,
     CalibratedRate,
     JudgeAgreement,
     Outcome,
@@ -400,31 +401,30 @@ def _comparisons(
         calibrated = (
             None if is_human else _calibrated_pair(run, judge, conditions[a], conditions[b], human)
         )
-        if calibrated is not None:
-            found.append(calibrated)
-            continue
-        result = compare_paired(
+        result = calibrated or compare_paired(
             _by_item(conditions[a], outcomes[judge], is_human),
             _by_item(conditions[b], outcomes[judge], is_human),
         )
-        if result is not None:
-            found.append(
-                Comparison(
-                    judge,
-                    a,
-                    b,
-                    result.accuracy_a,
-                    result.accuracy_b,
-                    result.difference,
-                    result.ci_low,
-                    result.ci_high,
-                    result.p_value,
-                    1.0,
-                    result.method,
-                    result.n_items,
-                    run.name,
-                )
+        if result is None:
+            continue
+        found.append(
+            Comparison(
+                judge,
+                a,
+                b,
+                result.accuracy_a,
+                result.accuracy_b,
+                result.difference,
+                result.ci_low,
+                result.ci_high,
+                result.p_value,
+                1.0,  # Holm's adjustment is over the whole family, below
+                result.method,
+                result.n_items,
+                run.name,
+                calibrated=calibrated is not None,
             )
+        )
     adjusted = holm_adjust([c.p_value for c in found])
     return [replace(c, p_holm=p) for c, p in zip(found, adjusted, strict=True)]
 
@@ -435,31 +435,12 @@ def _calibrated_pair(
     a_rows: Sequence[GenerationRow],
     b_rows: Sequence[GenerationRow],
     human: dict[str, HumanVerdict],
-) -> Comparison | None:
+) -> CalibratedDifference | None:
     """B − A in the rates people would give, when both conditions have enough labels."""
     inputs = [calibration_inputs(run, judge, rows, human) for rows in (a_rows, b_rows)]
     if any(sum(p is not None for p in people) < MIN_LABELLED for _, people, _ in inputs):
         return None
-    result = prediction_powered_difference(inputs[0], inputs[1])
-    if result is None:
-        return None
-    a, b = ConditionKey.of(a_rows[0]), ConditionKey.of(b_rows[0])
-    return Comparison(
-        judge,
-        a,
-        b,
-        result.estimate_a,
-        result.estimate_b,
-        result.difference,
-        result.ci_low,
-        result.ci_high,
-        result.p_value,
-        1.0,
-        result.method,
-        result.n_items,
-        run.name,
-        calibrated=True,
-    )
+    return prediction_powered_difference(inputs[0], inputs[1])
 
 
 def item_groups(item: Item) -> list[str]:

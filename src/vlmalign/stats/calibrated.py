@@ -237,10 +237,11 @@ def prediction_powered_rate(
 
 @dataclass(frozen=True)
 class CalibratedDifference:
-    """Calibrated rate of condition B minus that of A, paired over the items both have."""
+    """Calibrated rate of condition B minus that of A, paired over the items both have
+    (`accuracy_a`, `accuracy_b`: the two calibrated rates, named as in `PairedComparison`)."""
 
-    estimate_a: float
-    estimate_b: float
+    accuracy_a: float
+    accuracy_b: float
     difference: float
     ci_low: float
     ci_high: float
@@ -292,8 +293,8 @@ def prediction_powered_difference(
     else:
         p_value = 1.0 if abs(difference) < 1e-12 else 0.0
     return CalibratedDifference(
-        estimate_a=_clip(fits[0]),
-        estimate_b=_clip(fits[1]),
+        accuracy_a=_clip(fits[0]),
+        accuracy_b=_clip(fits[1]),
         difference=difference,
         ci_low=max(-1.0, difference - half),
         ci_high=min(1.0, difference + half),
