@@ -92,7 +92,7 @@ def test_judge_against_human_majority_by_hand() -> None:
     assert result.confusion["aligned"]["misaligned"] == 1  # judge aligned, humans misaligned
     # judge says aligned 3/4, humans 2/4: over-estimates by 25 points.
     assert result.alignment_bias == pytest.approx(0.25)
-    assert "over-estimates alignment by 25.0 points" in result.summary()
+    assert result.summary() == "too few to tell (n=4)"  # 4 responses: below MIN_DECIDED
     # kappa: p_o = 0.75, p_e = 0.75*0.5 + 0.25*0.5 = 0.5, kappa = 0.5.
     assert result.kappa == pytest.approx(0.5)
 
