@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
-from vlmalign.report.analysis import Cell
+from vlmalign.report.analysis import Cell, calibration_shown
 from vlmalign.report.conditions import ConditionKey, sorted_conditions
 from vlmalign.report.formatting import NOT_INFORMATIVE, percent
 from vlmalign.report.reference import PAPER_LABEL
@@ -24,6 +24,7 @@ MAX_COLUMNS = 3
 PANEL_WIDTH_PER_CONDITION = 0.6  # inches; keeps bar groups readable with 2 runs
 RUN_COLOURS = ("#3b6ea8", "#e08a2c", "#5a9e5a", "#b5517a", "#7d6bb0", "#8c8c8c")
 PAPER_COLOUR = "#111111"
+PEOPLE_COLOUR = "#c2410c"
 
 
 def accuracy_png(runs: Mapping[str, Sequence[Cell]], dpi: int = 110) -> bytes:
@@ -47,7 +48,7 @@ def accuracy_png(runs: Mapping[str, Sequence[Cell]], dpi: int = 110) -> bytes:
     if not judges:
         axes[0].set_visible(True)
         axes[0].text(0.5, 0.5, "no verdicts", ha="center", va="center")
-    _legend(figure, list(runs), any_paper=_has_paper(runs))
+    _legend(figure, list(runs), any_paper=_has_paper(runs), any_people=_has_people(runs))
     buffer = io.BytesIO()
     FigureCanvasAgg(figure).print_png(buffer)
     return buffer.getvalue()
@@ -68,6 +69,7 @@ def _panel(
             cell = by_condition.get(condition)
             if cell is not None and cell.accuracy is not None:
                 _bar(ax, position + offset, width, cell, RUN_COLOURS[index % len(RUN_COLOURS)])
+                _people(ax, position + offset + width * 0.3, cell)
     papers = {
         c.condition: c.paper_magma_accuracy
         for cells in runs.values()
@@ -125,15 +127,53 @@ def _bar(ax: Axes, x: float, width: float, cell: Cell, colour: str) -> None:
     )
 
 
+def _people(ax: Axes, x: float, cell: Cell) -> None:
+    """The rate people would give (calibrated), beside the judge's bar, with its interval."""
+    c = cell.calibrated
+    if c is None or not calibration_shown(c) or c.estimate is None:
+        return
+    low, high = c.ci_low or c.estimate, c.ci_high or c.estimate
+    ax.errorbar(
+        x,
+        c.estimate,
+        yerr=[[c.estimate - low], [high - c.estimate]],
+        fmt="o",
+        markersize=5,
+        color=PEOPLE_COLOUR,
+        capsize=2,
+        lw=1,
+        zorder=5,
+    )
+
+
+def _has_people(runs: Mapping[str, Sequence[Cell]]) -> bool:
+    return any(
+        c.calibrated is not None and calibration_shown(c.calibrated)
+        for cells in runs.values()
+        for c in cells
+    )
+
+
 def _has_paper(runs: Mapping[str, Sequence[Cell]]) -> bool:
     return any(c.paper_magma_accuracy is not None for cells in runs.values() for c in cells)
 
 
-def _legend(figure: Figure, runs: Sequence[str], any_paper: bool) -> None:
+def _legend(figure: Figure, runs: Sequence[str], any_paper: bool, any_people: bool) -> None:
     handles: list[Patch | Line2D] = [
         Patch(color=RUN_COLOURS[i % len(RUN_COLOURS)], alpha=0.85, label=f"{run} (95% interval)")
         for i, run in enumerate(runs)
     ]
+    if any_people:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="o",
+                linestyle="none",
+                color=PEOPLE_COLOUR,
+                label="people: calibrated from labels + judge",
+            )
+        )
     if any_paper:
         handles.append(
             Line2D(
