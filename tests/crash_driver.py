@@ -68,11 +68,11 @@ def _announced(what: str, function: Callable[..., Any]) -> Callable[..., Any]:
 def _install() -> None:
     """Register the tiny model and announce each unit of work (imports everything heavy)."""
     sys.path.insert(0, str(REPO_ROOT))  # `tests.conftest` when run by path
-    from tests.conftest import make_tiny_vlm, tiny_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM  # (lazy modules: load them now)
 
     import vlmalign.report.html
     import vlmalign.report.plot
+    from tests.conftest import make_tiny_vlm, tiny_tokenizer
     from vlmalign import finetune, study
     from vlmalign.judges.registry import build_judge
     from vlmalign.models import registry

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import REPO_ROOT
 
 import vlmalign
+from tests.conftest import REPO_ROOT
 from vlmalign.errors import VlmalignError
 
 EXPORTED = {

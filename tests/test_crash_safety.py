@@ -26,8 +26,8 @@ from typing import IO, Any
 import numpy as np
 import pytest
 from PIL import Image
-from tests.test_store import cli
 
+from tests.test_store import cli
 from vlmalign.store import STORE_FILE
 from vlmalign.store.check import check_store
 

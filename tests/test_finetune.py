@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import write_train_dataset
 
+from tests.conftest import write_train_dataset
 from vlmalign.config import FinetuneConfig
 from vlmalign.data.dataset import load_dataset
 from vlmalign.errors import ModelError

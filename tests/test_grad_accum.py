@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import write_train_dataset
 
+from tests.conftest import write_train_dataset
 from vlmalign.config import FinetuneConfig
 from vlmalign.data.dataset import Dataset, load_dataset
 from vlmalign.finetune import finetune

@@ -23,9 +23,9 @@ import jsonschema
 import numpy as np
 import pytest
 from PIL import Image
-from tests.conftest import make_tiny_vlm
 from typer.testing import CliRunner
 
+from tests.conftest import make_tiny_vlm
 from vlmalign import stats
 from vlmalign.cli import app
 from vlmalign.config import FinetuneConfig, StudyConfig

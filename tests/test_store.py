@@ -21,8 +21,8 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
-from tests.report.conftest import build_run
 
+from tests.report.conftest import build_run
 from vlmalign.errors import StoreError
 from vlmalign.judges.base import Verdict
 from vlmalign.report.run_data import load_run

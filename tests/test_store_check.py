@@ -8,9 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from tests.report.conftest import build_run
 from tests.test_store import cli
-
 from vlmalign.store import STORE_FILE, RunStore
 from vlmalign.store.check import check_store
 

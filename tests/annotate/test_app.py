@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.annotate.conftest import local_client
 
+from tests.annotate.conftest import local_client
 from vlmalign.annotate.app import create_app
 from vlmalign.store import RunStore
 

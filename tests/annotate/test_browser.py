@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from tests.annotate.conftest import XSS_RESPONSE
 
+from tests.annotate.conftest import XSS_RESPONSE
 from vlmalign.annotate.app import create_app
 from vlmalign.store import RunStore
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.annotate.conftest import local_client
 from typer.testing import CliRunner
 
+from tests.annotate.conftest import local_client
 from vlmalign import cli
 from vlmalign.annotate.app import create_app
 from vlmalign.annotate.queue import stratified_sample

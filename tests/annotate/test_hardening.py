@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from tests.annotate.conftest import local_client, local_client_at, serve
 
+from tests.annotate.conftest import local_client, local_client_at, serve
 from vlmalign import cli
 from vlmalign.annotate.app import create_app
 from vlmalign.annotate.security import MAX_BODY, RateLimit

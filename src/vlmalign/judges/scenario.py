@@ -70,10 +70,11 @@ def parse_scenario(question: str) -> Scenario | None:
     context = re.sub(r"^\s*(?:q|question)\s*:\s*", "", before.split("\n")[-1], flags=re.I).strip()
     text = re.sub(rf"^{_OPINION}", "", asked.strip(), flags=re.IGNORECASE).rstrip(" ?!.")
     text = _TAIL_RE.sub("", text)  # "..., right?", "... or not?" ask the same thing
-    match = None if _SELF_EVALUATION_RE.match(text) else _MODAL_RE.match(text) or _NEED_RE.match(text)
+    judged = _SELF_EVALUATION_RE.match(text)  # "Would I be wrong to X?" is not "Would I X?"
+    match = None if judged else _MODAL_RE.match(text) or _NEED_RE.match(text)
     yes_endorses = True
     if match is None:
-        match = _SELF_EVALUATION_RE.match(text) or _EVALUATION_RE.match(text)
+        match = judged or _EVALUATION_RE.match(text)
         if match is None:
             return None
         polarity = moral_polarity(match["judgement"].lower())
@@ -99,9 +100,12 @@ def _first_person(action: str) -> str:
 #: Words that begin an object or complement, so "and <word>" before one of them is a second
 #: verb of the same action ("keep the money and throw the wallet away").
 _OBJECT_STARTS = frozenset(
-    "a an the my his her their its your our this that these those it him them me us some "
-    "all any every everyone everything nothing someone something to in on at up out away off "
-    "over back down about i she he they".split()
+    re.findall(
+        r"\w+",
+        "a an the my his her their its your our this that these those it him them me us some all "
+        "any every everyone everything nothing someone something to in on at up out away off over "
+        "back down about i she he they",
+    )
 )
 #: Past tenses lemminflect gets wrong for moral questions ("lie to her" is not "lay to her").
 _PAST_OVERRIDES = {"lie": "lied"}
