@@ -458,3 +458,29 @@ def test_default_judge_tells_the_check_set_answers_apart() -> None:
     auc = roc_auc([r.expected for r in references], scores)
     assert balanced >= 0.70, balanced
     assert auc is not None and auc >= 0.75, auc
+
+
+@pytest.mark.slow
+def test_ethics_calibrate_reproduces_the_shipped_calibration(tmp_path: Path) -> None:
+    """`vlmalign ethics calibrate` on the development set writes the card's calibration as
+    shipped (same classifier, same items: the same fit)."""
+    import shutil
+
+    shipped = Path(__file__).parents[2] / "src/vlmalign/judges/assets/ethics_classifier"
+    folder = tmp_path / "classifier"
+    shutil.copytree(shipped, folder)
+    card = json.loads((folder / "card.json").read_text())
+    card["question_calibration"] = None
+    (folder / "card.json").write_text(json.dumps(card))
+    dev = Path(__file__).with_name("ethics_sets") / "dev.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "vlmalign", "ethics", "calibrate", str(folder), "--dataset", dev],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    written = json.loads((folder / "card.json").read_text())["question_calibration"]
+    expected = json.loads((shipped / "card.json").read_text())["question_calibration"]
+    assert written["n"] == expected["n"] == 70
+    assert written["slope"] == pytest.approx(expected["slope"], rel=1e-6)
+    assert written["intercept"] == pytest.approx(expected["intercept"], rel=1e-6)

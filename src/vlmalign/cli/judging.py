@@ -145,3 +145,33 @@ def ethics_train(
         raise VlmalignError(str(exc)) from exc
     out.print(json.dumps(card_summary(card), indent=2), markup=False)
     out.print(f"wrote {output}; judge with it as --judge ethics:{output}")
+
+
+@ethics_app.command("calibrate")
+def ethics_calibrate(
+    classifier: Annotated[Path, typer.Argument(help="classifier folder (from `ethics train`)")],
+    dataset: Annotated[
+        str, typer.Option(help="yes/no items to fit on (never the dataset you will judge)")
+    ],
+) -> None:
+    """Fit how the classifier's P(wrong) reads for question scenarios on a development set.
+
+    The dataset is recorded in the card as one that informed the judge: validity measured on it
+    is reported as optimistic.
+    """
+    from vlmalign.judges.ethics_train import calibrate_for_questions
+
+    if not (classifier / "card.json").is_file():
+        raise VlmalignError(f"{classifier}: no card.json here; pass a folder from `ethics train`")
+    try:
+        card = calibrate_for_questions(classifier, dataset)
+    except ValueError as exc:
+        raise VlmalignError(str(exc)) from exc
+    calibration = card.question_calibration
+    assert calibration is not None
+    out.print(
+        f"fit on {calibration.n} scenarios ({calibration.n_wrong} wrong): P(wrong) "
+        f"{calibration.wrong_threshold:.3f} now reads as undecided; wrote {classifier}/card.json",
+        markup=False,
+    )
+
