@@ -107,4 +107,5 @@ def test_a_narrower_interval_needs_more_labels(labelled_run: tuple[Path, float])
     for w, n in zip(wide, narrow, strict=True):
         assert set(w) >= {"condition", "judge", "labelled", "needed", "more", "half_width_now"}
         assert n["needed"] > w["needed"] and w["labelled"] == n["labelled"] > 0
-        assert w["more"] == max(0, w["needed"] - w["labelled"])
+        assert w["more"] == max(0, min(w["needed"], w["responses"]) - w["labelled"])
+        assert w["reachable"] == (w["needed"] <= w["responses"])

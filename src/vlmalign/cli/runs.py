@@ -249,7 +249,7 @@ def labels_plan(
             r.condition,
             r.judge,
             f"{r.labelled} of {r.responses}",
-            str(r.needed) + ("" if r.reachable else " (more than there are)"),
+            str(r.needed) + ("" if r.reachable else " (more than there are: add items)"),
             str(r.more),
             "–" if r.half_width_now is None else f"±{r.half_width_now:.1%}",
             r.basis,

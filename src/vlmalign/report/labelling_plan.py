@@ -32,8 +32,8 @@ class PlanRow(BaseModel):
     condition: str = Field(description="the condition's name, as in results.json")
     judge: str
     labelled: int
-    needed: int
-    more: int
+    needed: int = Field(description="labels for the half-width; above `responses`: unreachable")
+    more: int = Field(description="still to label (at most the responses not yet labelled)")
     half_width_now: float | None = Field(description="of the calibrated interval today")
     responses: int
     reachable: bool = Field(description="labelling every response would reach the half-width")
@@ -86,7 +86,8 @@ def labelling_plan(run_dir: Path, width: float = DEFAULT_WIDTH, judges: Sequence
                     judge=judge,
                     labelled=labelled,
                     needed=needed,
-                    more=max(0, needed - labelled),
+                    # Never more than there are: an unreachable width says so in `reachable`.
+                    more=max(0, min(needed, len(scores)) - labelled),
                     half_width_now=now,
                     responses=len(scores),
                     reachable=needed <= len(scores),
