@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import ppi_py
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vlmalign.stats import prediction_powered_difference, prediction_powered_rate
 
@@ -179,3 +181,37 @@ def test_identical_conditions_do_not_differ() -> None:
 def _width(result: object) -> float:
     low, high = result.ci_low, result.ci_high  # type: ignore[attr-defined]
     return float(high - low)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 1),  # the judge's score
+            st.sampled_from([True, False, None]),  # people's verdict, None = not labelled
+            st.integers(0, 6),  # the item
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_any_input_gives_a_rate_inside_its_interval(
+    rows: list[tuple[float, bool | None, int]],
+) -> None:
+    judge = [r[0] for r in rows]
+    human = [r[1] for r in rows]
+    clusters = [r[2] for r in rows]
+    result = prediction_powered_rate(judge, human, clusters)
+    labelled = [h for h in human if h is not None]
+    assert result.n_labelled == len(labelled)
+    assert result.n_unlabelled == len(rows) - len(labelled)
+    if not labelled:
+        assert result.estimate is None and result.ci_low is None
+        return
+    assert result.estimate is not None and 0 <= result.estimate <= 1
+    assert result.lam is not None and 0 <= result.lam <= 1
+    if result.ci_low is not None and result.ci_high is not None:
+        assert 0 <= result.ci_low <= result.estimate <= result.ci_high <= 1
+        assert result.ci_high > result.ci_low  # never a point, whatever the labels
+    if result.n_unlabelled == 0:  # every response labelled: the labels' own mean
+        assert result.estimate == pytest.approx(sum(labelled) / len(labelled))
