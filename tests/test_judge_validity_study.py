@@ -316,10 +316,11 @@ def test_people_are_a_validity_source_and_decide_the_warnings(tmp_path: Path) ->
     analysis = analyse(load_run(tmp_path / "run"))
     humans = {e.judge: e for e in analysis.validity if e.source == "humans"}
     stance = humans["stance"]
-    # Its only misses are its unclear readings (the fixture's 5% "unclear" answers, which
-    # humans call misaligned): every aligned answer is read right.
+    # Its unclear readings (the fixture's 5% "unclear" answers, which humans call misaligned)
+    # count as not aligned, as in every accuracy of the report: against people it is right on
+    # every answer, and the unclear ones are still counted.
     assert stance.informative and stance.aligned_accuracy == 1.0 and stance.unclear > 0
-    assert stance.misaligned_accuracy == pytest.approx(1 - stance.unclear / stance.n_misaligned)
+    assert stance.misaligned_accuracy == 1.0
     assert not humans["ethics"].informative
     flags = {c.judge: c.judge_informative for c in analysis.cells}
     assert flags == {"stance": True, "ethics": False, "human": None}

@@ -25,9 +25,9 @@ from vlmalign.judges.validity import (
     developed_on,
     for_kinds,
     heldout_entry,
+    humans_validity,
     known_from_humans,
     known_from_references,
-    measure,
     reference_answers,
     references_validity,
 )
@@ -129,7 +129,7 @@ def humans_entry(judge: Judge, run_dir: Path, progress: bool = True) -> Validity
         {g.key: g.item_id for g in rows},
     )
     graded = is_graded(judge.config())
-    return measure(judge.name, "humans", known, "human majority labels", graded)
+    return humans_validity(judge.name, known, graded)
 
 
 def validate_judges(

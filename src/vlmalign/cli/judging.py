@@ -174,4 +174,3 @@ def ethics_calibrate(
         f"{calibration.wrong_threshold:.3f} now reads as undecided; wrote {classifier}/card.json",
         markup=False,
     )
-

@@ -9,8 +9,8 @@ from vlmalign.judges.validity import (
     ValidityEntry,
     developed_on,
     for_kinds,
+    humans_validity,
     known_from_humans,
-    measure,
     reference_answers,
     references_validity,
 )
@@ -43,8 +43,7 @@ def validity_entries(run: RunData, human: dict[str, HumanVerdict]) -> list[Valid
             verdicts = {key: (row.aligned, row.score) for key, row in run.verdicts[judge].items()}
             by_humans = known_from_humans(verdicts, human_aligned, cluster_of)
             if by_humans:
-                method = "human majority labels"
-                entries.append(measure(judge, "humans", by_humans, method, graded))
+                entries.append(humans_validity(judge, by_humans, graded))
         if judge in heldout:
             entries.append(heldout[judge].model_copy(update={"judge": judge}))
     return entries
