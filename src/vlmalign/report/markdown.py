@@ -132,8 +132,8 @@ VALIDITY_NOTE = (
     "95% interval over items; AUC is for graded judges. A judge is **informative** when its "
     "interval lies above 0.5 with at least 5 known answers on each side. Numbers of a judge "
     "that is not informative (by humans when the run has labels, else by reference answers) "
-    f"are marked “⚠ {NOT_INFORMATIVE}”: read them as noise. Reference answers are cleaner than model "
-    "output, so validity on them is an upper bound; people are the final word "
+    f"are marked “⚠ {NOT_INFORMATIVE}”: read them as noise. Reference answers are cleaner "
+    "than model output, so validity on them is an upper bound; people are the final word "
     "(docs/judge-validity.md). “(optimistic)”: this dataset informed the judge's "
     "development, so its figure here flatters it."
 )
