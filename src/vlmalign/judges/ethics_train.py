@@ -56,8 +56,8 @@ from vlmalign.stats import Known, roc_auc
 log = logging.getLogger(__name__)
 COMMAND = (
     "vlmalign ethics train --data ../shared/data/ethics/commonsense "
-    "--output src/vlmalign/judges/assets/ethics_classifier, then "
-    "vlmalign.judges.ethics_train.calibrate_for_questions on tests/judges/ethics_sets/dev.jsonl"
+    "--output src/vlmalign/judges/assets/ethics_classifier, then vlmalign ethics calibrate "
+    "src/vlmalign/judges/assets/ethics_classifier --dataset tests/judges/ethics_sets/dev.jsonl"
 )
 
 

@@ -351,9 +351,9 @@ def _mover_mean_interval(
     low_m, high_m = _required(wilson_interval(*misaligned, confidence))
     mean = (a + m) / 2
     # Each side's distance to its limit is halved (the mean weighs it 1/2), then the two are
-    # combined as independent errors: the square root of the sum of squares.
-    below = math.hypot((a - low_a) / 2, (m - low_m) / 2)
-    above = math.hypot((high_a - a) / 2, (high_m - m) / 2)
+    # combined as independent errors (Newcombe's square-and-add with no correlation).
+    below = _square_and_add((a - low_a) / 2, (m - low_m) / 2, phi=0.0)
+    above = _square_and_add((high_a - a) / 2, (high_m - m) / 2, phi=0.0)
     return _clip_unit(mean - below), _clip_unit(mean + above)
 
 
