@@ -16,8 +16,14 @@ from vlmalign.judges.human import (
     human_verdicts,
     judge_agreement,
 )
-from vlmalign.judges.registry import is_graded
 from vlmalign.judges.validity import ValidityEntry, primary_entries
+from vlmalign.report.calibration import (
+    CalibrationInputs,
+    calibrated_difference,
+    calibrated_rate,
+    calibration_inputs,
+    calibration_shown,
+)
 from vlmalign.report.conditions import ConditionKey, sorted_conditions
 from vlmalign.report.formatting import (
     MISSING,
@@ -31,7 +37,6 @@ from vlmalign.report.judge_validity import validity_entries
 from vlmalign.report.reference import paper_applies, reference_for
 from vlmalign.report.run_data import RunData
 from vlmalign.stats import (
-    CalibratedDifference,
     CalibratedRate,
     JudgeAgreement,
     Outcome,
@@ -39,12 +44,10 @@ from vlmalign.stats import (
     compare_paired,
     holm_adjust,
     item_consistency,
-    prediction_powered_difference,
-    prediction_powered_rate,
     unclear_rate,
     yes_rate,
 )
-from vlmalign.stats.minimums import MIN_ITEMS, MIN_LABELLED, TOO_FEW
+from vlmalign.stats.minimums import MIN_ITEMS, TOO_FEW
 from vlmalign.store import GenerationRow
 
 SIGNIFICANCE = 0.05
@@ -102,15 +105,6 @@ class Cell:
             return f"people: {TOO_FEW} ({c.n_labelled} labels)"
         figure = rate(c.estimate, c.ci_low, c.ci_high)
         return f"people: {figure} ({c.n_labelled} labels)"
-
-
-def calibration_shown(calibrated: CalibratedRate) -> bool:
-    """Whether a calibrated estimate rests on enough labels to be written as a figure."""
-    return (
-        calibrated.n_labelled >= MIN_LABELLED
-        and calibrated.labelled_clusters >= 2
-        and calibrated.ci_low is not None
-    )
 
 
 @dataclass(frozen=True)
@@ -235,7 +229,11 @@ class Analysis:
     @property
     def informative(self) -> dict[str, bool]:
         """Per automatic judge, whether its primary validity entry finds it informative."""
-        return {judge: e.informative for judge, e in primary_entries(self.validity).items()}
+        return informative_judges(self.validity)
+
+
+def informative_judges(validity: Sequence[ValidityEntry]) -> dict[str, bool]:
+    return {judge: e.informative for judge, e in primary_entries(validity).items()}
 
 
 def analyse(run: RunData, paper: bool = True) -> Analysis:
@@ -250,16 +248,22 @@ def analyse(run: RunData, paper: bool = True) -> Analysis:
     show_paper = paper and paper_applies(
         provenance.dataset, provenance.dataset_sha256, list(conditions)
     )
+    # Each automatic judge's responses of each condition, read once for cells and comparisons.
+    calibration = {
+        (judge, condition): calibration_inputs(run, judge, rows, human)
+        for judge in run.judges
+        for condition, rows in conditions.items()
+    }
     cells = [
-        _cell(run, judge, condition, rows, outcomes[judge], human, show_paper)
+        _cell(run, judge, condition, rows, outcomes[judge], human, show_paper, calibration)
         for judge in outcomes
         for condition, rows in conditions.items()
     ]
     comparisons = [
-        c for judge in outcomes for c in _comparisons(run, judge, conditions, outcomes, human)
+        c for judge in outcomes for c in _comparisons(run, judge, conditions, outcomes, calibration)
     ]
     validity = validity_entries(run, human)
-    informative = {j: e.informative for j, e in primary_entries(validity).items()}
+    informative = informative_judges(validity)
     cells = [replace(c, judge_informative=informative.get(c.judge)) for c in cells]
     comparisons = [replace(c, judge_informative=informative.get(c.judge)) for c in comparisons]
     breakdowns = [
@@ -320,6 +324,7 @@ def _cell(
     outcomes: dict[str, Outcome],
     human: dict[str, HumanVerdict],
     paper: bool,
+    calibration: dict[tuple[str, ConditionKey], CalibrationInputs],
 ) -> Cell:
     is_human = judge == HUMAN
     estimate = accuracy_estimate(_by_item(rows, outcomes, is_human))
@@ -343,36 +348,8 @@ def _cell(
         unlabelled=sum(1 for r in rows if r.key not in human) if is_human else 0,
         paper_magma_accuracy=reference.accuracy if reference else None,
         run=run.name,
-        calibrated=None if is_human else _calibrated(run, judge, rows, human),
+        calibrated=None if is_human else calibrated_rate(calibration[(judge, condition)]),
     )
-
-
-def calibration_inputs(
-    run: RunData, judge: str, rows: Sequence[GenerationRow], human: dict[str, HumanVerdict]
-) -> tuple[list[float], list[bool | None], list[str]]:
-    """A condition's responses as (judge score, people's verdict, item) for the calibrated
-    estimate. A graded judge enters with its score (P(aligned)); a yes/no judge with 1 or 0; a
-    response it left unclear with 0, as its accuracy counts it. People's verdict is the
-    majority of their labels; unsure majorities and ties count as not labelled."""
-    verdicts = run.verdicts[judge]
-    graded = is_graded(run.provenance.judges.get(judge) or {})
-    judged = [r for r in rows if r.key in verdicts]
-    scores = []
-    for r in judged:
-        verdict = verdicts[r.key]
-        score = verdict.score if graded and verdict.score is not None else None
-        scores.append(float(score) if score is not None else 1.0 if verdict.aligned else 0.0)
-    people = [human[r.key].aligned if r.key in human else None for r in judged]
-    return scores, people, [r.item_id for r in judged]
-
-
-def _calibrated(
-    run: RunData, judge: str, rows: Sequence[GenerationRow], human: dict[str, HumanVerdict]
-) -> CalibratedRate | None:
-    scores, people, items = calibration_inputs(run, judge, rows, human)
-    if not scores or all(p is None for p in people):
-        return None
-    return prediction_powered_rate(scores, people, items)
 
 
 def comparison_pairs(conditions: Sequence[ConditionKey]) -> list[tuple[ConditionKey, ConditionKey]]:
@@ -393,13 +370,15 @@ def _comparisons(
     judge: str,
     conditions: dict[ConditionKey, list[GenerationRow]],
     outcomes: dict[str, dict[str, Outcome]],
-    human: dict[str, HumanVerdict],
+    calibration: dict[tuple[str, ConditionKey], CalibrationInputs],
 ) -> list[Comparison]:
     found = []
     for a, b in comparison_pairs(list(conditions)):
         is_human = judge == HUMAN
         calibrated = (
-            None if is_human else _calibrated_pair(run, judge, conditions[a], conditions[b], human)
+            None
+            if is_human
+            else calibrated_difference(calibration[(judge, a)], calibration[(judge, b)])
         )
         result = calibrated or compare_paired(
             _by_item(conditions[a], outcomes[judge], is_human),
@@ -427,20 +406,6 @@ def _comparisons(
         )
     adjusted = holm_adjust([c.p_value for c in found])
     return [replace(c, p_holm=p) for c, p in zip(found, adjusted, strict=True)]
-
-
-def _calibrated_pair(
-    run: RunData,
-    judge: str,
-    a_rows: Sequence[GenerationRow],
-    b_rows: Sequence[GenerationRow],
-    human: dict[str, HumanVerdict],
-) -> CalibratedDifference | None:
-    """B − A in the rates people would give, when both conditions have enough labels."""
-    inputs = [calibration_inputs(run, judge, rows, human) for rows in (a_rows, b_rows)]
-    if any(sum(p is not None for p in people) < MIN_LABELLED for _, people, _ in inputs):
-        return None
-    return prediction_powered_difference(inputs[0], inputs[1])
 
 
 def item_groups(item: Item) -> list[str]:

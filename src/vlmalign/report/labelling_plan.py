@@ -9,10 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vlmalign.judges.human import human_verdicts
 from vlmalign.judges.validity import ValidityEntry
-from vlmalign.report.analysis import calibration_inputs, condition_rows
+from vlmalign.report.analysis import condition_rows
+from vlmalign.report.calibration import calibrated_rate, calibration_inputs
 from vlmalign.report.judge_validity import validity_entries
 from vlmalign.report.run_data import load_run
-from vlmalign.stats import prediction_powered_rate
 from vlmalign.stats.planning import (
     Basis,
     design_effect,
@@ -62,10 +62,11 @@ def labelling_plan(run_dir: Path, width: float = DEFAULT_WIDTH, judges: Sequence
     rows = []
     for condition, generations in condition_rows(run.generations).items():
         for judge in judges or run.judges:
-            scores, people, items = calibration_inputs(run, judge, generations, human)
+            inputs = calibration_inputs(run, judge, generations, human)
+            scores, people, items = inputs
             if not scores:
                 continue
-            labelled = sum(p is not None for p in people)
+            labelled = inputs.labelled
             moments = moments_from_labels(scores, people)
             if moments is None:
                 # The rate people would give: their labels' so far, else the least favourable.
@@ -79,7 +80,8 @@ def labelling_plan(run_dir: Path, width: float = DEFAULT_WIDTH, judges: Sequence
                 )
             deff = design_effect(scores, items)
             needed = labels_needed(moments, len(scores), width, deff)
-            now = prediction_powered_rate(scores, people, items).half_width if labelled else None
+            calibrated = calibrated_rate(inputs)
+            now = calibrated.half_width if calibrated else None
             rows.append(
                 PlanRow(
                     condition=condition.label,

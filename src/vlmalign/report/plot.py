@@ -14,7 +14,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
-from vlmalign.report.analysis import Cell, calibration_shown
+from vlmalign.report.analysis import Cell
+from vlmalign.report.calibration import calibration_shown
 from vlmalign.report.conditions import ConditionKey, sorted_conditions
 from vlmalign.report.formatting import NOT_INFORMATIVE, percent
 from vlmalign.report.reference import PAPER_LABEL
