@@ -10,7 +10,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from vlmalign.stats import Known, balanced_accuracy_estimate, classical
+from vlmalign.stats import Known, balanced_accuracy_estimate, separation
 
 RUNS = 400
 RESAMPLES = 500  # enough for a 95% percentile interval's ends; keeps the simulation fast
@@ -35,8 +35,8 @@ def wilson_low(successes: int, n: int, confidence: float = 0.95) -> float:
 def cached_wilson(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same Wilson intervals, memoised: the simulation asks for the same few thousand
     times, and scipy's `binomtest` is most of the run time."""
-    cached = functools.lru_cache(maxsize=None)(classical.wilson_interval)
-    monkeypatch.setattr(classical, "wilson_interval", cached)
+    cached = functools.lru_cache(maxsize=None)(separation.wilson_interval)
+    monkeypatch.setattr(separation, "wilson_interval", cached)
 
 
 def perfect(n_aligned: int, n_misaligned: int) -> list[Known]:

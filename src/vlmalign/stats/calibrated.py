@@ -41,7 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats as scipy_stats
 
-from vlmalign.stats.classical import DEFAULT_CONFIDENCE
+from vlmalign.stats.common import DEFAULT_CONFIDENCE
 
 METHOD = "prediction-powered (PPI++), clustered by item"
 LABELS_ONLY = "labels only (no judge)"
