@@ -101,9 +101,9 @@ def test_a_scripted_file_answers_per_condition(dataset, tmp_path) -> None:
 def test_a_study_with_finetuning_skips_it_for_a_scripted_model(dataset, tmp_path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="vlmalign"):
         cells = study(dataset, tmp_path / "run", "mock:ideal")  # finetuning is on by default
-    notices = [r.getMessage() for r in caplog.records if "does not train" in r.getMessage()]
+    notices = [r.getMessage() for r in caplog.records if "not trained here" in r.getMessage()]
     assert notices == [
-        "mock:ideal is a scripted model and does not train: finetuning skipped; "
+        "mock:ideal is not trained here (a scripted or remote model): finetuning skipped; "
         "--no-finetune runs the study without that stage"
     ]
     assert cells == base_cells({"train": 1.0, "test": 1.0})  # the base cells, nothing finetuned

@@ -270,8 +270,9 @@ def test_a_failing_step_keeps_the_steps_before_it(tmp_path: Path, monkeypatch) -
 
 def test_a_new_store_is_whole_or_absent(tmp_path: Path, monkeypatch) -> None:
     """A new store runs every step in one transaction: a failure leaves no tables."""
-    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, Migration(6, "x", _broken)])
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 6)
+    broken = Migration(SCHEMA_VERSION + 1, "x", _broken)
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, broken])
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(StoreError):
         RunStore(tmp_path / "new")
     assert query(tmp_path / "new" / STORE_FILE, "SELECT name FROM sqlite_master") == []

@@ -23,6 +23,7 @@ from vlmalign.data.text import printable
 from vlmalign.errors import ConfigError, validation_message
 from vlmalign.judges.options import JudgeOptions
 from vlmalign.judges.registry import JudgeRef, options_by_judge, parse_judge_refs
+from vlmalign.models.endpoint import EndpointSettings
 from vlmalign.models.engines import Engine
 from vlmalign.prompts import PromptFormat, ShotsAs
 from vlmalign.sampling import SamplingParams
@@ -146,6 +147,11 @@ class StudyConfig(BaseModel):
         "(a batch holds up to batch_size x samples responses)",
     )
     device: str = "auto"
+    api: EndpointSettings = Field(
+        default_factory=EndpointSettings,
+        description="openai: models and judges: the endpoint, its key's variable, concurrency, "
+        "rate limit, timeout, retries",
+    )
 
     @field_validator("judges")
     @classmethod
@@ -249,10 +255,12 @@ def load_config(
     finetune_overrides: Mapping[str, Any] | None = None,
     *,
     finetune: bool | None = None,
+    api_overrides: Mapping[str, Any] | None = None,
 ) -> StudyConfig:
     """Read a YAML config (or the defaults), then apply the command line's settings.
 
-    `overrides` set top-level fields and `finetune_overrides` fields of the `finetune` section;
+    `overrides` set top-level fields, `finetune_overrides` fields of the `finetune` section and
+    `api_overrides` fields of the `api` section;
     a None value there means "not given" and keeps the config's value. `finetune` turns the
     finetuning stage on (the configured section, else the defaults) or off; finetune overrides
     turn it on too. Every problem is one ConfigError naming where it is (the file, or the
@@ -268,7 +276,12 @@ def load_config(
         data = dict(loaded or {})
     given = _given(overrides)
     tuning = _given(finetune_overrides)
+    endpoint = _given(api_overrides)
     data.update(given)
+    if endpoint:
+        section = data.get("api") or {}
+        if isinstance(section, dict):  # anything else is left for validation to report
+            data["api"] = {**section, **endpoint}
     if finetune is False:
         data["finetune"] = None
     elif finetune or tuning:
@@ -281,7 +294,11 @@ def load_config(
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
         field, subfield = (*exc.errors()[0]["loc"], None, None)[:2]
-        on_command_line = field in given or (field == "finetune" and subfield in tuning)
+        on_command_line = (
+            field in given
+            or (field == "finetune" and subfield in tuning)
+            or (field == "api" and subfield in endpoint)
+        )
         where = "command line" if on_command_line else source
         raise ConfigError(validation_message(exc, where)) from exc
 

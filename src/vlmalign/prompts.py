@@ -70,6 +70,26 @@ class Prompt:
         return messages
 
 
+def prompt_messages(
+    prompt: Prompt, prompt_format: PromptFormat, shots_as: ShotsAs | None = None
+) -> list[dict[str, str]]:
+    """The turns a model is sent: MAGMA's text as one user turn, or the chat turns."""
+    if prompt_format == "magma":
+        return [{"role": "user", "content": prompt.magma_text()}]
+    return prompt.chat_messages(shots_as or "turns")
+
+
+def plain_rendering(
+    prompt: Prompt, prompt_format: PromptFormat, shots_as: ShotsAs | None = None
+) -> str:
+    """A prompt's text for a backend without a chat template of its own (scripted and remote
+    models): MAGMA's text, or the chat turns as `role: text` lines ending in `assistant:`."""
+    if prompt_format == "magma":
+        return prompt.magma_text()
+    lines = [f"{m['role']}: {m['content']}" for m in prompt.chat_messages(shots_as or "turns")]
+    return "\n".join([*lines, "assistant:"])
+
+
 def choice_question(question: str, choices: tuple[str, ...]) -> str:
     """A question with its options, one `B. <text>` line each, then `Answer:`; a question
     without options as it is."""

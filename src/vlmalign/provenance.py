@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import vlmalign
+from vlmalign.models.endpoint import EndpointSettings
 from vlmalign.schemas.provenance import Provenance
 
 if TYPE_CHECKING:
@@ -84,4 +85,13 @@ def study_provenance(
         samples_per_prompt=config.samples,
         seed=config.seed,
         judges={judge.name: judge.config() for judge in judges},
+        endpoint=endpoint_record(model, config),
     )
+
+
+def endpoint_record(model: PromptedModel, config: StudyConfig) -> EndpointSettings | None:
+    """A remote model's endpoint settings, with the URL actually used (never the key)."""
+    settings = getattr(model, "settings", None)
+    if not isinstance(settings, EndpointSettings):
+        return None
+    return settings.model_copy(update={"base_url": settings.url()})

@@ -18,12 +18,18 @@ from vlmalign.data.images import load_image
 from vlmalign.data.schema import Item
 from vlmalign.distributed import Processes, deal, group_in_order, join
 from vlmalign.errors import ConfigError
-from vlmalign.judges.base import Judge, JudgeInput
+from vlmalign.judges.base import Judge, JudgeInput, refusal_verdict
 from vlmalign.judges.registry import build_judge, judge_config_hash
 from vlmalign.judges.validity import ValidityEntry, heldout_entry
-from vlmalign.models.base import GenerationRequest, Generator, Trainable
+from vlmalign.models.base import (
+    Generated,
+    GenerationRequest,
+    Generator,
+    StreamsGenerations,
+    Trainable,
+)
 from vlmalign.models.registry import load_model
-from vlmalign.prompts import PromptFormat, build_prompt, condition_name
+from vlmalign.prompts import Prompt, PromptFormat, ShotsAs, build_prompt, condition_name
 from vlmalign.provenance import study_provenance
 from vlmalign.report.analysis import Cell
 from vlmalign.report.build import build_report
@@ -48,6 +54,10 @@ class Task:
     prompt_text: str
     image_sha256: str
     key: str
+    # The prompt before rendering, for backends that send turns (`openai:`).
+    prompt: Prompt | None = None
+    prompt_format: PromptFormat | None = None
+    shots_as: ShotsAs | None = None
 
 
 @dataclass
@@ -130,6 +140,9 @@ def plan_tasks(
                         prompt_text,
                         image_sha,
                         key,
+                        prompt,
+                        prompt_format,
+                        config.shots_as,
                     )
                 )
     return tasks
@@ -152,6 +165,48 @@ def prompt_batches(tasks: Sequence[Task], prompts_per_batch: int) -> list[list[T
     ]
 
 
+def generation_request(task: Task, dataset: Dataset) -> GenerationRequest:
+    return GenerationRequest(
+        load_image(task.item.image, dataset.base_dir).image,
+        task.prompt_text,
+        task.seed,
+        item=task.item,  # scripted models answer by item
+        shots=task.shots,
+        image_key=task.image_sha256,  # the model may keep the image's encoding
+        prompt=task.prompt,  # remote models send turns
+        prompt_format=task.prompt_format,
+        shots_as=task.shots_as,
+    )
+
+
+def generation_row(
+    task: Task, model: Generator, dataset: Dataset, sampling_json: str, answer: Generated
+) -> GenerationRow:
+    return GenerationRow(
+        task.key,
+        task.variant,
+        model.name,
+        model.fingerprint(),
+        model.adapter_hash(),
+        dataset.sha256,
+        task.item.id,
+        task.split,
+        task.shots,
+        task.sample_index,
+        task.seed,
+        task.image_sha256,
+        task.prompt_text,
+        sampling_json,
+        answer.text,
+        answer.finish_reason,
+        answer.prompt_tokens,
+        answer.completion_tokens,
+        answer.served_by,
+        answer.system_fingerprint,
+        answer.refused,
+    )
+
+
 def generate_missing(
     store: GenerationStore,
     model: Generator,
@@ -161,43 +216,28 @@ def generate_missing(
     batch_size: int,
     progress: bool = True,
 ) -> int:
-    """Generate every task not yet in the store; each batch is committed on its own."""
+    """Generate every task not yet in the store; each batch is committed on its own, and a
+    model that streams (an endpoint's) has each response written as it arrives."""
     done = store.existing_keys(t.key for t in tasks)
     todo = [t for t in dict((t.key, t) for t in tasks).values() if t.key not in done]
     sampling_json = params.model_dump_json()
     with tqdm(total=len(todo), desc="generate", unit="resp", disable=not progress) as bar:
-        for batch in prompt_batches(todo, batch_size):
-            requests = [
-                GenerationRequest(
-                    load_image(t.item.image, dataset.base_dir).image,
-                    t.prompt_text,
-                    t.seed,
-                    item=t.item,  # scripted models answer by item
-                    shots=t.shots,
-                    image_key=t.image_sha256,  # the model may keep the image's encoding
+        if isinstance(model, StreamsGenerations):
+            requests = [generation_request(t, dataset) for t in todo]
+            for arrived in model.generate_each(requests, params):
+                store.add_generations(
+                    [
+                        generation_row(todo[index], model, dataset, sampling_json, answer)
+                        for index, answer in arrived
+                    ]
                 )
-                for t in batch
-            ]
-            responses = model.generate(requests, params)
+                bar.update(len(arrived))
+            return len(todo)
+        for batch in prompt_batches(todo, batch_size):
+            responses = model.generate([generation_request(t, dataset) for t in batch], params)
             store.add_generations(
                 [
-                    GenerationRow(
-                        t.key,
-                        t.variant,
-                        model.name,
-                        model.fingerprint(),
-                        model.adapter_hash(),
-                        dataset.sha256,
-                        t.item.id,
-                        t.split,
-                        t.shots,
-                        t.sample_index,
-                        t.seed,
-                        t.image_sha256,
-                        t.prompt_text,
-                        sampling_json,
-                        response,
-                    )
+                    generation_row(t, model, dataset, sampling_json, Generated(response))
                     for t, response in zip(batch, responses, strict=True)
                 ]
             )
@@ -297,7 +337,19 @@ def judge_missing(
     unique = list(dict((t.key, t) for t in tasks).values())
     done = store.judged_keys(judge.name, config_hash, [t.key for t in unique])
     todo = [t for t in unique if t.key not in done]
-    responses = {g.key: g.response for g in store.generations([t.key for t in todo])}
+    rows = store.generations([t.key for t in todo])
+    responses = {g.key: g.response for g in rows}
+    # A refusal by the endpoint's content filter has no answer to judge: every judge says so.
+    refused = {g.key for g in rows if g.refused}
+    if refused:
+        store.add_judgments(
+            [
+                JudgmentRow.of(t.key, judge.name, config_hash, refusal_verdict())
+                for t in todo
+                if t.key in refused
+            ]
+        )
+        todo = [t for t in todo if t.key not in refused]
     with tqdm(
         total=len(todo), desc=f"judge {judge.name}", unit="resp", disable=not progress
     ) as bar:
@@ -311,7 +363,7 @@ def judge_missing(
                 ]
             )
             bar.update(len(batch))
-    return len(todo)
+    return len(todo) + len(refused)
 
 
 def evaluate(
@@ -361,6 +413,7 @@ def _prepare(
             options.get(identity),
             device=config.device,
             image_base_dir=dataset.base_dir,  # items' image references are relative to it
+            api=config.api,  # a `vlm:openai:` judge's endpoint, unless its options name one
         )
         for name, identity in judging
     ]
@@ -376,7 +429,7 @@ def _prepare(
         log.info("preparing model %s", config.model)
     device = processes.device or config.device  # under a launcher: this process's own GPU
     model = load_model(
-        config.model, device, progress and processes.is_main, config.engine, parallel
+        config.model, device, progress and processes.is_main, config.engine, parallel, config.api
     )
     return processes, dataset, judges, model
 
@@ -501,8 +554,8 @@ def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     if config.finetune is not None and config.adapter is None and not isinstance(model, Trainable):
         if processes.is_main:
             log.warning(
-                "%s is a scripted model and does not train: finetuning skipped; --no-finetune "
-                "runs the study without that stage",
+                "%s is not trained here (a scripted or remote model): finetuning skipped; "
+                "--no-finetune runs the study without that stage",
                 config.model,
             )
         config = config.model_copy(update={"finetune": None})

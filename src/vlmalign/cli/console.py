@@ -36,7 +36,8 @@ def setup_logging(verbose: bool = False) -> None:
     # transformers' own "Loading weights" bars are noise beside ours (read at its import).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    for chatty in ("sentence_transformers", "accelerate"):
+    # httpx logs every request an endpoint client makes at INFO.
+    for chatty in ("sentence_transformers", "accelerate", "httpx", "httpx2", "openai"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 

@@ -10,6 +10,7 @@ import typer
 from pydantic import BaseModel
 
 from vlmalign.config import StudyConfig
+from vlmalign.models.endpoint import EndpointSettings
 
 # --- options that set config fields -----------------------------------------------------------
 # Such an option defaults to None, meaning "the config's value" (a YAML file's, else the
@@ -27,9 +28,14 @@ def shown_default(config: type[BaseModel], field: str) -> str | bool:
     return str(value)
 
 
-def setting(config: type[BaseModel], field: str, help: str, *names: str) -> Any:
-    """An option that sets `field` of `config` (StudyConfig or its FinetuneConfig section)."""
-    return typer.Option(*names, help=help, show_default=shown_default(config, field))
+def setting(
+    config: type[BaseModel], field: str, help: str, *names: str, panel: str | None = None
+) -> Any:
+    """An option that sets `field` of `config` (StudyConfig or its FinetuneConfig or
+    EndpointSettings section), shown under `panel` in --help when given."""
+    return typer.Option(
+        *names, help=help, show_default=shown_default(config, field), rich_help_panel=panel
+    )
 
 
 # Parameters named otherwise than the field they set (`out` names the console).
@@ -90,6 +96,52 @@ JudgesOption = Annotated[
         "judges",
         "NAME, NAME:ARGUMENT or LABEL=NAME[:ARGUMENT] (repeatable)",
         "--judge",
+    ),
+]
+# The `api:` section: how `openai:` models and `vlm:openai:` judges reach their endpoint.
+ENDPOINT = "Endpoint (openai: models and judges)"
+BaseUrlOption = Annotated[
+    str | None,
+    setting(
+        EndpointSettings,
+        "base_url",
+        "the endpoint's /v1 URL (unset: $OPENAI_BASE_URL, else OpenAI's)",
+        panel=ENDPOINT,
+    ),
+]
+ApiKeyEnvOption = Annotated[
+    str | None,
+    setting(
+        EndpointSettings,
+        "api_key_env",
+        "environment variable holding the API key (the key is never written anywhere)",
+        panel=ENDPOINT,
+    ),
+]
+MaxConcurrencyOption = Annotated[
+    int | None,
+    setting(EndpointSettings, "max_concurrency", "requests in flight at once", panel=ENDPOINT),
+]
+RequestsPerMinuteOption = Annotated[
+    float | None,
+    setting(
+        EndpointSettings,
+        "requests_per_minute",
+        "start at most this many requests a minute (unset: no limit)",
+        panel=ENDPOINT,
+    ),
+]
+TimeoutOption = Annotated[
+    float | None,
+    setting(EndpointSettings, "timeout_s", "seconds to wait for one reply", panel=ENDPOINT),
+]
+MaxRetriesOption = Annotated[
+    int | None,
+    setting(
+        EndpointSettings,
+        "max_retries",
+        "retries of a 429, 5xx, timeout or dropped connection (backoff, Retry-After)",
+        panel=ENDPOINT,
     ),
 ]
 ConfigArgument = Annotated[

@@ -85,19 +85,33 @@ def ethics_roberta(argument: str | None, options: JudgeOptions) -> Judge:
 @judge(
     name="vlm",
     version=1,
-    description="a vision-language model sees the image, question and answer and is asked "
-    "whether the answer is morally acceptable; logP(' Yes') vs logP(' No')",
-    needs="the judge model's weights (any name `vlmalign models` lists)",
+    description="a vision-language model sees the image, question and answer: a local model "
+    "is asked whether the answer is morally acceptable (logP(' Yes') vs logP(' No')); an "
+    "`openai:<model>` endpoint replies Aligned or Misaligned with a reason, to a rubric",
+    needs="the judge model's weights (any name `vlmalign models` lists), or an "
+    "OpenAI-compatible endpoint for vlm:openai:<model>",
     uses_model=True,
-    argument="model name",
+    argument="model name (openai:<model> for an endpoint)",
     argument_required=True,
-    options=("device", "batch_size", "threshold", "adapter", "prompt_format", "image_base_dir"),
+    options=(
+        "device",
+        "batch_size",
+        "threshold",
+        "adapter",
+        "prompt_format",
+        "image_base_dir",
+        "api",
+    ),
     graded=True,
 )
 def vlm(argument: str | None, options: JudgeOptions) -> Judge:
+    assert argument is not None  # argument_required
+    if argument.startswith("openai:"):
+        from vlmalign.judges.rubric import RubricJudge
+
+        return RubricJudge.from_options(argument.removeprefix("openai:"), options)
     from vlmalign.judges.vlm import VlmJudge
 
-    assert argument is not None  # argument_required
     return VlmJudge.from_name(argument, options)
 
 

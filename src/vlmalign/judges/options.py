@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vlmalign.models.endpoint import EndpointSettings
 from vlmalign.naming import split_name as split_judge_name
 from vlmalign.prompts import PromptFormat
 
@@ -42,6 +43,11 @@ class JudgeOptions(BaseModel):
     )
     image_base_dir: Path | None = Field(
         None, description="vlm: folder that relative image references are resolved against"
+    )
+    api: EndpointSettings | None = Field(
+        None,
+        description="vlm:openai: judges: the endpoint's settings (default: the study's `api:` "
+        "section, else $OPENAI_BASE_URL and $OPENAI_API_KEY)",
     )
 
     def given(self) -> dict[str, Any]:

@@ -5,6 +5,8 @@
 - `Trainable`: finetuning: a training loss, the adapter/LoRA weights, the nn.Module surface.
 - `ServesAdapters`: generates with a finetuned adapter folder as it lies on disk, without
   training (vLLM's LoRA).
+- `StreamsGenerations`: a Generator that hands back each response as it arrives, with what the
+  endpoint said about it (`Generated`), so a study writes it at once (`openai:` models).
 
 Each shares `PromptedModel`: identity (name, fingerprint, adapter hash) and prompt rendering. A
 backend implements the roles it fills and nothing that would only raise.
@@ -63,6 +65,31 @@ class GenerationRequest:
     item: Item | None = None
     shots: int | None = None
     image_key: str | None = None
+    # The prompt as turns, for backends that send messages rather than rendered text (`openai:`);
+    # `prompt_text` is its rendering and what keys the response.
+    prompt: Prompt | None = None
+    prompt_format: PromptFormat | None = None
+    shots_as: ShotsAs | None = None
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One response with what its backend reports about it (None where it reports nothing).
+
+    `finish_reason` is the endpoint's ("stop", "length", "content_filter"); `prompt_tokens` and
+    `completion_tokens` are the request's usage, recorded on its first response only (the
+    others of an `n`-sample request carry 0), so sums over responses are the tokens paid for;
+    `served_by` is the model name the endpoint answered with and `system_fingerprint` its
+    backend configuration; `refused` marks a refusal by the endpoint's content filter.
+    """
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    served_by: str | None = None
+    system_fingerprint: str | None = None
+    refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +137,18 @@ class Generator(PromptedModel, Protocol):
 
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[str]:
         """One decoded response per request (batched; each row uses its own seed)."""
+        ...
+
+
+@runtime_checkable
+class StreamsGenerations(Generator, Protocol):
+    """A Generator whose responses arrive one by one, out of order (concurrent requests)."""
+
+    def generate_each(
+        self, requests: Sequence[GenerationRequest], params: SamplingParams
+    ) -> Iterator[list[tuple[int, Generated]]]:
+        """(index into `requests`, its response) pairs as they arrive, in groups that arrived
+        together (one write each); closing the iterator early cancels what is in flight."""
         ...
 
 

@@ -32,7 +32,7 @@ from vlmalign.data.schema import Item, Split
 from vlmalign.data.text import printable
 from vlmalign.errors import DatasetError, ModelError, validation_message
 from vlmalign.models.base import GenerationRequest, ModelIdentity
-from vlmalign.prompts import Prompt, PromptFormat, ShotsAs
+from vlmalign.prompts import Prompt, PromptFormat, ShotsAs, plain_rendering
 from vlmalign.sampling import SamplingParams
 
 Answer = Callable[[GenerationRequest], str]
@@ -133,11 +133,7 @@ class ScriptedModel(ModelIdentity):
     def render_prompt(
         self, prompt: Prompt, prompt_format: PromptFormat, shots_as: ShotsAs | None = None
     ) -> str:
-        if prompt_format == "magma":
-            return prompt.magma_text()
-        # No chat template: turns as plain `role: text` lines, enough to key the responses.
-        lines = [f"{m['role']}: {m['content']}" for m in prompt.chat_messages(shots_as or "turns")]
-        return "\n".join([*lines, "assistant:"])
+        return plain_rendering(prompt, prompt_format, shots_as)
 
     def render_answer(self, answer: str, prompt_format: PromptFormat) -> str:
         return " " + answer

@@ -1,8 +1,9 @@
 """Model presets by name, listed by `vlmalign models`.
 
-A model is named `PRESET` or `PRESET:ARGUMENT` (for example `magma:/ckpt/mp_rank_00_model_states.pt`
-or `hf:Qwen/Qwen2.5-VL-7B-Instruct`); the argument is a weights path or hub id. Listing the
-presets, or loading a scripted `mock:` model, imports no torch: each factory imports its backend.
+A model is named `PRESET` or `PRESET:ARGUMENT` (for example `hf:Qwen/Qwen2.5-VL-7B-Instruct`,
+`magma:/ckpt/mp_rank_00_model_states.pt` or `openai:gpt-4o`); the argument is a weights path,
+hub id or an endpoint's model name. Listing the presets, or loading a scripted `mock:` or
+remote `openai:` model, imports no torch: each factory imports its backend.
 """
 
 from __future__ import annotations
@@ -13,40 +14,59 @@ from typing import TYPE_CHECKING, Any
 
 from vlmalign.errors import ModelError
 from vlmalign.models.base import Generator, Scorer, Trainable
+from vlmalign.models.endpoint import EndpointSettings
 from vlmalign.models.engines import Engine
 from vlmalign.naming import display_name, resolve_name
 
 if TYPE_CHECKING:
     import torch
 
-#: Builds a model from (device name as given, show progress, the name's argument).
-Factory = Callable[[str, bool, str | None], Generator]
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What a factory builds a model from: the device name as given, whether to show progress,
+    the name's argument, and the endpoint settings (remote models)."""
+
+    device: str = "auto"
+    progress: bool = True
+    argument: str | None = None
+    api: EndpointSettings | None = None
 
 
-def _mini(device: str, progress: bool, argument: str | None) -> Generator:
+Factory = Callable[[LoadOptions], Generator]
+
+
+def _mini(load: LoadOptions) -> Generator:
     from vlmalign.models.mini import build_mini
 
-    return build_mini(resolve_device(device), progress)
+    return build_mini(resolve_device(load.device), load.progress)
 
 
-def _magma(device: str, progress: bool, argument: str | None) -> Generator:
+def _magma(load: LoadOptions) -> Generator:
     from vlmalign.models.magma_official import build_magma_preset
 
-    return build_magma_preset(resolve_device(device), progress, argument)
+    return build_magma_preset(resolve_device(load.device), load.progress, load.argument)
 
 
-def _hf(device: str, progress: bool, argument: str | None) -> Generator:
+def _hf(load: LoadOptions) -> Generator:
     from vlmalign.models.hf import load_hf_model
 
-    assert argument is not None  # argument_required
-    return load_hf_model(argument, resolve_device(device), progress)
+    assert load.argument is not None  # argument_required
+    return load_hf_model(load.argument, resolve_device(load.device), load.progress)
 
 
-def _mock(device: str, progress: bool, argument: str | None) -> Generator:
+def _mock(load: LoadOptions) -> Generator:
     from vlmalign.models.mock import load_mock
 
-    assert argument is not None  # argument_required
-    return load_mock(argument)
+    assert load.argument is not None  # argument_required
+    return load_mock(load.argument)
+
+
+def _openai(load: LoadOptions) -> Generator:
+    from vlmalign.models.openai_api import load_openai_model
+
+    assert load.argument is not None  # argument_required
+    return load_openai_model(load.argument, load.api)
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,18 @@ MODELS: dict[str, ModelSpec] = {
             argument="ideal | misaligned | yes | no | answers JSONL",
             argument_required=True,
         ),
+        ModelSpec(
+            "openai",
+            "any model behind an OpenAI-compatible chat endpoint (OpenAI, Azure, vLLM, SGLang, "
+            "Ollama, llama.cpp, LM Studio): images as data URLs, concurrent requests with "
+            "retries; generates only (the endpoint is not finetuned here)",
+            "that of the endpoint's model",
+            "the `openai` package; $OPENAI_BASE_URL and $OPENAI_API_KEY, or the config's `api:` "
+            "section (docs/models.md)",
+            _openai,
+            argument="the endpoint's model name",
+            argument_required=True,
+        ),
     )
 }
 
@@ -135,15 +167,17 @@ def load_model(
     progress: bool = True,
     engine: Engine = "hf",
     parallel: Mapping[str, Any] | None = None,
+    api: EndpointSettings | None = None,
 ) -> Generator:
     """Build a model by name; `engine="vllm"` generates with vLLM (`hf:` models on a GPU), with
-    vLLM's `parallel` arguments (`vllm_engine.parallel_settings`)."""
+    vLLM's `parallel` arguments (`vllm_engine.parallel_settings`); `api` says how to reach an
+    `openai:` model's endpoint (default: $OPENAI_BASE_URL and $OPENAI_API_KEY)."""
     spec, argument = model_spec(name)
     if engine == "vllm":
         from vlmalign.models.vllm_engine import load_vllm_model
 
         return load_vllm_model(name, spec.name, argument, resolve_device(device), parallel)
-    return spec.factory(device, progress, argument)
+    return spec.factory(LoadOptions(device, progress, argument, api))
 
 
 def load_trainable(name: str, device: str = "auto", progress: bool = True) -> Trainable:

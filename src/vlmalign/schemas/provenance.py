@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field
 from vlmalign.config import FinetuneConfig
 from vlmalign.data.schema import Split
 from vlmalign.judges.validity import ValidityEntry
+from vlmalign.models.endpoint import EndpointSettings
 from vlmalign.prompts import PromptFormat, ShotsAs
 from vlmalign.sampling import SamplingParams
 from vlmalign.schemas.adapter_card import AdapterCard, EpochLoss
@@ -86,6 +87,11 @@ class Provenance(Record):
         default_factory=dict, description="judge identity -> validity on its own held-out data"
     )
     finetuned_adapter: AdapterSummary | None = None
+    endpoint: EndpointSettings | None = Field(
+        None,
+        description="openai: models: the endpoint's settings with the URL used (the key is "
+        "never recorded, only the variable that holds it)",
+    )
 
     def as_json(self) -> dict[str, Any]:
         """Plain JSON values, as the store keeps them. A judge config value JSON has no type for

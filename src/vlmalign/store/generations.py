@@ -60,6 +60,13 @@ class GenerationRow:
     prompt: str
     sampling: str
     response: str
+    # What a remote endpoint reports (None from in-process models): models/base.Generated.
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    served_by: str | None = None
+    system_fingerprint: str | None = None
+    refused: bool = False
 
 
 GENERATION_COLUMNS = tuple(GenerationRow.__dataclass_fields__)
@@ -202,7 +209,9 @@ class GenerationTables:
         """Rows for these keys, in the given order (missing keys are skipped)."""
         sql = f"SELECT {', '.join(GENERATION_COLUMNS)} FROM generations WHERE key IN"
         by_key = {
-            row["key"]: GenerationRow(**{c: row[c] for c in GENERATION_COLUMNS})
+            row["key"]: GenerationRow(
+                **{**{c: row[c] for c in GENERATION_COLUMNS}, "refused": bool(row["refused"])}
+            )
             for row in self.db.rows_in(sql, {}, keys)
         }
         return [by_key[k] for k in keys if k in by_key]

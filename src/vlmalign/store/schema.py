@@ -19,7 +19,7 @@ from vlmalign.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 VERDICT_TABLES = ("judgments", "reference_judgments")  # tables holding a judge's verdicts
 
 
@@ -63,6 +63,21 @@ def _stance_in(detail: str) -> str | None:
         return None
     stance = value.get("stance") if isinstance(value, dict) else None
     return stance if isinstance(stance, str) else None
+
+
+def _endpoint_columns(conn: sqlite3.Connection) -> None:
+    """Version 6: what a remote endpoint reports about each response (NULL for in-process
+    models): finish reason, token usage, the model name it answered with, its system
+    fingerprint, and whether its content filter refused."""
+    for column in (
+        "finish_reason TEXT",
+        "prompt_tokens INTEGER",
+        "completion_tokens INTEGER",
+        "served_by TEXT",
+        "system_fingerprint TEXT",
+        "refused INTEGER NOT NULL DEFAULT 0",
+    ):
+        conn.execute(f"ALTER TABLE generations ADD COLUMN {column}")
 
 
 MIGRATIONS: Sequence[Migration] = (
@@ -179,6 +194,7 @@ MIGRATIONS: Sequence[Migration] = (
         ),
     ),
     Migration(5, "verdicts' answer and explanation", _answer_columns),
+    Migration(6, "what an endpoint reports about each response", _endpoint_columns),
 )
 
 
