@@ -4,8 +4,10 @@
 
 Sections: generation (study path against a naive loop, same prompts), study (the whole default
 study in a fresh process: wall time, peak memory, image encodings), startup (cold and warm),
-finetune (examples/s at batch 8), judges (responses/s). Every figure comes from this one run on
-this machine; compare ratios across machines, not rates.
+finetune (examples/s at batch 8), judges (responses/s), api (requests/s against a local
+OpenAI-compatible server with 100 ms latency at concurrency 32, as a share of the ideal).
+Every figure comes from this one run on this machine; compare ratios across machines, not
+rates. With --only, the other sections' figures are kept from the file.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from benchmarks.results import (
     SECTIONS,
     Measured,
     assemble,
+    keep_previous,
     load_average_now,
     machine_facts,
     render_table,
@@ -100,6 +103,10 @@ def measure(section: str, args: argparse.Namespace, dataset: Any) -> Measured:
 
         variants = 2 if args.quick else 8
         return measure_judges(dataset, config.judges, args.device, variants)
+    if section == "api":
+        from benchmarks.api import measure_api
+
+        return measure_api(args.quick)
     raise ValueError(f"unknown section {section!r}")
 
 
@@ -131,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     machine = {**machine_facts(args.device), "load_average_start": load_at_start}
     results = assemble(machine, workload, measured)
+    if args.only is not None:  # the other sections' figures stay in the file
+        results = keep_previous(args.out, results)
     write_results(args.out, results)
     print(render_table(results))
     print(f"written to {args.out}")

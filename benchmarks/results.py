@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-SECTIONS = ("generation", "study", "startup", "finetune", "judges")
+SECTIONS = ("generation", "study", "startup", "finetune", "judges", "api")
 HEADLINE_KEYS = (
     "generation_speedup",
     "encoder_calls_per_image",
@@ -26,6 +26,7 @@ HEADLINE_KEYS = (
     "study_wall_s",
     "finetune_examples_per_s",
     "judge_responses_per_s",
+    "api_concurrency_efficiency",
 )
 
 
@@ -92,6 +93,30 @@ def assemble(
         if name in measured:
             results[name] = measured[name].raw
     return results
+
+
+def keep_previous(path: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """`results` with the sections it did not measure (and their headline figures) taken from
+    the file at `path`, when that file has the same schema; `workload.kept` names them with the
+    date they were measured (figures of different runs are not ratios of one run)."""
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return results
+    if not isinstance(previous, dict) or previous.get("schema_version") != SCHEMA_VERSION:
+        return results
+    kept = [name for name in SECTIONS if name not in results and name in previous]
+    if not kept:
+        return results
+    merged = dict(results)
+    for key in HEADLINE_KEYS:
+        if key not in merged and key in previous:
+            merged[key] = previous[key]
+    for name in kept:
+        merged[name] = previous[name]
+    date = previous.get("machine", {}).get("date")
+    merged["workload"] = {**results["workload"], "kept": {name: date for name in kept}}
+    return merged
 
 
 def write_results(path: Path, results: Mapping[str, Any]) -> None:
@@ -208,6 +233,19 @@ def _judge_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
+def _api_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    raw = results["api"]
+    return [
+        (
+            "endpoint concurrency efficiency (rate ÷ ideal C/L)",
+            f"{_number(results['api_concurrency_efficiency'] * 100, 0)}%",
+            f"{raw['requests']} requests at concurrency {raw['concurrency']}, "
+            f"{raw['latency_s'] * 1000:.0f} ms latency: {_number(raw['requests_per_s'], 0)}/s "
+            f"of an ideal {_number(raw['ideal_requests_per_s'], 0)}/s",
+        )
+    ]
+
+
 def table_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(measure, value, what was measured) for every section present in `results`."""
     rows: list[tuple[str, str, str]] = []
@@ -221,6 +259,8 @@ def table_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         rows += _finetune_rows(results)
     if "judges" in results:
         rows += _judge_rows(results)
+    if "api" in results:
+        rows += _api_rows(results)
     return rows
 
 

@@ -33,6 +33,7 @@ from vlmalign.prompts import Prompt, PromptFormat, ShotsAs, build_prompt, condit
 from vlmalign.provenance import study_provenance
 from vlmalign.report.analysis import Cell
 from vlmalign.report.build import build_report
+from vlmalign.report.usage import ConditionUsage
 from vlmalign.sampling import SamplingParams, derive_seed
 from vlmalign.schemas.provenance import AdapterSummary, Provenance
 from vlmalign.store import GenerationRow, JudgmentRow, RunStore, generation_key
@@ -73,6 +74,7 @@ class StudyResult:
     judged: dict[str, int] = field(default_factory=dict)
     validity: list[ValidityEntry] = field(default_factory=list)
     main_process: bool = True
+    usage: list[ConditionUsage] = field(default_factory=list)  # responses, tokens, refusals
 
 
 class GenerationStore(Protocol):
@@ -166,8 +168,9 @@ def prompt_batches(tasks: Sequence[Task], prompts_per_batch: int) -> list[list[T
 
 
 def generation_request(task: Task, dataset: Dataset) -> GenerationRequest:
+    loaded = load_image(task.item.image, dataset.base_dir)
     return GenerationRequest(
-        load_image(task.item.image, dataset.base_dir).image,
+        loaded.image,
         task.prompt_text,
         task.seed,
         item=task.item,  # scripted models answer by item
@@ -176,6 +179,7 @@ def generation_request(task: Task, dataset: Dataset) -> GenerationRequest:
         prompt=task.prompt,  # remote models send turns
         prompt_format=task.prompt_format,
         shots_as=task.shots_as,
+        image_file=loaded.data,
     )
 
 
@@ -538,6 +542,7 @@ def _result(
         reused,
         recording.judged,
         analysis.validity,
+        usage=analysis.usage,
     )
 
 

@@ -218,3 +218,15 @@ def test_images_are_downscaled_only_when_asked_and_that_is_another_model(
     assert OpenAIChatModel("m", settings(endpoint, max_image_side=100)).fingerprint() == (
         "openai:m@100px"
     )
+
+
+def test_it_answers_from_inside_a_running_event_loop(endpoint: LocalEndpoint) -> None:
+    """As in a notebook, where an event loop is always running."""
+    import asyncio
+
+    model = OpenAIChatModel("m", settings(endpoint))
+
+    async def inside() -> list[str]:
+        return model.generate(requests_for(["Q?"]), SamplingParams())
+
+    assert asyncio.run(inside()) == ["Q? #0 seed 0"]

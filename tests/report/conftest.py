@@ -4,6 +4,7 @@ verdicts, and human labels by three annotators — built straight into a real st
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,10 @@ def build_run(
     samples: int = 2,
     seed: int = 0,
     annotators: tuple[str, ...] = ("ana", "ben", "cy"),
+    endpoint: Callable[[GenerationRow], GenerationRow] | None = None,
 ) -> list[GenerationRow]:
+    """`endpoint` adds to each response what a remote endpoint would report about it (its
+    tokens, finish reason, refusal); without it, responses are an in-process model's."""
     rng = random.Random(seed)
     dataset = load_dataset("builtin:moral-vqa-40")
     rows: list[GenerationRow] = []
@@ -76,26 +80,29 @@ def build_run(
                     seed=seed,
                     sample_index=sample,
                 )
-                rows.append(
-                    GenerationRow(
-                        key,
-                        variant,
-                        "mini",
-                        "fp",
-                        None,
-                        dataset.sha256,
-                        item.id,
-                        split,
-                        shots,
-                        sample,
-                        seed,
-                        item.id,
-                        prompt,
-                        "{}",
-                        response,
-                    )
+                row = GenerationRow(
+                    key,
+                    variant,
+                    "mini",
+                    "fp",
+                    None,
+                    dataset.sha256,
+                    item.id,
+                    split,
+                    shots,
+                    sample,
+                    seed,
+                    item.id,
+                    prompt,
+                    "{}",
+                    response,
                 )
-                stance_aligned = None if stance == "unclear" else stance == item.aligned_stance
+                row = endpoint(row) if endpoint else row
+                rows.append(row)
+                if row.refused:  # every judge's verdict on a refusal: unclear, "refused"
+                    stance = "refused"
+                unclear = stance in ("unclear", "refused")
+                stance_aligned = None if unclear else stance == item.aligned_stance
                 truth[key] = bool(stance_aligned)
                 judgments.append(
                     JudgmentRow(
@@ -112,7 +119,13 @@ def build_run(
                 ethics = rng.random() < 0.8  # over-estimates, like the paper's classifier
                 judgments.append(
                     JudgmentRow(
-                        key, "ethics", stable_hash(JUDGE_CONFIGS["ethics"]), ethics, 0.5, {}
+                        key,
+                        "ethics",
+                        stable_hash(JUDGE_CONFIGS["ethics"]),
+                        None if row.refused else ethics,
+                        None if row.refused else 0.5,
+                        {},
+                        answer="refused" if row.refused else None,
                     )
                 )
     labels = []

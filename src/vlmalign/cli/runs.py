@@ -39,7 +39,7 @@ def report(
     for analysis in analyses:
         if len(analyses) > 1:
             out.print(f"[bold]{analysis.run.name}[/bold]")
-        print_tables(analysis.cells, analysis.run.provenance)
+        print_tables(analysis.cells, analysis.run.provenance, analysis.usage)
         print_validity(analysis.validity)
         for comparison in analysis.comparisons:
             if comparison.significant:

@@ -11,26 +11,36 @@ from vlmalign.cli.apps import app
 from vlmalign.cli.console import out, table
 from vlmalign.cli.options import (
     STUDY_DEFAULTS,
+    ApiKeyEnvOption,
+    BaseUrlOption,
     ConfigArgument,
     DataParallelOption,
     DatasetOption,
     DeviceOption,
     EngineOption,
     JudgesOption,
+    MaxConcurrencyOption,
+    MaxRetriesOption,
     ModelOption,
     PromptFormatOption,
     QuietOption,
+    RequestsPerMinuteOption,
     SamplesOption,
     SeedOption,
     ShotsAsOption,
     TensorParallelOption,
+    TimeoutOption,
     given,
     setting,
 )
 from vlmalign.config import FinetuneConfig, StudyConfig
 from vlmalign.errors import VlmalignError, validation_message
+from vlmalign.models.endpoint import EndpointSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from vlmalign.report.usage import ConditionUsage
     from vlmalign.schemas.provenance import Provenance
 
 
@@ -43,7 +53,17 @@ def print_validity(entries: Any) -> None:
         )
 
 
-def print_tables(cells: Any, provenance: Provenance) -> None:
+def print_usage(usage: Sequence[ConditionUsage]) -> None:
+    """Responses, tokens and refusals per condition (nothing from an in-process model)."""
+    from vlmalign.report.tables import USAGE_HEADER, USAGE_NOTE, USAGE_TITLE, usage_rows
+
+    rows = usage_rows(usage)
+    if rows:
+        out.print(table(USAGE_TITLE, USAGE_HEADER, rows))
+        out.print(USAGE_NOTE, markup=False, soft_wrap=True)
+
+
+def print_tables(cells: Any, provenance: Provenance, usage: Sequence[ConditionUsage] = ()) -> None:
     from vlmalign.report.tables import LOSS_HEADER, loss_rows, table1, table2
 
     judges = list(dict.fromkeys(c.judge for c in cells))
@@ -61,6 +81,7 @@ def print_tables(cells: Any, provenance: Provenance) -> None:
     losses = loss_rows([e.model_dump() for e in adapter.epoch_losses] if adapter else [])
     if losses:
         out.print(table("Finetuning loss", LOSS_HEADER, losses))
+    print_usage(usage)
 
 
 @app.command()
@@ -91,17 +112,28 @@ def study(
     ] = None,
     device: DeviceOption = None,
     judge_names: JudgesOption = None,
+    base_url: BaseUrlOption = None,
+    api_key_env: ApiKeyEnvOption = None,
+    max_concurrency: MaxConcurrencyOption = None,
+    requests_per_minute: RequestsPerMinuteOption = None,
+    timeout_s: TimeoutOption = None,
+    max_retries: MaxRetriesOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Run the paper's study: base 0/1/2-shot, finetune, finetuned 0-shot, every automatic judge."""
     from vlmalign.config import load_config
     from vlmalign.study import run_study
 
-    cfg = load_config(config, given(ctx, StudyConfig), finetune=finetuning)
+    cfg = load_config(
+        config,
+        given(ctx, StudyConfig),
+        finetune=finetuning,
+        api_overrides=given(ctx, EndpointSettings),
+    )
     result = run_study(cfg, progress=not quiet)
     if not result.main_process:
         return  # under `accelerate launch`, one process reports
-    print_tables(result.cells, result.provenance)
+    print_tables(result.cells, result.provenance, result.usage)
     print_validity(result.validity)
     out.print(
         f"{result.generated} new responses, {result.reused} reused; "
@@ -239,6 +271,12 @@ def evaluate(
     tensor_parallel_size: TensorParallelOption = None,
     data_parallel_size: DataParallelOption = None,
     device: DeviceOption = None,
+    base_url: BaseUrlOption = None,
+    api_key_env: ApiKeyEnvOption = None,
+    max_concurrency: MaxConcurrencyOption = None,
+    requests_per_minute: RequestsPerMinuteOption = None,
+    timeout_s: TimeoutOption = None,
+    max_retries: MaxRetriesOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Generate and judge one model (base or --adapter) on chosen splits and shots.
@@ -253,7 +291,12 @@ def evaluate(
     conditions = [{"split": sp, "shots": n} for sp in splits for n in shot_counts]
     # --adapter is the model to evaluate here (run_eval's argument), not a study's `adapter`.
     settings = given(ctx, StudyConfig, besides={"adapter"})
-    cfg = load_config(None, {**settings, "conditions": conditions}, finetune=False)
+    cfg = load_config(
+        None,
+        {**settings, "conditions": conditions},
+        finetune=False,
+        api_overrides=given(ctx, EndpointSettings),
+    )
     result = run_eval(cfg, adapter, progress=not quiet)
     if not result.main_process:
         return  # under `accelerate launch`, one process reports
@@ -266,6 +309,7 @@ def evaluate(
     out.print(
         table(f"{cfg.model} ({variant})", ["judge", "condition", "accuracy", "unclear"], rows)
     )
+    print_usage(result.usage)
     out.print(f"wrote {cfg.out / 'report.md'}, {cfg.out / 'report.html'} and results.json")
 
 
@@ -289,6 +333,10 @@ def ask(
     ] = STUDY_DEFAULTS.engine,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = STUDY_DEFAULTS.device,
     adapter: Annotated[Path | None, typer.Option(help="finetuned adapter directory")] = None,
+    base_url: BaseUrlOption = None,
+    api_key_env: ApiKeyEnvOption = None,
+    timeout_s: TimeoutOption = None,
+    max_retries: MaxRetriesOption = None,
 ) -> None:
     """Ask a model one question about one image and print its answer (sampling as a study's)."""
     from pydantic import ValidationError
@@ -314,12 +362,26 @@ def ask(
         picture = load_image(image, Path.cwd()).image
     except ImageError as exc:
         raise VlmalignError(str(exc)) from exc
-    vlm = load_model(model, device, progress=False, engine=engine)
+    try:
+        endpoint = {
+            "base_url": base_url,
+            "api_key_env": api_key_env,
+            "timeout_s": timeout_s,
+            "max_retries": max_retries,
+        }
+        api = EndpointSettings.model_validate({k: v for k, v in endpoint.items() if v is not None})
+    except ValidationError as exc:
+        raise VlmalignError(validation_message(exc, option_names=True)) from exc
+    vlm = load_model(model, device, progress=False, engine=engine, api=api)
     if adapter is not None:
         from vlmalign.models.adapters import load_adapter
 
         load_adapter(vlm, adapter)
     fmt: PromptFormat = prompt_format or vlm.default_prompt_format
     placement: ShotsAs | None = shots_as
-    text = vlm.render_prompt(Prompt((), question), fmt, placement)
-    out.print(vlm.generate([GenerationRequest(picture, text, seed)], params)[0], markup=False)
+    prompt = Prompt((), question)
+    text = vlm.render_prompt(prompt, fmt, placement)
+    request = GenerationRequest(
+        picture, text, seed, prompt=prompt, prompt_format=fmt, shots_as=placement
+    )
+    out.print(vlm.generate([request], params)[0], markup=False)

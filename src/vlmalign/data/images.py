@@ -36,11 +36,13 @@ class ImageError(Exception):
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """An image's bytes hash (part of every generation key) and its RGB pixels."""
+    """An image's bytes hash (part of every generation key), its RGB pixels, and the file's
+    bytes (a remote model sends a PNG or JPEG file as it is)."""
 
     ref: str
     sha256: str
     image: Image.Image
+    data: bytes = b""
 
 
 def package_root(package: str) -> Path:
@@ -180,7 +182,8 @@ class _ImageCache:
             return entry[0]
 
     def put(self, key: tuple[str, Path | None], loaded: LoadedImage) -> None:
-        size = loaded.image.width * loaded.image.height * len(loaded.image.getbands())
+        pixels = loaded.image.width * loaded.image.height * len(loaded.image.getbands())
+        size = pixels + len(loaded.data)
         if size > self.max_bytes:
             return
         with self._lock:
@@ -215,6 +218,8 @@ def load_image(ref: str, base_dir: Path | None = None) -> LoadedImage:
         return cached
     data = read_image_bytes(ref, base_dir)
     image = decode_image(data, ref)
-    loaded = LoadedImage(ref=ref, sha256=hashlib.sha256(data).hexdigest(), image=image)
+    loaded = LoadedImage(
+        ref=ref, sha256=hashlib.sha256(data).hexdigest(), image=image, data=bytes(data)
+    )
     _cache.put(key, loaded)
     return loaded

@@ -23,7 +23,7 @@ from vlmalign.judges.base import JudgeInput, Verdict
 from vlmalign.judges.options import JudgeOptions
 from vlmalign.models.endpoint import EndpointSettings
 from vlmalign.models.openai_api import PREFIX, image_url
-from vlmalign.models.openai_client import EndpointClient
+from vlmalign.models.openai_client import EndpointClient, chat_completion
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -151,7 +151,10 @@ class RubricJudge:
             {
                 "role": "user",
                 "content": [
-                    {"type": "image_url", "image_url": {"url": image_url(image.image, None)}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": image_url(image.image, None, image.data)},
+                    },
                     {"type": "text", "text": text},
                 ],
             },
@@ -171,7 +174,7 @@ class RubricJudge:
         if self.logprobs:
             arguments |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
         try:
-            completion = await client.chat.completions.create(**arguments)
+            completion = await chat_completion(client, arguments)
         except openai.BadRequestError as exc:
             if exc.code == "content_filter":
                 return Verdict(

@@ -70,6 +70,7 @@ class GenerationRequest:
     prompt: Prompt | None = None
     prompt_format: PromptFormat | None = None
     shots_as: ShotsAs | None = None
+    image_file: bytes | None = None  # the image file as read: a remote model may send it as is
 
 
 @dataclass(frozen=True)

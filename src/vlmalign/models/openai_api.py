@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from vlmalign.errors import ModelError
 from vlmalign.models.base import Generated, GenerationRequest, ModelIdentity
 from vlmalign.models.endpoint import EndpointSettings
-from vlmalign.models.openai_client import EndpointClient
+from vlmalign.models.openai_client import EndpointClient, chat_completion
 from vlmalign.prompts import (
     IMAGE_TOKEN,
     Prompt,
@@ -56,11 +56,20 @@ class ChatJob:
     what: str  # names it in an error: the item, shots and sample
 
 
-def image_url(image: Image.Image, max_side: int | None) -> str:
-    """The image as a base64 PNG data URL, downscaled to `max_side` first when given."""
+FILE_TYPES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
+
+
+def image_url(image: Image.Image, max_side: int | None, file: bytes | None = None) -> str:
+    """The image as a base64 data URL: a PNG or JPEG file as it is, when it needs no
+    downscaling to `max_side`; else the pixels (downscaled first) as PNG."""
     from PIL import Image as PILImage
 
-    if max_side is not None and max(image.size) > max_side:
+    small_enough = max_side is None or max(image.size) <= max_side
+    for magic, mime in FILE_TYPES.items():
+        if file and small_enough and file.startswith(magic):
+            return f"data:{mime};base64," + base64.b64encode(file).decode("ascii")
+    if not small_enough:
+        assert max_side is not None
         image = image.copy()
         image.thumbnail((max_side, max_side), PILImage.Resampling.LANCZOS)
     buffer = io.BytesIO()
@@ -128,7 +137,7 @@ class OpenAIChatModel(ModelIdentity):
         key = request.image_key
         if key is not None and key in self._images:
             return self._images[key]
-        url = image_url(request.image, self.settings.max_image_side)
+        url = image_url(request.image, self.settings.max_image_side, request.image_file)
         if key is not None:
             if len(self._images) >= IMAGES_KEPT:
                 self._images.pop(next(iter(self._images)))
@@ -186,8 +195,8 @@ class OpenAIChatModel(ModelIdentity):
         }
         if n > 1:
             arguments["n"] = n
-        if params.top_k:
-            arguments["extra_body"] = {"top_k": params.top_k}
+        if params.top_k:  # vLLM's and SGLang's own parameter (checked: `_check_top_k`)
+            arguments["top_k"] = params.top_k
         return arguments
 
     async def _ask(
@@ -214,7 +223,7 @@ class OpenAIChatModel(ModelIdentity):
         import openai
 
         try:
-            completion = await client.chat.completions.create(**self._arguments(params, job, n))
+            completion = await chat_completion(client, self._arguments(params, job, n))
         except openai.BadRequestError as exc:
             if exc.code != FILTERED:
                 raise

@@ -36,6 +36,7 @@ from vlmalign.report.formatting import (
 from vlmalign.report.judge_validity import validity_entries
 from vlmalign.report.reference import paper_applies, reference_for
 from vlmalign.report.run_data import RunData
+from vlmalign.report.usage import ConditionUsage, condition_usage
 from vlmalign.stats import (
     CalibratedRate,
     JudgeAgreement,
@@ -221,6 +222,7 @@ class Analysis:
     validity: list[ValidityEntry] = field(default_factory=list)
     human_coverage: list[HumanCoverage] = field(default_factory=list)
     paper: bool = False  # the paper's own numbers apply (built-in dataset, its conditions)
+    usage: list[ConditionUsage] = field(default_factory=list)  # responses, tokens, refusals
 
     @property
     def judges(self) -> list[str]:
@@ -287,6 +289,7 @@ def analyse(run: RunData, paper: bool = True) -> Analysis:
             for condition, rows in conditions.items()
         ],
         paper=show_paper,
+        usage=condition_usage(run.generations),
     )
 
 
@@ -461,7 +464,12 @@ def _profiles(
         rows = [r for r in all_rows if _is_yesno(run, r.item_id)]
         if not rows:
             continue
-        stances = [str(stance[r.key].answer) for r in rows if stance and r.key in stance]
+        # A refused response (content filter) took no stance: it counts as unclear.
+        stances = [
+            "unclear" if r.refused else str(stance[r.key].answer)
+            for r in rows
+            if stance and r.key in stance
+        ]
         yes = yes_rate(stances) if stances else None
         by_item = _by_item(rows, {k: v.aligned for k, v in (stance or {}).items()}, False)
         consistency = item_consistency(by_item)

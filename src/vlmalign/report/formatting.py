@@ -23,6 +23,11 @@ def percent(value: float | None) -> str:
     return MISSING if value is None else f"{value:.0%}"
 
 
+def count(value: int | None) -> str:
+    """12345 -> "12,345"."""
+    return MISSING if value is None else f"{value:,}"
+
+
 def decimal(value: float | None) -> str:
     """0.564 -> "0.56"."""
     return MISSING if value is None else f"{value:.2f}"

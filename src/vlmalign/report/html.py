@@ -48,11 +48,15 @@ from vlmalign.report.reference import (
     TRAIN_ITEMS,
 )
 from vlmalign.report.tables import (
+    USAGE_HEADER,
+    USAGE_NOTE,
+    USAGE_TITLE,
     VALIDITY_HEADER,
     breakdown_tables,
     profile_rows,
     table1,
     table2,
+    usage_rows,
     validity_rows,
 )
 from vlmalign.store import GenerationRow, JudgmentRow, LabelRow, RunStore
@@ -230,6 +234,10 @@ def render_html(analyses: Sequence[Analysis]) -> str:
         human=[s for label, a in runs if (s := _human_section(label, a)) is not None],
         breakdowns=[table for label, a in runs for table in breakdown_tables(a, label)],
         profiles=[(label, rows) for label, a in runs if (rows := profile_rows(a))],
+        usage_title=USAGE_TITLE,
+        usage_header=USAGE_HEADER,
+        usage_note=USAGE_NOTE,
+        usage=[(label, shown) for label, a in runs if (shown := usage_rows(a.usage))],
         items=_item_cards(runs),
         script=Markup(script),  # our own asset, allowed by its hash in the policy
         csp=_content_security_policy(script),

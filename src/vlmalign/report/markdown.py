@@ -21,6 +21,9 @@ from vlmalign.report.reference import PAPER, PAPER_LABEL
 from vlmalign.report.tables import (
     LOSS_HEADER,
     PROFILE_HEADER,
+    USAGE_HEADER,
+    USAGE_NOTE,
+    USAGE_TITLE,
     VALIDITY_HEADER,
     ResultTable,
     breakdown_tables,
@@ -29,6 +32,7 @@ from vlmalign.report.tables import (
     profile_rows,
     table1,
     table2,
+    usage_rows,
     validity_rows,
 )
 from vlmalign.stats.calibrated import PAIRED_METHOD
@@ -115,6 +119,9 @@ def run_section(analysis: Analysis, level: str = "##") -> list[str]:
         parts += ["", f"{level} Human evaluation", "", *_human(analysis)]
     if analysis.profiles:  # none when the run has no yes/no items
         parts += ["", f"{level} Answers by condition", "", *_profiles(analysis)]
+    usage = _usage(analysis)
+    if usage:  # none from an in-process model: it reports no tokens or refusals
+        parts += ["", f"{level} {USAGE_TITLE}", "", *usage]
     parts += ["", f"{level} Breakdowns", "", *_breakdowns(analysis)]
     losses = loss_rows(analysis.run.epoch_losses)
     if losses:
@@ -270,6 +277,16 @@ def _profiles(analysis: Analysis) -> list[str]:
         "majority."
     )
     return [note, "", markdown_table(PROFILE_HEADER, rows)]
+
+
+def _usage(analysis: Analysis) -> list[str]:
+    """Responses, tokens and refusals per condition (nothing when the run has none of it)."""
+    rows = usage_rows(analysis.usage)
+    if not rows:
+        return []
+    # The model names are the endpoint's: literal text, like names people typed.
+    rows = [[*row[:-1], _literal(row[-1])] for row in rows]
+    return [markdown_table(USAGE_HEADER, rows), "", USAGE_NOTE]
 
 
 def _breakdowns(analysis: Analysis) -> list[str]:

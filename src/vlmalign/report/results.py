@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from vlmalign.report.analysis import Analysis
 from vlmalign.report.reference import PAPER, PAPER_LABEL, REFERENCE
+from vlmalign.report.usage import ConditionUsage
 from vlmalign.schemas.results import (
     AnnotatorAgreementRecord,
     BreakdownRecord,
@@ -20,12 +21,14 @@ from vlmalign.schemas.results import (
     ProfileRecord,
     Results,
     RunValidityEntry,
+    UsageRecord,
 )
 
 
 def results_document(analyses: Sequence[Analysis]) -> Results:
     """The machine-readable contract: cells (with ci_low/ci_high), tests, breakdowns, humans
-    (with how many responses of each condition were labelled: `human_coverage`)."""
+    (with how many responses of each condition were labelled: `human_coverage`), and what
+    each condition's responses cost (`usage`)."""
     return Results(
         runs=[a.run.name for a in analyses],
         cells=[CellRecord.model_validate(asdict(c)) for a in analyses for c in a.cells],
@@ -43,6 +46,7 @@ def results_document(analyses: Sequence[Analysis]) -> Results:
             for a in analyses
             for c in a.human_coverage
         ],
+        usage=[_usage(u, a.run.name) for a in analyses for u in a.usage],
         judge_validity=[
             RunValidityEntry.model_validate({**e.model_dump(), "run": a.run.name})
             for a in analyses
@@ -72,3 +76,8 @@ def _human(analysis: Analysis) -> HumanSummary:
         },
         majority={key: verdict.status for key, verdict in analysis.human.items()},
     )
+
+
+def _usage(usage: ConditionUsage, run: str) -> UsageRecord:
+    fields = {k: v for k, v in asdict(usage).items() if k != "condition"}
+    return UsageRecord.model_validate({**usage.condition._asdict(), **fields, "run": run})

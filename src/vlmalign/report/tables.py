@@ -17,12 +17,14 @@ from vlmalign.report.analysis import Analysis, Cell
 from vlmalign.report.conditions import VARIANTS, ConditionKey, sorted_conditions
 from vlmalign.report.formatting import (
     MISSING,
+    count,
     decimal,
     decimal_interval,
     percent,
     rate,
 )
 from vlmalign.report.reference import PAPER_LABEL, reference_for
+from vlmalign.report.usage import ConditionUsage, usage_shown
 
 #: A run's label and its cells.
 RunCells = tuple[str, Sequence[Cell]]
@@ -228,4 +230,39 @@ LOSS_HEADER = ["epoch", "mean loss", "seconds"]
 def loss_rows(epoch_losses: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     return [
         [str(e["epoch"]), f"{e['loss']:.4f}", f"{e.get('seconds') or 0:.0f}"] for e in epoch_losses
+    ]
+
+
+USAGE_TITLE = "Responses, tokens and refusals"
+USAGE_HEADER = [
+    "condition",
+    "responses",
+    "refused",
+    "stopped at max tokens",
+    "prompt tokens",
+    "completion tokens",
+    "served by",
+]
+USAGE_NOTE = (
+    "A refused response is the endpoint's content filter declining to answer; every judge "
+    "counts it as unclear."
+)
+
+
+def usage_rows(usage: Sequence[ConditionUsage]) -> list[list[str]]:
+    """One row per condition; none when the run has nothing to show (`usage_shown`: no token
+    counts, refusals or stops at the limit, as from an in-process model)."""
+    if not usage_shown(usage):
+        return []
+    return [
+        [
+            u.condition.label,
+            count(u.responses),
+            count(u.refused),
+            count(u.length_stops),
+            count(u.prompt_tokens),
+            count(u.completion_tokens),
+            ", ".join(u.served_by) or MISSING,
+        ]
+        for u in usage
     ]

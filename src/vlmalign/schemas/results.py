@@ -126,6 +126,29 @@ class HumanCoverageRecord(Record):
     run: str
 
 
+class UsageRecord(Record):
+    """One condition's responses and what the endpoint reported about them (token counts and
+    `served_by` are null/empty for in-process models, which report none)."""
+
+    model: str = Field(description="model variant: base or finetuned")
+    split: str
+    shots: int
+    responses: int
+    refused: int = Field(description="responses the endpoint's content filter refused")
+    length_stops: int = Field(
+        description="responses stopped at the maximum number of new tokens (finish_reason length)"
+    )
+    prompt_tokens: int | None = Field(
+        description="prompt tokens summed over the responses (what was paid for); null: none "
+        "reported"
+    )
+    completion_tokens: int | None = Field(
+        description="completion tokens summed over the responses; null: none reported"
+    )
+    served_by: list[str] = Field(description="model names the endpoint answered with, sorted")
+    run: str
+
+
 class RunValidityEntry(ValidityEntry):
     """A judge-validity entry of one of the reported runs."""
 
@@ -202,6 +225,11 @@ class Results(Record):
     breakdowns: list[BreakdownRecord]
     profiles: list[ProfileRecord]
     human_coverage: list[HumanCoverageRecord]
+    usage: list[UsageRecord] = Field(
+        default_factory=list,
+        description="per run and condition: responses, token counts, refusals, stops at the "
+        "token limit (missing in files written before it: an empty list)",
+    )
     judge_validity: list[RunValidityEntry]
     human: dict[str, HumanSummary] = Field(description="run name -> people's verdicts, if any")
     paper: PaperReference
