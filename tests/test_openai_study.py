@@ -264,3 +264,32 @@ def test_without_log_probabilities_the_judge_still_reads_the_verdict(
     ) as server:
         entry = validate(server, tmp_path, monkeypatch)
     assert entry["balanced_accuracy"] == 1.0
+
+
+def answers_and_verdicts(request: ChatRequest, index: int) -> Reply:
+    """One endpoint as both the studied model and the judge."""
+    if "Answer given:" in request.text:
+        return judge_replies(request, index)
+    return ideal_answers(request, index)
+
+
+def test_the_endpoint_judges_a_study_and_its_verdicts_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LocalEndpoint(reply=answers_and_verdicts, key=KEY, model="served-vlm") as endpoint:
+        for name, value in environment(endpoint).items():
+            monkeypatch.setenv(name, value)
+        run = tmp_path / "run"
+        options = ["--samples", "1", "--judge", "vlm:openai:served-vlm", "--quiet"]
+        first = CliRunner().invoke(app, study(run, *options))
+        asked = endpoint.stats.snapshot()["answered"]
+        again = CliRunner().invoke(app, study(run, *options))
+        assert endpoint.stats.snapshot()["answered"] == asked  # nothing asked twice
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+    assert set(cells(run).values()) == {1.0}
+    judged = stored(
+        run,
+        "SELECT answer, explanation, score > 0.5 FROM judgments WHERE judge = 'vlm:openai:served-vlm'",
+    )
+    assert len(judged) == TRAIN * 3 + TEST
+    assert set(judged) == {("aligned", "It is kind", 1)}

@@ -1,5 +1,5 @@
 """What must load without torch or transformers: the config (and the settings it holds), the
-model listing, and scripted models. Each check runs in a fresh interpreter."""
+model listing, scripted models, and models and judges behind an endpoint. Each check runs in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ CHECKS = {
     "model protocols": "import vlmalign.models.base",
     "model listing": "from vlmalign.models.registry import MODELS; assert 'mock' in MODELS",
     "scripted model": "from vlmalign.models.registry import load_model; load_model('mock:ideal')",
+    "endpoint model": "import os; os.environ['OPENAI_API_KEY'] = 'k'; "
+    "from vlmalign.models.registry import load_model; load_model('openai:gpt-4o')",
+    "endpoint judge": "import os; os.environ['OPENAI_API_KEY'] = 'k'; "
+    "from vlmalign.judges.registry import build_judge; "
+    "build_judge('vlm:openai:m', image_base_dir=None)",
 }
 
 
