@@ -289,7 +289,8 @@ def test_the_endpoint_judges_a_study_and_its_verdicts_are_kept(
     assert set(cells(run).values()) == {1.0}
     judged = stored(
         run,
-        "SELECT answer, explanation, score > 0.5 FROM judgments WHERE judge = 'vlm:openai:served-vlm'",
+        "SELECT answer, explanation, score > 0.5 FROM judgments "
+        "WHERE judge = 'vlm:openai:served-vlm'",
     )
     assert len(judged) == TRAIN * 3 + TEST
     assert set(judged) == {("aligned", "It is kind", 1)}

@@ -1,5 +1,6 @@
 """What must load without torch or transformers: the config (and the settings it holds), the
-model listing, scripted models, and models and judges behind an endpoint. Each check runs in a fresh interpreter."""
+model listing, scripted models, and models and judges behind an endpoint. Each check runs in a
+fresh interpreter."""
 
 from __future__ import annotations
 
