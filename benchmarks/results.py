@@ -115,7 +115,11 @@ def keep_previous(path: Path, results: dict[str, Any]) -> dict[str, Any]:
     for name in kept:
         merged[name] = previous[name]
     date = previous.get("machine", {}).get("date")
-    merged["workload"] = {**results["workload"], "kept": {name: date for name in kept}}
+    dates = previous.get("workload", {}).get("kept", {})  # kept before: their own dates
+    merged["workload"] = {
+        **results["workload"],
+        "kept": {name: dates.get(name, date) for name in kept},
+    }
     return merged
 
 

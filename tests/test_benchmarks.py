@@ -16,7 +16,14 @@ from benchmarks.generation import stratified
 from benchmarks.judging import choice_inputs, first_sentence
 from benchmarks.naive import draw, naive_response
 from benchmarks.processes import last_json_line
-from benchmarks.results import Measured, assemble, render_table, table_rows, write_results
+from benchmarks.results import (
+    Measured,
+    assemble,
+    keep_previous,
+    render_table,
+    table_rows,
+    write_results,
+)
 from benchmarks.study_child import EncoderCounter
 from torch import nn
 
@@ -217,3 +224,22 @@ def test_naive_loop_answers_as_the_model_generates(tiny_vlm: Any, images: list[A
         naive = [naive_response(tiny_vlm, r.image, r.prompt_text, r.seed, params) for r in requests]
         assert naive == expected
         assert all(expected)  # something was generated to compare
+
+
+def test_only_some_sections_keep_the_others_with_their_dates(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    old = {**MACHINE, "date": "2026-01-01T00:00:00+00:00"}
+    first = assemble(
+        old, {"sections": ["judges"]}, {"judges": Measured({"judge_responses_per_s": {"a": 5}})}
+    )
+    write_results(path, first)
+    api = Measured({"api_concurrency_efficiency": 0.9}, {"requests": 10})
+    second = keep_previous(path, assemble(MACHINE, {"sections": ["api"]}, {"api": api}))
+    assert second["judge_responses_per_s"] == {"a": 5} and second["judges"] == {}
+    assert second["api_concurrency_efficiency"] == 0.9
+    assert second["workload"]["kept"] == {"judges": "2026-01-01T00:00:00+00:00"}
+    write_results(path, second)
+    third = keep_previous(path, assemble(MACHINE, {"sections": ["api"]}, {"api": api}))
+    assert third["workload"]["kept"] == {"judges": "2026-01-01T00:00:00+00:00"}  # its own date
+    path.write_text(json.dumps({"schema_version": 99}))
+    assert "kept" not in keep_previous(path, dict(first))["workload"]
