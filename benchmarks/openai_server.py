@@ -558,6 +558,7 @@ class OpenAIServer:
         filter_phrases: tuple[str, ...] = (),
         filter_mode: FilterMode = "finish_reason",
         system_fingerprint: str = "fp_local",
+        max_choices: int | None = None,
     ) -> None:
         if filter_mode not in ("finish_reason", "error"):
             raise ValueError(f"filter_mode must be 'finish_reason' or 'error', not {filter_mode!r}")
@@ -572,6 +573,8 @@ class OpenAIServer:
         self.filter_phrases = tuple(filter_phrases)
         self.filter_mode = filter_mode
         self.system_fingerprint = system_fingerprint
+        # At most this many choices whatever `n` asks, as servers that ignore `n` (Ollama) do.
+        self.max_choices = max_choices
         self.stats = Stats()
         self._images = _ImageChecker()
         self._server: asyncio.Server | None = None
@@ -703,15 +706,16 @@ class OpenAIServer:
             filtered = [Reply("", finish_reason="content_filter")] * chat.n
             self.stats._answer(chat.n, chat.last_user_text)
             return _completion(chat, filtered, served, self.system_fingerprint)
+        choices = min(chat.n, self.max_choices or chat.n)
         try:
-            replies = [self.reply(chat, index) for index in range(chat.n)]
+            replies = [self.reply(chat, index) for index in range(choices)]
             response = _completion(chat, replies, served, self.system_fingerprint)
         except Exception as error:
             # A bug in the test's reply (or a bad finish_reason): shown in stats and to the client.
             message = f"reply failed: {type(error).__name__}: {error}"
             self.stats._error(message)
             return _error(500, message, "server_error")
-        self.stats._answer(chat.n, chat.last_user_text)
+        self.stats._answer(choices, chat.last_user_text)
         return response
 
 
@@ -735,6 +739,7 @@ class LocalEndpoint:
         filter_phrases: tuple[str, ...] = (),
         filter_mode: FilterMode = "finish_reason",
         system_fingerprint: str = "fp_local",
+        max_choices: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -750,6 +755,7 @@ class LocalEndpoint:
             filter_phrases=filter_phrases,
             filter_mode=filter_mode,
             system_fingerprint=system_fingerprint,
+            max_choices=max_choices,
         )
         self.host = host
         self._requested_port = port

@@ -352,16 +352,20 @@ def test_decoded_image_cache_is_bounded_by_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clear_image_cache()
-    monkeypatch.setattr(images._cache, "max_bytes", 3 * 100 * 100 * 3)  # three 100x100 RGB
+    sizes = []  # an entry holds its RGB pixels and the file's bytes
     for i in range(5):
         Image.fromarray(np.full((100, 100, 3), i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        sizes.append(100 * 100 * 3 + (tmp_path / f"{i}.png").stat().st_size)
+    bound = 3 * max(sizes)  # room for three entries, never four (they are about equal)
+    monkeypatch.setattr(images._cache, "max_bytes", bound)
+    for i in range(5):
         load_image(f"{i}.png", tmp_path)
-    assert images._cache.bytes == 3 * 100 * 100 * 3
+    assert images._cache.bytes == sum(sizes[2:])  # the three most recent
     first = load_image("4.png", tmp_path)
     assert load_image("4.png", tmp_path) is first  # the most recent ones are kept
     Image.fromarray(np.zeros((200, 200, 3), dtype=np.uint8)).save(tmp_path / "big.png")
     assert load_image("big.png", tmp_path).image.size == (200, 200)  # too big to keep: not kept
-    assert images._cache.bytes <= 3 * 100 * 100 * 3
+    assert images._cache.bytes <= bound
     clear_image_cache()
     assert images._cache.bytes == 0
 

@@ -230,3 +230,20 @@ def test_it_answers_from_inside_a_running_event_loop(endpoint: LocalEndpoint) ->
         return model.generate(requests_for(["Q?"]), SamplingParams())
 
     assert asyncio.run(inside()) == ["Q? #0 seed 0"]
+
+
+def test_an_endpoint_that_ignores_n_gets_one_request_per_missing_sample() -> None:
+    with LocalEndpoint(reply=echo, key=KEY, model="m", max_choices=1) as server:
+        model = OpenAIChatModel("m", settings(server))
+        texts = model.generate(requests_for(["Q?", "R?"], samples=3), SamplingParams())
+        stats = server.stats.snapshot()
+    # each prompt's `n` request gives one sample; the others are asked alone, each its seed
+    assert texts == [
+        "Q? #0 seed 0",
+        "Q? #0 seed 1",
+        "Q? #0 seed 2",
+        "R? #0 seed 100",
+        "R? #0 seed 101",
+        "R? #0 seed 102",
+    ]
+    assert stats["answered"] == 6 and not model.use_n

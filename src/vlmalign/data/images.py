@@ -165,7 +165,7 @@ def decode_image(data: bytes, ref: str) -> Image.Image:
 
 
 class _ImageCache:
-    """Least-recently-used decoded images, bounded by their pixel bytes (not their count)."""
+    """Least-recently-used decoded images, bounded by their bytes (pixels and file; not count)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes

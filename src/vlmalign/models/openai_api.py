@@ -52,7 +52,7 @@ class ChatJob:
 
     indices: tuple[int, ...]
     messages: list[dict[str, Any]]
-    seed: int
+    seeds: tuple[int, ...]  # each index's own; an `n` request carries the first
     what: str  # names it in an error: the item, shots and sample
 
 
@@ -166,7 +166,7 @@ class OpenAIChatModel(ModelIdentity):
             ChatJob(
                 tuple(indices),
                 self._messages(requests[indices[0]]),
-                requests[indices[0]].seed,
+                tuple(requests[index].seed for index in indices),
                 describe(requests[indices[0]]),
             )
             for indices in groups.values()
@@ -184,14 +184,14 @@ class OpenAIChatModel(ModelIdentity):
                 "top_k (vLLM and SGLang do); set it to 0, or api.accepts_top_k: true if it does"
             )
 
-    def _arguments(self, params: SamplingParams, job: ChatJob, n: int) -> dict[str, Any]:
+    def _arguments(self, params: SamplingParams, job: ChatJob, n: int, seed: int) -> dict[str, Any]:
         arguments: dict[str, Any] = {
             "model": self.endpoint_model,
             "messages": job.messages,
             "max_tokens": params.max_new_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
-            "seed": job.seed,
+            "seed": seed,
         }
         if n > 1:
             arguments["n"] = n
@@ -204,7 +204,7 @@ class OpenAIChatModel(ModelIdentity):
     ) -> list[Generated]:
         """The job's responses, one per index; samples an endpoint leaves out of an `n`
         request are asked one at a time (and `n` is not used again)."""
-        answers = await self._request(client, job, params, len(job.indices))
+        answers = await self._request(client, job, params, len(job.indices), job.seeds[0])
         while len(answers) < len(job.indices):
             if self.use_n:
                 log.warning(
@@ -214,16 +214,16 @@ class OpenAIChatModel(ModelIdentity):
                     len(job.indices),
                 )
                 self.use_n = False
-            answers += await self._request(client, job, params, 1)
+            answers += await self._request(client, job, params, 1, job.seeds[len(answers)])
         return answers[: len(job.indices)]
 
     async def _request(
-        self, client: AsyncOpenAI, job: ChatJob, params: SamplingParams, n: int
+        self, client: AsyncOpenAI, job: ChatJob, params: SamplingParams, n: int, seed: int
     ) -> list[Generated]:
         import openai
 
         try:
-            completion = await chat_completion(client, self._arguments(params, job, n))
+            completion = await chat_completion(client, self._arguments(params, job, n, seed))
         except openai.BadRequestError as exc:
             if exc.code != FILTERED:
                 raise
