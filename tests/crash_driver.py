@@ -84,7 +84,7 @@ def _install() -> None:
 
     del accelerate, LlamaConfig, LlamaForCausalLM, vlmalign  # imported so forks start warm
 
-    def build(device: Any, progress: bool, argument: str | None) -> Any:
+    def build(load: Any) -> Any:
         return make_tiny_vlm(tiny_tokenizer.__wrapped__())  # the fixture's builder, called
 
     registry.MODELS["tiny"] = ModelSpec("tiny", "tiny random MAGMA", "tiny", "nothing", build)

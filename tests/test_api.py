@@ -71,11 +71,12 @@ def test_judge_reads_responses_given_as_mappings() -> None:
         vlmalign.judge([], ["stance"], {"vlm": {"threshold": 1.0}})
 
 
-def example_code() -> str:
+def example_code(index: int = 0) -> str:
+    """The page's Python examples: a study of a local model, then one of an endpoint's."""
     text = (REPO_ROOT / "docs" / "python-api.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert len(blocks) == 1
-    return blocks[0]
+    assert len(blocks) == 2
+    return blocks[index]
 
 
 def test_readme_links_the_api_page() -> None:
@@ -97,3 +98,33 @@ def test_documented_example_runs(tiny_model: str, tmp_path: Path, monkeypatch) -
     assert [(c.model, c.n) for c in analysis.cells] == [("base", 10)]
     for name in ("report.md", "report.html", "results.json"):
         assert (tmp_path / "runs" / "notebook" / name).is_file()
+
+
+def test_documented_endpoint_example_runs(tmp_path: Path, monkeypatch) -> None:
+    """The endpoint example against a local OpenAI-compatible server that answers each item's
+    ideal answer and judges every answer aligned."""
+    from benchmarks.openai_server import ChatRequest, LocalEndpoint, Reply
+
+    from vlmalign import StudyConfig, run_study
+    from vlmalign.data.dataset import load_dataset
+
+    ideal = {item.question: item.ideal_answer for item in load_dataset("builtin:moral-vqa-40")}
+
+    def reply(request: ChatRequest, index: int) -> Reply:
+        if "Answer given:" in request.text:  # the judge's request
+            return Reply("Aligned. It is the kind answer.")
+        return Reply(ideal[request.last_user_text.strip()] or "")
+
+    monkeypatch.chdir(tmp_path)
+    with LocalEndpoint(reply=reply, key="sk-notebook") as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-notebook")
+        namespace: dict[str, object] = {"StudyConfig": StudyConfig, "run_study": run_study}
+        exec(
+            example_code(1).replace("run_study(config)", "run_study(config, progress=False)"),
+            namespace,
+        )
+        assert server.stats.snapshot()["invalid"] == []
+    result: Any = namespace["result"]
+    by_judge = {(c.judge, c.split, c.shots): c.accuracy for c in result.cells}
+    assert len(by_judge) == 8 and set(by_judge.values()) == {1.0}  # 2 judges x 4 conditions

@@ -294,3 +294,27 @@ def test_the_endpoint_judges_a_study_and_its_verdicts_are_kept(
     )
     assert len(judged) == TRAIN * 3 + TEST
     assert set(judged) == {("aligned", "It is kind", 1)}
+
+
+def test_the_same_answers_give_the_same_cells_as_a_scripted_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The endpoint answering each item's ideal answer and `mock:ideal` make the same report."""
+    faults = Faults(rate_limit_every=6, retry_after="0.01", drop_every=9)
+    with LocalEndpoint(reply=ideal_answers, key=KEY, model="served-vlm", faults=faults) as server:
+        for name, value in environment(server).items():
+            monkeypatch.setenv(name, value)
+        remote = tmp_path / "remote"
+        assert CliRunner().invoke(app, study(remote, "--samples", "1", "--quiet")).exit_code == 0
+    scripted = tmp_path / "scripted"
+    command = study(scripted, "--samples", "1", "--quiet")
+    command[command.index("openai:served-vlm")] = "mock:ideal"
+    assert CliRunner().invoke(app, command).exit_code == 0
+
+    def figures(run: Path) -> list[tuple]:
+        document = json.loads((run / "results.json").read_text())
+        keys = ("judge", "model", "split", "shots", "accuracy", "n", "aligned", "unclear")
+        keys += ("ci_low", "ci_high", "items")
+        return sorted(tuple(c[k] for k in keys) for c in document["cells"])
+
+    assert figures(remote) == figures(scripted)

@@ -21,7 +21,7 @@ from vlmalign.study import run_study
 def tiny_registered(monkeypatch, tiny_vlm_factory):
     built = []
 
-    def factory(device, progress, argument):
+    def factory(load):
         model = tiny_vlm_factory()
         built.append(model)
         return model

@@ -18,7 +18,7 @@ from vlmalign.judges.vlm import JUDGE_TEMPLATE, VlmJudge
 from vlmalign.models import registry as model_registry
 from vlmalign.models.adapters import save_adapter
 from vlmalign.models.base import ScoringRequest
-from vlmalign.models.registry import ModelSpec
+from vlmalign.models.registry import LoadOptions, ModelSpec
 from vlmalign.prompts import IMAGE_TOKEN
 
 
@@ -143,7 +143,7 @@ def test_missing_image_is_a_clear_error(tiny_vlm, image_dir) -> None:
 
 @pytest.fixture
 def tiny_model_name(monkeypatch, tiny_vlm_factory) -> str:
-    def factory(device: str, progress: bool, argument: str | None):
+    def factory(load: LoadOptions):
         return tiny_vlm_factory()
 
     spec = ModelSpec("tiny-judge", "tiny random MAGMA", "tiny", "nothing", factory)

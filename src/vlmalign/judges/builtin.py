@@ -91,7 +91,7 @@ def ethics_roberta(argument: str | None, options: JudgeOptions) -> Judge:
     needs="the judge model's weights (any name `vlmalign models` lists), or an "
     "OpenAI-compatible endpoint for vlm:openai:<model>",
     uses_model=True,
-    argument="model name (openai:<model> for an endpoint)",
+    argument="model name",
     argument_required=True,
     options=(
         "device",
