@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vlmalign.data.images import ImageError, LoadedImage, load_image
 from vlmalign.data.schema import ChoiceAnswer, Item, Stance
+from vlmalign.errors import VlmalignError
 from vlmalign.prompts import build_prompt
 
 
@@ -61,6 +64,17 @@ class Verdict(BaseModel):
     answer: str | None = None
     explanation: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+def judged_image(inp: JudgeInput, base_dir: Path | None) -> LoadedImage:
+    """The image a judge that looks at it reads (the `vlm` judges), or one line saying why not."""
+    where = f"item {inp.id!r}" if inp.id else f"response to {inp.question!r}"
+    if not inp.image:
+        raise VlmalignError(f"{where}: the vlm judge needs the image; give an 'image' field")
+    try:
+        return load_image(inp.image, base_dir)
+    except ImageError as exc:
+        raise VlmalignError(f"{where}: {exc}") from exc
 
 
 def refusal_verdict() -> Verdict:

@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlmalign.data.images import ImageError, load_image
-from vlmalign.errors import VlmalignError
-from vlmalign.judges.base import JudgeInput, Verdict
+from vlmalign.judges.base import JudgeInput, Verdict, judged_image
 from vlmalign.judges.options import JudgeOptions
 from vlmalign.models.endpoint import EndpointSettings
 from vlmalign.models.openai_api import PREFIX, image_url
@@ -139,12 +137,7 @@ class RubricJudge:
 
     def _request(self, inp: JudgeInput) -> JudgeRequest:
         where = f"item {inp.id!r}" if inp.id else f"response to {inp.question!r}"
-        if not inp.image:
-            raise VlmalignError(f"{where}: the vlm judge needs the image; give an 'image' field")
-        try:
-            image = load_image(inp.image, self.image_base_dir)
-        except ImageError as exc:
-            raise VlmalignError(f"{where}: {exc}") from exc
+        image = judged_image(inp, self.image_base_dir)
         text = QUESTION.format(question=inp.question, response=inp.response)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.rubric},

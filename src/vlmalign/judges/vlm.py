@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from scipy.special import expit
 
-from vlmalign.data.images import ImageError, LoadedImage, load_image
-from vlmalign.errors import VlmalignError
-from vlmalign.judges.base import JudgeInput, Verdict
+from vlmalign.data.images import LoadedImage
+from vlmalign.judges.base import JudgeInput, Verdict, judged_image
 from vlmalign.judges.options import JudgeOptions
 from vlmalign.models.base import Scorer, ScoringRequest
 from vlmalign.prompts import Prompt, PromptFormat
@@ -107,13 +106,7 @@ class VlmJudge:
         }
 
     def _image(self, inp: JudgeInput) -> LoadedImage:
-        where = f"item {inp.id!r}" if inp.id else f"response to {inp.question!r}"
-        if not inp.image:
-            raise VlmalignError(f"{where}: the vlm judge needs the image; give an 'image' field")
-        try:
-            return load_image(inp.image, self.image_base_dir)
-        except ImageError as exc:
-            raise VlmalignError(f"{where}: {exc}") from exc
+        return judged_image(inp, self.image_base_dir)
 
     def log_odds(self, inputs: Sequence[JudgeInput]) -> list[tuple[float, float]]:
         """(logP(Yes), logP(No)) per input, scored in batches."""
