@@ -151,36 +151,33 @@ FINETUNED_TEST = "60% [45%–74%] (n=10)"
 
 def test_the_papers_tables_in_html(known: Analysis) -> None:
     page = render_html([known])
-    # Rows follow the run's judges (recorded by name), then `human`.
+    # Rows follow the run's judges (recorded by name), then `human`; the run has no 2-shot
+    # responses, and neither ethics nor humans read a finetuned one: no such column or row.
     assert table_rows(page, 'id="table1"') == [
-        ["ethics", f"{ETHICS_0} paper (MAGMA): 90%", "–", "–"],
+        ["ethics", f"{ETHICS_0} paper (MAGMA): 90%", "–"],
         [
             "stance",
             f"{STANCE_0} 3 unclear paper (MAGMA): 56%",
             "70% [55%–82%] (n=30) paper (MAGMA): 67%",
-            "–",
         ],
-        ["human", f"{HUMAN_0} 2 unsure/tie, 18 unlabelled paper (MAGMA): 56%", "–", "–"],
+        ["human", f"{HUMAN_0} 2 unsure/tie, 18 unlabelled paper (MAGMA): 56%", "–"],
     ]
     assert table_rows(page, 'id="table2"') == [
         ["ethics", "base", ETHICS_0, "–"],  # Table 2 of the paper has no classifier row
-        ["ethics", "finetuned", "–", "–"],
         ["stance", "base", f"{STANCE_0} 3 unclear paper (MAGMA): 56%", "–"],
         ["stance", "finetuned", "–", f"{FINETUNED_TEST} paper (MAGMA): 60%"],
         ["human", "base", f"{HUMAN_0} 2 unsure/tie, 18 unlabelled paper (MAGMA): 56%", "–"],
-        ["human", "finetuned", "–", "–"],
     ]
 
 
 def test_the_papers_tables_in_markdown_are_the_same_rows(known: Analysis) -> None:
     lines = render_markdown([known]).splitlines()
     table1 = [
-        "| judge | 0-shot train | 1-shot train | 2-shot train |",
-        "|---|---|---|---|",
-        f"| ethics | {ETHICS_0}; paper (MAGMA): 90% | – | – |",
-        f"| stance | {STANCE_0}; paper (MAGMA): 56% | 70% [55%–82%] (n=30); "
-        "paper (MAGMA): 67% | – |",
-        f"| human | {HUMAN_0}; paper (MAGMA): 56% | – | – |",
+        "| judge | 0-shot train | 1-shot train |",
+        "|---|---|---|",
+        f"| ethics | {ETHICS_0}; paper (MAGMA): 90% | – |",
+        f"| stance | {STANCE_0}; paper (MAGMA): 56% | 70% [55%–82%] (n=30); paper (MAGMA): 67% |",
+        f"| human | {HUMAN_0}; paper (MAGMA): 56% | – |",
     ]
     start = lines.index(table1[0])
     assert lines[start : start + len(table1)] == table1
@@ -203,7 +200,7 @@ def test_comparisons_validity_breakdowns_and_profiles_in_both(known: Analysis) -
             "★ significant",
         ]
     ]
-    assert KNOWN_SENTENCE in html.unescape(page)
+    assert KNOWN_SENTENCE not in html.unescape(page)  # the table says it, once
     validity = ["stance", "references", "80", "0.71 [0.62, 0.80]", "–", "90%", "52%", "3", "yes"]
     assert table_rows(page, 'class="validity"') == [validity]
     assert table_rows(page, 'class="breakdown"') == [["tag: trap", "25% [7%–59%] (n=8)"]]
@@ -212,7 +209,8 @@ def test_comparisons_validity_breakdowns_and_profiles_in_both(known: Analysis) -
 
     lines = render_markdown([known]).splitlines()
     assert f"- {KNOWN_SENTENCE}" in lines
-    assert "| " + " | ".join(validity) + " |" in lines
+    no_auc = [value for index, value in enumerate(validity) if index != 4]  # no graded judge
+    assert "| " + " | ".join(no_auc) + " |" in lines
     assert (
         "| group | base 0-shot train |" in lines and "| tag: trap | 25% [7%–59%] (n=8) |" in lines
     )
@@ -436,7 +434,9 @@ def test_single_run_report_in_the_browser(open_report: Any, known: Analysis) -> 
     assert all(f"{name} (" in human for name in ("ana", "ben", "cy"))  # the run's annotators
 
     comparisons = report.text("#comparisons")
-    assert KNOWN_SENTENCE in comparisons
+    assert (
+        "base 1-shot train vs base 0-shot train" in comparisons and "★ significant" in comparisons
+    )
     assert page.locator("#comparisons tr.significant").count() == 1
 
     breakdowns = report.text("#breakdowns")

@@ -10,7 +10,7 @@ import typer
 
 from vlmalign.cli.apps import app, labels_app, store_app
 from vlmalign.cli.console import err, out
-from vlmalign.cli.studies import print_tables, print_validity
+from vlmalign.cli.studies import print_across, print_tables, print_validity
 from vlmalign.errors import VlmalignError
 
 
@@ -36,10 +36,15 @@ def report(
 
     target = out_dir or (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
     analyses = build_report(run_dirs, target, paper=paper)
+    if len(analyses) > 1:  # the runs side by side once; each run's own tables are in the files
+        from vlmalign.report.across_runs import across_runs
+
+        print_across(across_runs(analyses))
     for analysis in analyses:
         if len(analyses) > 1:
             out.print(f"[bold]{analysis.run.name}[/bold]")
-        print_tables(analysis.cells, analysis.run.provenance, analysis.usage)
+        else:
+            print_tables(analysis.cells, analysis.run.provenance, analysis.usage)
         print_validity(analysis.validity)
         for comparison in analysis.comparisons:
             if comparison.significant:

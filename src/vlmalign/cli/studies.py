@@ -40,6 +40,7 @@ from vlmalign.models.endpoint import EndpointSettings
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from vlmalign.report.across_runs import AcrossRuns
     from vlmalign.report.usage import ConditionUsage
     from vlmalign.schemas.provenance import Provenance
 
@@ -64,16 +65,15 @@ def print_usage(usage: Sequence[ConditionUsage]) -> None:
 
 
 def print_tables(cells: Any, provenance: Provenance, usage: Sequence[ConditionUsage] = ()) -> None:
-    from vlmalign.report.tables import LOSS_HEADER, loss_rows, table1, table2
+    """The results as the report lays them out (the paper's tables or one of conditions)."""
+    from vlmalign.report.tables import LOSS_HEADER, loss_rows, result_tables
 
     judges = list(dict.fromkeys(c.judge for c in cells))
-    first = table1([("", cells)], judges)
-    if any(c.model == "base" and c.split == "train" for c in cells):
-        title = "Table 1: base model, train split [95% interval]"
-        out.print(table(title, first.header(), first.text_rows()))
-    second = table2([("", cells)], judges)
-    out.print(table("Table 2: base vs finetuned, 0-shot", second.header(), second.text_rows()))
-    if first.calibrated or second.calibrated:
+    tables = result_tables([("", cells)], judges)
+    for titled in tables:
+        shown = titled.table
+        out.print(table(f"{titled.title} [95% interval]", shown.header(), shown.text_rows()))
+    if any(titled.table.calibrated for titled in tables):
         from vlmalign.report.markdown import calibrated_note
 
         out.print(calibrated_note(cells), markup=False, soft_wrap=True)
@@ -82,6 +82,16 @@ def print_tables(cells: Any, provenance: Provenance, usage: Sequence[ConditionUs
     if losses:
         out.print(table("Finetuning loss", LOSS_HEADER, losses))
     print_usage(usage)
+
+
+def print_across(across: AcrossRuns) -> None:
+    """Several runs: the leaderboard and the between-run tests, once (not every run's tables)."""
+    board = across.leaderboard
+    out.print(table("Leaderboard [95% interval]", board.header(), board.text_rows()))
+    for shared in across.shared:
+        out.print(shared.sentence().replace("`", ""), markup=False, soft_wrap=True)
+    for comparison in across.comparisons:  # sentences: the table is too wide for a console
+        out.print(f"between runs: {comparison.sentence()}", markup=False, soft_wrap=True)
 
 
 @app.command()

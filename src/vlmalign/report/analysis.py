@@ -127,10 +127,21 @@ class Comparison:
     run: str = ""
     judge_informative: bool | None = None
     calibrated: bool = False  # figures are calibrated estimates (labels + judge), paired
+    run_b: str = ""  # between runs: b is this run's condition (a is `run`'s); "" within a run
 
     @property
     def significant(self) -> bool:
         return self.p_value < SIGNIFICANCE
+
+    @property
+    def between_runs(self) -> bool:
+        return bool(self.run_b)
+
+    def what(self) -> str:
+        """What is compared: two conditions of a run, or one condition in two runs."""
+        if self.run_b:
+            return f"{self.run_b} vs {self.run}, {self.a.label}"
+        return f"{self.b.label} vs {self.a.label}"
 
     def sentence(self) -> str:
         verdict = "significant" if self.significant else "not significant"
@@ -138,7 +149,7 @@ class Comparison:
         if self.significant and not holm:
             holm = " (not after Holm's correction)"
         return (
-            f"{self.judge}: {self.b.label} vs {self.a.label}: "
+            f"{self.judge}: {self.what()}: "
             f"{difference(self.difference, self.ci_low, self.ci_high)}, "
             f"{p_statement(self.p_value)}, {verdict} at 0.05{holm} "
             f"({self.method}, {self.n_items} items){judge_warning(self.judge_informative)}"
@@ -295,6 +306,19 @@ def analyse(run: RunData, paper: bool = True) -> Analysis:
 
 def _judge_outcomes(run: RunData, judge: str) -> dict[str, Outcome]:
     return {key: row.aligned for key, row in run.verdicts[judge].items()}
+
+
+def item_outcomes(
+    analysis: Analysis, judge: str, condition: ConditionKey
+) -> dict[str, list[Outcome]]:
+    """One judge's outcomes in one condition of the analysed run, by item (for humans, decided
+    responses only): what a paired test between runs compares."""
+    rows = [g for g in analysis.run.generations if ConditionKey.of(g) == condition]
+    if judge == HUMAN:
+        outcomes = {key: verdict.aligned for key, verdict in analysis.human.items()}
+    else:
+        outcomes = _judge_outcomes(analysis.run, judge)
+    return _by_item(rows, outcomes, judge == HUMAN)
 
 
 def condition_rows(generations: Sequence[GenerationRow]) -> dict[ConditionKey, list[GenerationRow]]:

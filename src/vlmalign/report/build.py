@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmalign.errors import VlmalignError
+from vlmalign.report.across_runs import across_runs
 from vlmalign.report.analysis import Analysis, analyse
 from vlmalign.report.markdown import render_markdown
 from vlmalign.report.results import results_document
@@ -52,13 +53,14 @@ CALIBRATED_COLUMNS = ("estimate", "ci_low", "ci_high", "n_labelled", "n_unlabell
 def render_files(analyses: Sequence[Analysis]) -> dict[str, str]:
     from vlmalign.report.html import render_html
 
-    results = results_document(analyses).model_dump(mode="json")
+    across = across_runs(analyses) if len(analyses) > 1 else None
+    results = results_document(analyses, across).model_dump(mode="json")
     return {
         RESULTS_FILE: json.dumps(results, indent=2) + "\n",
-        REPORT_FILE: render_markdown(analyses),
+        REPORT_FILE: render_markdown(analyses, across),
         CELLS_CSV: _csv([_flat_cell(c) for c in results["cells"]]),
         COMPARISONS_CSV: _csv([_flat(c) for c in results["comparisons"]]),
-        HTML_FILE: render_html(analyses),
+        HTML_FILE: render_html(analyses, across),
     }
 
 

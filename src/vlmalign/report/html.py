@@ -26,6 +26,7 @@ from vlmalign.data.images import ImageError, load_image
 from vlmalign.data.schema import Item
 from vlmalign.judges.human import HUMAN, AnnotatorAgreement, HumanVerdict
 from vlmalign.prompts import IMAGE_TOKEN
+from vlmalign.report.across_runs import AcrossRuns, across_runs
 from vlmalign.report.analysis import Analysis, Comparison
 from vlmalign.report.conditions import ConditionKey
 from vlmalign.report.formatting import (
@@ -48,14 +49,15 @@ from vlmalign.report.reference import (
     TRAIN_ITEMS,
 )
 from vlmalign.report.tables import (
+    COMPARISON_HEADER,
     USAGE_HEADER,
     USAGE_NOTE,
     USAGE_TITLE,
     VALIDITY_HEADER,
     breakdown_tables,
+    comparison_rows,
     profile_rows,
-    table1,
-    table2,
+    result_tables,
     usage_rows,
     validity_rows,
 )
@@ -193,7 +195,7 @@ class ItemCard:
 # --- the page -----------------------------------------------------------------------------------
 
 
-def render_html(analyses: Sequence[Analysis]) -> str:
+def render_html(analyses: Sequence[Analysis], across: AcrossRuns | None = None) -> str:
     """One self-contained page for the runs (one Analysis per run directory), side by side."""
     if not analyses:
         raise ValueError("render_html needs at least one analysed run")
@@ -203,21 +205,24 @@ def render_html(analyses: Sequence[Analysis]) -> str:
     script = _asset(SCRIPT)
     plot = accuracy_png({label: a.cells for label, a in runs})
     cells = [(label, a.cells) for label, a in runs]
-    first, second = table1(cells, judges), table2(cells, judges)
+    tables = result_tables(cells, judges)
+    if several and across is None:
+        across = across_runs(analyses)
     return _template().render(
         runs=[_header(label, a) for label, a in runs],
         several=several,
         run_names=[label for label, _ in runs],
-        table1_columns=first.columns,
-        table1=first.rows,
-        table2_columns=second.columns,
-        table2=second.rows,
+        tables=tables,
+        paper_layout=any(t.key == "table1" for t in tables),
+        across=across,
+        comparison_header=COMPARISON_HEADER,
+        between=comparison_rows(across.comparisons) if across else [],
         paper=PAPER,
         paper_label=PAPER_LABEL,
         paper_rows=_paper_rows(judges),
         show_paper=any(a.paper for _, a in runs),
         calibrated_note=calibrated_note([c for _, a in runs for c in a.cells])
-        if first.calibrated or second.calibrated
+        if any(t.table.calibrated for t in tables)
         else None,
         train_items=TRAIN_ITEMS,
         plot_uri=_data_uri("image/png", plot),

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 
 from vlmalign.judges.validity import ValidityEntry
+from vlmalign.report.across_runs import AcrossRuns, across_runs
 from vlmalign.report.analysis import Analysis, Cell
 from vlmalign.report.conditions import sorted_conditions
 from vlmalign.report.formatting import (
@@ -19,6 +20,7 @@ from vlmalign.report.formatting import (
 )
 from vlmalign.report.reference import PAPER, PAPER_LABEL
 from vlmalign.report.tables import (
+    COMPARISON_HEADER,
     LOSS_HEADER,
     PROFILE_HEADER,
     USAGE_HEADER,
@@ -27,11 +29,11 @@ from vlmalign.report.tables import (
     VALIDITY_HEADER,
     ResultTable,
     breakdown_tables,
+    comparison_rows,
     find_cell,
     loss_rows,
     profile_rows,
-    table1,
-    table2,
+    result_tables,
     usage_rows,
     validity_rows,
 )
@@ -61,8 +63,12 @@ PAPER_NOTE = (
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    """A table without the columns that are missing ("–") in every row, nor the rows missing in
+    every column but the first (their label): such a row or column says nothing."""
+    keep = [j for j in range(len(header)) if not rows or any(r[j] != MISSING for r in rows)]
+    shown = [[row[j] for j in keep] for row in rows if any(c != MISSING for c in row[1:])]
+    lines = ["| " + " | ".join(header[j] for j in keep) + " |", "|" + "---|" * len(keep)]
+    lines += ["| " + " | ".join(row) + " |" for row in shown]
     return "\n".join(lines)
 
 
@@ -89,20 +95,12 @@ def calibrated_note(cells: Sequence[Cell]) -> str:
 
 def run_section(analysis: Analysis, level: str = "##") -> list[str]:
     runs, judges = [(analysis.run.name, analysis.cells)], analysis.judges
-    first, second = table1(runs, judges), table2(runs, judges)
-    parts = [
-        f"{level} Table 1: alignment of the base model by number of shots (train split)",
-        "",
-        _result_table(first),
-        "",
-        f"{level} Table 2: base and finetuned model, 0-shot",
-        "",
-        _result_table(second),
-        "",
-        INTERVALS_NOTE,
-        "",
-    ]
-    if first.calibrated or second.calibrated:
+    tables = result_tables(runs, judges)
+    parts = []
+    for titled in tables:
+        parts += [f"{level} {titled.title}", "", _result_table(titled.table), ""]
+    parts += [INTERVALS_NOTE, ""]
+    if any(titled.table.calibrated for titled in tables):
         parts += [calibrated_note(analysis.cells), ""]
     if analysis.paper:
         parts += [PAPER_NOTE, ""]
@@ -323,12 +321,38 @@ def _header(analysis: Analysis) -> str:
     )
 
 
-def render_markdown(analyses: Sequence[Analysis]) -> str:
+def across_section(across: AcrossRuns) -> list[str]:
+    """The leaderboard and the paired tests between runs."""
+    parts = [
+        "## Leaderboard",
+        "",
+        "Each run's model under each judge, a column per condition (model variant in the row); "
+        "`people:` where the run has human labels.",
+        "",
+        markdown_table(across.leaderboard.header(), across.leaderboard.text_rows()),
+        "",
+        "## Between runs",
+        "",
+        *(s.sentence() for s in across.shared),
+        "",
+        "Paired tests of one condition in two runs, on the items both asked (exact McNemar with "
+        "one sample per prompt, a paired bootstrap over items with several); difference = later "
+        "run minus earlier one; Holm's correction is over each judge's between-run tests.",
+        "",
+    ]
+    if not across.comparisons:
+        return [*parts, "No condition is shared by two runs."]
+    return [*parts, markdown_table(COMPARISON_HEADER, comparison_rows(across.comparisons))]
+
+
+def render_markdown(analyses: Sequence[Analysis], across: AcrossRuns | None = None) -> str:
     parts = ["# vlmalign study report", ""]
     if len(analyses) == 1:
         parts += [_header(analyses[0]), "", *run_section(analyses[0])]
     else:
-        parts += [*(_header(a) for a in analyses), "", "## Side by side", ""]
+        parts += [*(_header(a) for a in analyses), ""]
+        parts += across_section(across or across_runs(analyses))
+        parts += ["", "## Side by side", ""]
         parts += side_by_side(analyses)
         for analysis in analyses:
             parts += ["", f"## Run `{analysis.run.name}`", "", *run_section(analysis, "###")]

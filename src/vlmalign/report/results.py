@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 
+from vlmalign.report.across_runs import AcrossRuns
 from vlmalign.report.analysis import Analysis
 from vlmalign.report.reference import PAPER, PAPER_LABEL, REFERENCE
 from vlmalign.report.usage import ConditionUsage
@@ -21,21 +22,25 @@ from vlmalign.schemas.results import (
     ProfileRecord,
     Results,
     RunValidityEntry,
+    SharedItemsRecord,
     UsageRecord,
 )
 
 
-def results_document(analyses: Sequence[Analysis]) -> Results:
-    """The machine-readable contract: cells (with ci_low/ci_high), tests, breakdowns, humans
-    (with how many responses of each condition were labelled: `human_coverage`), and what
-    each condition's responses cost (`usage`)."""
+def results_document(analyses: Sequence[Analysis], across: AcrossRuns | None = None) -> Results:
+    """The machine-readable contract: cells (with ci_low/ci_high), tests (within each run, then
+    between runs), breakdowns, humans (with how many responses of each condition were labelled:
+    `human_coverage`), and what each condition's responses cost (`usage`)."""
+    between = across.comparisons if across else []
     return Results(
         runs=[a.run.name for a in analyses],
         cells=[CellRecord.model_validate(asdict(c)) for a in analyses for c in a.cells],
         comparisons=[
             ComparisonRecord.model_validate({**asdict(c), "significant": c.significant})
-            for a in analyses
-            for c in a.comparisons
+            for c in [*(c for a in analyses for c in a.comparisons), *between]
+        ],
+        shared_items=[
+            SharedItemsRecord.model_validate(asdict(s)) for s in (across.shared if across else [])
         ],
         breakdowns=[
             BreakdownRecord.model_validate(asdict(b)) for a in analyses for b in a.breakdowns

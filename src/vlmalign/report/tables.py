@@ -13,13 +13,16 @@ from typing import Any
 
 from vlmalign.judges.human import HUMAN
 from vlmalign.judges.validity import ValidityEntry
-from vlmalign.report.analysis import Analysis, Cell
+from vlmalign.report.analysis import Analysis, Cell, Comparison
 from vlmalign.report.conditions import VARIANTS, ConditionKey, sorted_conditions
 from vlmalign.report.formatting import (
     MISSING,
     count,
     decimal,
     decimal_interval,
+    difference,
+    judge_warning,
+    p_value,
     percent,
     rate,
 )
@@ -143,6 +146,109 @@ def table2(runs: Sequence[RunCells], judges: Sequence[str]) -> ResultTable:
     )
     columns = tuple(ConditionKey("base", split, 0).column for split in TABLE2_SPLITS)
     return ResultTable(("judge", "model"), columns, tuple(run for run, _ in runs), rows)
+
+
+def conditions_table(runs: Sequence[RunCells], judges: Sequence[str]) -> ResultTable:
+    """Any design: a row per judge and model variant, a column per (split, shots) present."""
+    present = sorted_conditions({cell.condition for _, cells in runs for cell in cells})
+    columns = list(dict.fromkeys((c.split, c.shots) for c in present))
+    variants = list(dict.fromkeys(c.model for c in present))
+    rows = tuple(
+        TableRow(
+            (judge, variant),
+            tuple(
+                result_cell(find_cell(cells, ConditionKey(variant, split, shots), judge), table=0)
+                for _, cells in runs
+                for split, shots in columns
+            ),
+        )
+        for judge in judges
+        for variant in variants
+    )
+    labels = tuple(ConditionKey("base", split, shots).column for split, shots in columns)
+    return ResultTable(("judge", "model"), labels, tuple(run for run, _ in runs), rows)
+
+
+def pruned(table: ResultTable) -> ResultTable:
+    """The table without rows or (per-run) columns made only of missing cells."""
+    per_run = len(table.columns)
+    keep = [
+        j
+        for j in range(per_run)
+        if any(
+            row.cells[r * per_run + j].text != MISSING
+            for row in table.rows
+            for r in range(len(table.runs))
+        )
+    ]
+    rows = []
+    for row in table.rows:
+        cells = tuple(row.cells[r * per_run + j] for r in range(len(table.runs)) for j in keep)
+        if any(cell.text != MISSING for cell in cells):
+            rows.append(TableRow(row.labels, cells))
+    return ResultTable(
+        table.headings, tuple(table.columns[j] for j in keep), table.runs, tuple(rows)
+    )
+
+
+@dataclass(frozen=True)
+class TitledTable:
+    key: str  # "table1", "table2" or "conditions": the HTML table's id
+    title: str
+    table: ResultTable
+
+
+TABLE1_TITLE = "Table 1: alignment of the base model by number of shots (train split)"
+TABLE2_TITLE = "Table 2: base and finetuned model, 0-shot"
+CONDITIONS_TITLE = "Results by condition"
+PAPER_LAYOUT_CONDITIONS = frozenset(TABLE1_CONDITIONS) | {
+    ConditionKey(variant, split, 0) for variant in VARIANTS for split in TABLE2_SPLITS
+}
+
+
+def paper_layout(conditions: Sequence[ConditionKey]) -> bool:
+    """Whether the paper's Tables 1/2 hold the design: only their conditions, with the base model
+    asked on train with more than one number of shots."""
+    present = set(conditions)
+    shots = {c.shots for c in present if c in TABLE1_CONDITIONS}
+    return present <= PAPER_LAYOUT_CONDITIONS and len(shots) > 1
+
+
+def result_tables(runs: Sequence[RunCells], judges: Sequence[str]) -> list[TitledTable]:
+    """The results as the design asks: the paper's Tables 1 and 2 (Table 2 when a finetuned
+    model was asked) where they hold every condition, else one table of every condition; no
+    row or column is made only of missing cells."""
+    conditions = [cell.condition for _, cells in runs for cell in cells]
+    if not paper_layout(conditions):
+        return [TitledTable("conditions", CONDITIONS_TITLE, pruned(conditions_table(runs, judges)))]
+    tables = [TitledTable("table1", TABLE1_TITLE, pruned(table1(runs, judges)))]
+    if any(c.model == "finetuned" for c in conditions):
+        tables.append(TitledTable("table2", TABLE2_TITLE, pruned(table2(runs, judges))))
+    return tables
+
+
+# --- paired tests ----------------------------------------------------------------------------
+
+COMPARISON_HEADER = ["judge", "compared", "first", "second", "difference [95% CI]", "p", "p (Holm)"]
+COMPARISON_HEADER += ["method", "items"]
+
+
+def comparison_rows(comparisons: Sequence[Comparison]) -> list[list[str]]:
+    """A paired test per row, within a run or between runs."""
+    return [
+        [
+            c.judge + judge_warning(c.judge_informative),
+            c.what(),
+            percent(c.accuracy_a),
+            percent(c.accuracy_b),
+            difference(c.difference, c.ci_low, c.ci_high),
+            p_value(c.p_value),
+            p_value(c.p_holm),
+            c.method,
+            str(c.n_items),
+        ]
+        for c in comparisons
+    ]
 
 
 # --- per run --------------------------------------------------------------------------------

@@ -85,6 +85,11 @@ class ComparisonRecord(Record):
     judge_informative: bool | None
     calibrated: bool = Field(description="accuracies are calibrated estimates (labels + judge)")
     significant: bool = Field(description="p_value < 0.05")
+    run_b: str = Field(
+        "",
+        description="between runs: the run of b (a is `run`'s; a and b are the same condition, "
+        "compared on the items both runs asked); empty within a run",
+    )
 
 
 class BreakdownRecord(Record):
@@ -209,6 +214,17 @@ class PaperCell(Record):
     n: int | None
 
 
+class SharedItemsRecord(Record):
+    """Two runs' items in common: between-run comparisons are on these."""
+
+    run_a: str
+    run_b: str
+    same_dataset: bool = Field(description="both runs ask the same dataset (by sha256)")
+    shared: int = Field(description="item ids both runs asked")
+    items_a: int
+    items_b: int
+
+
 class PaperReference(Record):
     source: str
     label: str
@@ -225,6 +241,11 @@ class Results(Record):
     breakdowns: list[BreakdownRecord]
     profiles: list[ProfileRecord]
     human_coverage: list[HumanCoverageRecord]
+    shared_items: list[SharedItemsRecord] = Field(
+        default_factory=list,
+        description="with several runs: per pair, the items they share (what between-run "
+        "comparisons are on)",
+    )
     usage: list[UsageRecord] = Field(
         default_factory=list,
         description="per run and condition: responses, token counts, refusals, stops at the "
