@@ -137,3 +137,9 @@ def test_the_paper_design_keeps_its_tables(tmp_path: Path) -> None:
     assert "Table 2" not in report  # no finetuned model was asked
     table1 = markdown_tables(report)[0]
     assert table1[0] == ["judge", "0-shot train", "1-shot train", "2-shot train"]
+
+
+def test_results_csv_names_the_model_and_its_variant(runs: Path) -> None:
+    with (runs / "ideal" / "results.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {(r["model"], r["variant"], r["run"]) for r in rows} == {("mock:ideal", "base", "ideal")}

@@ -12,7 +12,7 @@ import sys
 import typer
 
 # Importing a module registers its commands, in the order `vlmalign --help` lists them.
-from vlmalign.cli import studies, judging, datasets, catalog, runs  # noqa: F401  # isort: skip
+from vlmalign.cli import studies, judging, datasets, catalog, runs, responses  # noqa: F401  # isort: skip
 from vlmalign.cli.apps import app
 from vlmalign.cli.console import err, print_error, setup_logging
 from vlmalign.errors import VlmalignError

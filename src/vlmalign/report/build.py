@@ -38,10 +38,13 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     return {k: " ".join(map(str, v)) if isinstance(v, list | tuple) else v for k, v in row.items()}
 
 
-def _flat_cell(row: dict[str, Any]) -> dict[str, Any]:
-    """A cell with its calibrated estimate as `calibrated_*` columns (empty without one)."""
+def _flat_cell(row: dict[str, Any], model_names: dict[str, str]) -> dict[str, Any]:
+    """A cell as a `results.csv` row: `model` is the model's name and `variant` base/finetuned
+    (as in `labels export` and `responses export`), the calibrated estimate as `calibrated_*`
+    columns (empty without one)."""
     calibrated = row.get("calibrated") or {}
-    flat = {k: v for k, v in row.items() if k != "calibrated"}
+    flat = {"model": model_names.get(row["run"], ""), "variant": row["model"]}
+    flat |= {k: v for k, v in row.items() if k not in ("calibrated", "model")}
     for key in CALIBRATED_COLUMNS:
         flat[f"calibrated_{key}"] = calibrated.get(key)
     return flat
@@ -54,11 +57,12 @@ def render_files(analyses: Sequence[Analysis]) -> dict[str, str]:
     from vlmalign.report.html import render_html
 
     across = across_runs(analyses) if len(analyses) > 1 else None
+    model_names = {a.run.name: a.run.provenance.model or "" for a in analyses}
     results = results_document(analyses, across).model_dump(mode="json")
     return {
         RESULTS_FILE: json.dumps(results, indent=2) + "\n",
         REPORT_FILE: render_markdown(analyses, across),
-        CELLS_CSV: _csv([_flat_cell(c) for c in results["cells"]]),
+        CELLS_CSV: _csv([_flat_cell(c, model_names) for c in results["cells"]]),
         COMPARISONS_CSV: _csv([_flat(c) for c in results["comparisons"]]),
         HTML_FILE: render_html(analyses, across),
     }

@@ -1,0 +1,95 @@
+"""`responses export`: every response of a run, with its verdicts and labels, as JSONL or CSV."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+
+from vlmalign.cli.apps import responses_app
+from vlmalign.cli.console import err
+from vlmalign.cli.runs import existing_run
+from vlmalign.errors import VlmalignError
+
+
+@responses_app.command("export")
+def responses_export(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="jsonl (one JSON object a line, typed) or csv (every cell quoted)"
+        ),
+    ] = "jsonl",
+    output: Annotated[Path | None, typer.Option(help="file to write (default: stdout)")] = None,
+) -> None:
+    """Write every response of a run, one row each, with its verdicts and labels.
+
+    The responses of the newest finished study run, with each judge's verdict (J.aligned,
+    J.score, J.answer, J.explanation), the human majority and every annotator's latest label.
+    UTF-8; in CSV a cell a spreadsheet would run as a formula gets a leading `'`.
+    """
+    from vlmalign.report.responses import FORMATS, write_responses
+    from vlmalign.report.run_data import load_run
+
+    if fmt not in FORMATS:
+        raise VlmalignError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    run = load_run(existing_run(run_dir))
+    if output is None:
+        # UTF-8 and no newline translation whatever the console's locale: the bytes are those
+        # `--output` writes.
+        sys.stdout.flush()
+        stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+        try:
+            write_responses(run, stream, fmt)
+        except BrokenPipeError:  # the reader stopped early (`| head`): what it read is whole
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        finally:
+            stream.flush()
+            stream.detach()
+        return
+    count = _write_atomically(output, lambda handle: write_responses(run, handle, fmt))
+    err.print(f"wrote {count} responses to {output}", soft_wrap=True, markup=False)
+
+
+def _write_atomically(output: Path, write: Callable[[TextIO], int]) -> int:
+    """Write through a temporary file in `output`'s folder, then rename it over `output`, so
+    a reader never sees half a file and a failed export leaves nothing behind."""
+    folder = output.parent
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f".{output.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise VlmalignError(
+            f"{output}: cannot write ({exc.strerror}); choose another --output"
+        ) from exc
+    tmp = Path(name)
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as handle:
+            count = write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, _file_mode(output))  # mkstemp makes it owner-only
+        tmp.replace(output)
+    except OSError as exc:
+        raise VlmalignError(
+            f"{output}: cannot write ({exc.strerror}); choose another --output"
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)  # nothing half-written is left behind
+    return count
+
+
+def _file_mode(output: Path) -> int:
+    """The mode the output keeps (a replaced file's), or a new file's under the umask."""
+    try:
+        return output.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
