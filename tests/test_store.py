@@ -194,6 +194,7 @@ COMMANDS = {
     "report": ["report", "{run}"],
     "report elsewhere": ["report", "{run}", "--out", "{tmp}/out"],
     "labels export": ["labels", "export", "{run}", "--output", "{tmp}/labels.csv"],
+    "responses export": ["responses", "export", "{run}", "--output", "{tmp}/responses.jsonl"],
     "labels import": ["labels", "import", "{run}", "{tmp}/in.csv"],
     "annotate": ["annotate", "{run}", "--port", "1"],
     "store check": ["store", "check", "{run}"],
