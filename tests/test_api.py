@@ -128,3 +128,27 @@ def test_documented_endpoint_example_runs(tmp_path: Path, monkeypatch) -> None:
     result: Any = namespace["result"]
     by_judge = {(c.judge, c.split, c.shots): c.accuracy for c in result.cells}
     assert len(by_judge) == 8 and set(by_judge.values()) == {1.0}  # 2 judges x 4 conditions
+
+
+def test_a_study_result_as_a_table_and_its_responses(tmp_path: Path) -> None:
+    """A scripted model that answers every ideal answer: every cell 1.0, every stance verdict
+    aligned; 10 test items x 2 samples."""
+    from vlmalign import StudyConfig, run_study
+
+    config = StudyConfig(
+        model="mock:ideal",
+        samples=2,
+        conditions=[{"split": "test", "shots": 0}],
+        finetune=None,
+        judges=["stance"],
+        out=tmp_path / "run",
+    )
+    result = run_study(config, progress=False)
+    table = result.to_pandas()
+    assert list(table[["model", "variant", "split", "shots", "judge"]].itertuples(index=False)) == [
+        ("mock:ideal", "base", "test", 0, "stance")
+    ]
+    assert table["accuracy"].tolist() == [1.0] and table["n"].tolist() == [20]
+    responses = result.responses()
+    assert len(responses) == 20 and {r["stance.aligned"] for r in responses} == {True}
+    assert {r["model"] for r in responses} == {"mock:ideal"}

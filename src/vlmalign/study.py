@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import groupby
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,6 +75,29 @@ class StudyResult:
     validity: list[ValidityEntry] = field(default_factory=list)
     main_process: bool = True
     usage: list[ConditionUsage] = field(default_factory=list)  # responses, tokens, refusals
+
+    def to_pandas(self) -> Any:
+        """The cells as a pandas DataFrame, one row per judge and condition, with the columns
+        of `results.csv` (`model` the model's name, `variant` base/finetuned)."""
+        import pandas as pd
+
+        from vlmalign.report.build import cell_row
+        from vlmalign.schemas.results import CellRecord
+
+        names = {self.config.out.name: self.provenance.model or ""}
+        rows = [
+            cell_row(CellRecord.model_validate(asdict(c)).model_dump(mode="json"), names)
+            for c in self.cells
+        ]
+        return pd.DataFrame(rows)
+
+    def responses(self) -> list[dict[str, Any]]:
+        """Every response of the run with each judge's verdict and the human labels, as
+        `vlmalign responses export` writes them to JSONL."""
+        from vlmalign.report.responses import json_object, response_records
+        from vlmalign.report.run_data import load_run
+
+        return [json_object(record) for record in response_records(load_run(self.config.out))]
 
 
 class GenerationStore(Protocol):

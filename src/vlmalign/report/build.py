@@ -38,7 +38,7 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     return {k: " ".join(map(str, v)) if isinstance(v, list | tuple) else v for k, v in row.items()}
 
 
-def _flat_cell(row: dict[str, Any], model_names: dict[str, str]) -> dict[str, Any]:
+def cell_row(row: dict[str, Any], model_names: dict[str, str]) -> dict[str, Any]:
     """A cell as a `results.csv` row: `model` is the model's name and `variant` base/finetuned
     (as in `labels export` and `responses export`), the calibrated estimate as `calibrated_*`
     columns (empty without one)."""
@@ -62,7 +62,7 @@ def render_files(analyses: Sequence[Analysis]) -> dict[str, str]:
     return {
         RESULTS_FILE: json.dumps(results, indent=2) + "\n",
         REPORT_FILE: render_markdown(analyses, across),
-        CELLS_CSV: _csv([_flat_cell(c, model_names) for c in results["cells"]]),
+        CELLS_CSV: _csv([cell_row(c, model_names) for c in results["cells"]]),
         COMPARISONS_CSV: _csv([_flat(c) for c in results["comparisons"]]),
         HTML_FILE: render_html(analyses, across),
     }
