@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from vlmalign.data.schema import Split
-from vlmalign.data.spec import DatasetSpec
+from vlmalign.data.spec import DatasetSpec, anchored_dataset
 from vlmalign.data.text import printable
 from vlmalign.errors import ConfigError, validation_message
 from vlmalign.judges.options import JudgeOptions
@@ -249,6 +249,19 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{where}: config is nested too deeply") from exc
 
 
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A config file's settings as written, its `dataset:` paths taken from the file's folder
+    (`data.spec.anchored_dataset`): what `load_config` validates, and where
+    `vlmalign dataset validate STUDY.yaml` finds the dataset. One-line ConfigError if unreadable."""
+    loaded = _read_yaml(path)
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{printable(str(path))}: a config must be a mapping of settings")
+    data = dict(loaded or {})
+    if "dataset" in data:
+        data["dataset"] = anchored_dataset(data["dataset"], path.parent)
+    return data
+
+
 def load_config(
     path: Path | None,
     overrides: Mapping[str, Any] | None = None,
@@ -270,10 +283,7 @@ def load_config(
     source = "command line"
     if path is not None:
         source = printable(str(path))
-        loaded = _read_yaml(path)
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{source}: a config must be a mapping of settings")
-        data = dict(loaded or {})
+        data = read_config_file(path)
     given = _given(overrides)
     tuning = _given(finetune_overrides)
     endpoint = _given(api_overrides)

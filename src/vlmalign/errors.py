@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import difflib
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from vlmalign.data.text import printable
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
+    from pydantic_core import ErrorDetails
 
 
 class VlmalignError(Exception):
@@ -42,29 +45,86 @@ class StoreError(VlmalignError):
         super().__init__(f"{path} {message}")
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """` (did you mean 'tags'?)` for the known name closest to a mistyped one, else ""."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_field(name: str, known: Iterable[str]) -> str:
+    """`unknown field 'tag' (did you mean 'tags'?)`."""
+    return f"unknown field {name!r}{did_you_mean(name, known)}"
+
+
 def validation_message(
-    exc: ValidationError, where: str | None = None, *, option_names: bool = False
+    exc: ValidationError,
+    where: str | None = None,
+    *,
+    option_names: bool = False,
+    model: type[BaseModel] | None = None,
 ) -> str:
     """A pydantic validation error as the one line a user reads: `where: field 'x': what`.
 
-    Only the first problem is told (the fix for it often fixes the rest). Our validators' own
-    words come without pydantic's "Value error, " prefix. With `option_names`, the field is
-    named as the command-line option that set it (`--batch-size: ...`). Control characters
-    from the input are escaped, so the message stays one line.
+    Only the first problem is told (the fix for it often fixes the rest;
+    `validation_messages` tells every one). Our validators' own words come without pydantic's
+    "Value error, " prefix. With `option_names`, the field is named as the command-line option
+    that set it (`--batch-size: ...`). With `model` (the model validated), an unknown field
+    names the closest known one. Control characters from the input are escaped, so the message
+    stays one line.
     """
-    first = exc.errors()[0]
-    location = [str(part) for part in first["loc"]]
-    error = first.get("ctx", {}).get("error")
-    reason = str(error) if first["type"] == "value_error" and error else first["msg"]
+    text = error_text(exc.errors()[0], option_names=option_names, model=model)
+    return printable(text if where is None else f"{where}: {text}")
+
+
+def validation_messages(
+    exc: ValidationError, where: str | None = None, *, model: type[BaseModel] | None = None
+) -> list[str]:
+    """Every problem of a validation error, one line each, as `validation_message` writes one."""
+    texts = [error_text(error, model=model) for error in exc.errors()]
+    return [printable(text if where is None else f"{where}: {text}") for text in texts]
+
+
+def error_text(
+    error: ErrorDetails, *, option_names: bool = False, model: type[BaseModel] | None = None
+) -> str:
+    """One problem of a pydantic validation error in our words (not yet escaped)."""
+    location = [str(part) for part in error["loc"]]
+    cause = error.get("ctx", {}).get("error")
+    reason = str(cause) if error["type"] == "value_error" and cause else error["msg"]
     field = ".".join(location)
     if option_names and location:
-        text = f"--{location[-1].replace('_', '-')}: {reason}"
-    elif not location:  # a check of the whole model: its message says what is wrong
-        text = reason
-    elif first["type"] == "missing":
-        text = f"missing field {field!r}"
-    elif first["type"] == "extra_forbidden":
-        text = f"unknown field {field!r}"
-    else:
-        text = f"field {field!r}: {reason}"
-    return printable(text if where is None else f"{where}: {text}")
+        return f"--{location[-1].replace('_', '-')}: {reason}"
+    if not location:  # a check of the whole model: its message says what is wrong
+        return reason
+    if error["type"] == "missing":
+        return f"missing field {field!r}"
+    if error["type"] == "extra_forbidden":
+        known = _fields_at(model, error["loc"][:-1]) if model is not None else ()
+        return f"unknown field {field!r}{did_you_mean(location[-1], known)}"
+    return f"field {field!r}: {reason}"
+
+
+def _fields_at(model: type[BaseModel], path: Sequence[int | str]) -> tuple[str, ...]:
+    """The fields of the model found at `path` inside `model` (`shots.0` of an item: a shot's);
+    none where the path leads elsewhere (a union's branch, a dict)."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):  # an index into a list or tuple of models
+            continue
+        info = current.model_fields.get(part)
+        current = _model_in(info.annotation) if info is not None else None
+        if current is None:
+            return ()
+    return tuple(current.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The one pydantic model an annotation holds (`tuple[Shot, ...]` -> Shot), else None."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    found = {m for m in map(_model_in, get_args(annotation)) if m is not None}
+    return found.pop() if len(found) == 1 else None

@@ -1,4 +1,10 @@
-"""`vlmalign judge`: judge responses from any JSONL file and write them back with verdicts."""
+"""`vlmalign judge`: judge responses from any JSONL file and write them back with verdicts.
+
+Each line is one JSON object with the fields of `JudgeInput` (`question` and `response`
+required), plus `verdicts` (earlier verdicts, kept; the new one is added) and `meta` (anything
+of the caller's, kept as it is). Any other key is refused, with the closest field suggested, so
+a misspelt `aligned` is not silently ignored (docs/judge-input.md).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +14,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from vlmalign.data.dataset import DatasetInvalid
 from vlmalign.data.jsonl import decode_text, jsonl_objects, split_lines, string_id
 from vlmalign.data.text import printable
-from vlmalign.errors import DatasetError, VlmalignError, validation_message
+from vlmalign.errors import DatasetError, VlmalignError, unknown_field, validation_messages
 from vlmalign.judges.base import JudgeInput
 from vlmalign.judges.options import JudgeOptions
 from vlmalign.judges.registry import build_judge
 
-_INPUT_FIELDS = set(JudgeInput.model_fields)
+KEPT_FIELDS = ("verdicts", "meta")
+"""Keys a line may carry beside JudgeInput's: earlier verdicts, and the caller's own data."""
+INPUT_FIELDS: tuple[str, ...] = (*JudgeInput.model_fields, *KEPT_FIELDS)
+"""Every key a line of a responses file may have."""
 
 
 def read_responses(path: Path) -> list[tuple[dict[str, Any], JudgeInput]]:
-    """Each line's original object and its JudgeInput; one-line errors name file:line:id."""
+    """Each line's original object and its JudgeInput. A bad file raises DatasetInvalid with
+    every problem of every line, each one line naming file:line (and the id)."""
     name = printable(str(path))
     try:
         raw = path.read_bytes()
@@ -31,16 +42,34 @@ def read_responses(path: Path) -> list[tuple[dict[str, Any], JudgeInput]]:
     # string is valid JSON), CRLF accepted.
     lines = split_lines(decode_text(name, raw, "responses file"))
     records = []
+    problems: list[DatasetError] = []
     for number, data in jsonl_objects(name, lines):
         if isinstance(data, DatasetError):
-            raise data
+            problems.append(data)
+            continue
         item_id = string_id(data)
-        fields = {k: v for k, v in data.items() if k in _INPUT_FIELDS}
+        found = line_problems(data)
+        fields = {k: v for k, v in data.items() if k in JudgeInput.model_fields}
         try:
-            records.append((data, JudgeInput.model_validate(fields)))
+            judged = JudgeInput.model_validate(fields)
         except ValidationError as exc:
-            raise DatasetError(name, number, item_id, validation_message(exc)) from exc
+            found += validation_messages(exc, model=JudgeInput)
+        if found:
+            problems += [DatasetError(name, number, item_id, message) for message in found]
+        else:
+            records.append((data, judged))
+    if problems:
+        raise DatasetInvalid(problems)
     return records
+
+
+def line_problems(data: dict[str, Any]) -> list[str]:
+    """What is wrong with a line's keys (each unknown one; `verdicts` not an object)."""
+    found = [printable(unknown_field(key, INPUT_FIELDS)) for key in data if key not in INPUT_FIELDS]
+    verdicts = data.get("verdicts")
+    if verdicts is not None and not isinstance(verdicts, dict):
+        found.append("field 'verdicts': must be an object of earlier verdicts, by judge")
+    return found
 
 
 def judge_file(

@@ -40,9 +40,26 @@ def judge(
     prompt_format: Annotated[str | None, typer.Option(help="vlm: magma or chat")] = None,
     batch_size: Annotated[int | None, typer.Option(help="inputs per forward pass")] = None,
 ) -> None:
-    """Judge responses from a file; each line comes back with verdicts[NAME] (or [LABEL])."""
+    """Judge responses from a file; each line comes back with verdicts[NAME] (or [LABEL]).
+
+    The input is JSONL, one object a line (docs/judge-input.md):
+    question (required): the question asked;
+    response (required): the answer to judge;
+    aligned_stance: "yes" or "no", the aligned answer to a yes/no question;
+    choices, correct_choice: a multiple-choice item's options and the correct one (1 or "B");
+    id: the item's id;
+    prompt: the whole text the model was asked (default: the question);
+    image: path (relative to the input file), pkg:... or URL, for judges that look at it;
+    verdicts: earlier verdicts, kept (the new one is added);
+    meta: anything of yours, kept as it is.
+
+    Any other key is an error. Every problem of the file is listed, `file:line: ...`, and
+    nothing is written (exit 2).
+    """
     from pydantic import ValidationError
 
+    from vlmalign.cli.datasets import print_count, print_problems
+    from vlmalign.data.dataset import DatasetInvalid
     from vlmalign.judge_file import judge_file
     from vlmalign.judges.options import JudgeOptions
     from vlmalign.judges.registry import JUDGES, parse_judge_ref
@@ -65,7 +82,12 @@ def judge(
         options = JudgeOptions.model_validate({k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
         raise VlmalignError(validation_message(exc, option_names=True)) from exc
-    count = judge_file(judge_name, input_file, output, options=options)
+    try:
+        count = judge_file(judge_name, input_file, output, options=options)
+    except DatasetInvalid as exc:  # every problem of the file, one line each
+        print_problems(exc.problems)
+        print_count(len(exc.problems), 0)
+        raise typer.Exit(2) from exc
     err.print(f"judged {count} responses with {judge_name}; wrote {output}")
 
 

@@ -69,10 +69,11 @@ def jsonl_objects(
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
-            yield number, DatasetError(name, number, None, f"invalid JSON ({exc.msg})")
+            yield number, DatasetError(name, number, None, json_problem(exc))
             continue
         except ValueError:  # an integer of more than sys.get_int_max_str_digits() digits
-            yield number, DatasetError(name, number, None, "invalid JSON (number too long)")
+            message = "invalid JSON: a number has too many digits"
+            yield number, DatasetError(name, number, None, message)
             continue
         except RecursionError:
             message = f"line is nested too deeply (more than {MAX_JSON_DEPTH} levels)"
@@ -86,6 +87,13 @@ def jsonl_objects(
             yield number, DatasetError(name, number, string_id(data), problem)
             continue
         yield number, data
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """The whole of what the JSON parser says, placed by column (each line is parsed alone, so
+    its "line 1" would mislead): `invalid JSON: Unterminated string starting at column 12`."""
+    at = "" if exc.msg.endswith(" at") else " at"
+    return f"invalid JSON: {exc.msg}{at} column {exc.colno}"
 
 
 def string_id(data: dict[str, Any]) -> str | None:

@@ -9,12 +9,16 @@ a mapping, a DatasetSpec, for `hf:` sources whose columns are not named like ite
       columns: {question: text, tags: [type]}
       values: {kind: choice, choices: [Not morally wrong, Morally wrong]}
 
+A config file's relative paths are taken from the file's folder (`anchored_dataset`), so a
+study reads the same data wherever it is started from.
+
 No `datasets` import here: a config is read without it.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -22,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from vlmalign.data.schema import Item
 
 HF_PREFIX = "hf:"
+BUILTIN_PREFIX = "builtin:"
 ITEM_FIELDS: tuple[str, ...] = tuple(Item.model_fields)
 TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
 
@@ -175,3 +180,47 @@ def as_spec(source: object) -> DatasetSpec:
     if isinstance(source, DatasetSpec):
         return source
     return DatasetSpec(source=str(source))
+
+
+def anchored_dataset(value: object, folder: Path) -> object:
+    """A config file's `dataset:` as written, with a relative path in its source taken from the
+    file's folder (`folder`); anything else comes back as it is, for validation to judge.
+
+    A JSONL path is always taken from there. An `hf:` target is taken from there when something
+    is there or when it cannot be a hub id (a data file, a path of several folders); otherwise
+    it stays as written, a hub id (`hf:owner/name`). `builtin:`, absolute and `~` paths are
+    kept. `image_dir` is relative to the dataset's folder, so it follows the source.
+    """
+    if isinstance(value, str):
+        return _anchored_source(value, folder)
+    if isinstance(value, dict) and isinstance(value.get("source"), str):
+        return {**value, "source": _anchored_source(value["source"], folder)}
+    return value
+
+
+def _anchored_source(source: str, folder: Path) -> str:
+    if source.startswith(BUILTIN_PREFIX):
+        return source
+    if not is_hf_source(source):
+        return _anchored_path(source, folder) or source
+    target, hash_, split = source[len(HF_PREFIX) :].partition("#")
+    anchored = _anchored_path(target, folder)
+    if anchored is None or not (Path(anchored).exists() or _not_hub_id(target)):
+        return source
+    return f"{HF_PREFIX}{anchored}{hash_}{split}"
+
+
+def _anchored_path(text: str, folder: Path) -> str | None:
+    """`folder/text` for a relative path; None for an empty, absolute or `~` one."""
+    if not text or text.startswith("~") or "\0" in text:
+        return None
+    path = Path(text)
+    return None if path.is_absolute() else str(folder / path)
+
+
+def _not_hub_id(target: str) -> bool:
+    """A target `hf:` would never read as a hub id (as `data.hf.open_table` decides)."""
+    from vlmalign.data.hf import ARROW_SUFFIX, DATA_FILE_BUILDERS, HUB_ID  # no `datasets`
+
+    suffix = Path(target).suffix.lower()
+    return not HUB_ID.fullmatch(target) or suffix in (*DATA_FILE_BUILDERS, ARROW_SUFFIX)
