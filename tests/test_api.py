@@ -152,3 +152,40 @@ def test_a_study_result_as_a_table_and_its_responses(tmp_path: Path) -> None:
     responses = result.responses()
     assert len(responses) == 20 and {r["stance.aligned"] for r in responses} == {True}
     assert {r["model"] for r in responses} == {"mock:ideal"}
+
+
+def test_configs_from_python_take_text_paths_and_fail_in_one_line(tmp_path: Path) -> None:
+    from vlmalign import StudyConfig, load_config
+    from vlmalign.errors import VlmalignError
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text("samples: 3\nsampels: 4\n", encoding="utf-8")
+    with pytest.raises(VlmalignError) as caught:
+        load_config(str(path))  # a str, as notebooks pass it
+    assert str(caught.value) == f"{path}: unknown field 'sampels' (did you mean 'samples'?)"
+    path.write_text("samples: 3\n", encoding="utf-8")
+    assert load_config(str(path)).samples == 3
+    with pytest.raises(VlmalignError) as direct:
+        StudyConfig(samples=0)
+    message = str(direct.value)
+    assert message.startswith("StudyConfig: field 'samples':") and "\n" not in message
+    assert "https://" not in message  # no pydantic links
+
+
+def test_a_loaded_dataset_is_studied_as_it_is(tmp_path: Path) -> None:
+    from vlmalign import StudyConfig, load_dataset, run_study
+
+    data = load_dataset("builtin:moral-vqa-40")
+    config = StudyConfig(
+        dataset=data,
+        model="mock:ideal",
+        samples=1,
+        conditions=[{"split": "test", "shots": 0}],
+        finetune=None,
+        judges=["stance"],
+        out=tmp_path / "run",
+    )
+    assert config.dataset is data
+    result = run_study(config, progress=False)
+    assert [(c.judge, c.accuracy, c.n) for c in result.cells] == [("stance", 1.0, 10)]
+    assert result.provenance.dataset_sha256 == data.sha256

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from vlmalign.data.dataset import Dataset
 from vlmalign.data.schema import Split
 from vlmalign.data.spec import DatasetSpec, anchored_dataset
 from vlmalign.data.text import printable
@@ -88,13 +90,20 @@ PAPER_CONDITIONS = (
 FINETUNED_CONDITIONS = (Condition(split="train", shots=0), Condition(split="test", shots=0))
 
 
+# Set while `load_config` validates: it names the file or the command line in its own message.
+_WORDED_BY_CALLER: ContextVar[bool] = ContextVar("worded_by_caller", default=False)
+
+
 class StudyConfig(BaseModel):
     """A study: which data, which model, how to sample, which judges, where to write."""
 
-    model_config = ConfigDict(extra="forbid")
+    # A Dataset already loaded (Python API) is held as it is.
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    dataset: str | DatasetSpec = Field(
-        "builtin:moral-vqa-40", description="JSONL file, builtin:NAME or hf:...; or a mapping"
+    dataset: str | DatasetSpec | Dataset = Field(
+        "builtin:moral-vqa-40",
+        description="JSONL file, builtin:NAME or hf:...; or a mapping; in Python also a "
+        "loaded Dataset",
     )
     model: str = "mini"
     out: Path = Path("runs/study")
@@ -152,6 +161,21 @@ class StudyConfig(BaseModel):
         description="openai: models and judges: the endpoint, its key's variable, concurrency, "
         "rate limit, timeout, retries",
     )
+
+    def __init__(self, **data: Any) -> None:
+        """Settings given in Python: a problem is one line (`VlmalignError`), as from a file.
+        (Pydantic validates through this too; `load_config` words its own errors.)"""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            if _WORDED_BY_CALLER.get():
+                raise
+            raise ConfigError(validation_message(exc, "StudyConfig", model=StudyConfig)) from None
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _paths_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, Path) else value
 
     @field_validator("judges")
     @classmethod
@@ -263,7 +287,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def load_config(
-    path: Path | None,
+    path: str | Path | None,
     overrides: Mapping[str, Any] | None = None,
     finetune_overrides: Mapping[str, Any] | None = None,
     *,
@@ -283,7 +307,7 @@ def load_config(
     source = "command line"
     if path is not None:
         source = printable(str(path))
-        data = read_config_file(path)
+        data = read_config_file(Path(path))
     given = _given(overrides)
     tuning = _given(finetune_overrides)
     endpoint = _given(api_overrides)
@@ -300,6 +324,7 @@ def load_config(
             section = {}
         if isinstance(section, dict):  # anything else is left for validation to report
             data["finetune"] = {**section, **tuning}
+    worded = _WORDED_BY_CALLER.set(True)
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
@@ -310,7 +335,9 @@ def load_config(
             or (field == "api" and subfield in endpoint)
         )
         where = "command line" if on_command_line else source
-        raise ConfigError(validation_message(exc, where)) from exc
+        raise ConfigError(validation_message(exc, where, model=StudyConfig)) from exc
+    finally:
+        _WORDED_BY_CALLER.reset(worded)
 
 
 def _given(settings: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -200,10 +200,19 @@ Shots = int | Mapping[Split, int]
 
 
 def load_dataset(
-    source: str | Path | DatasetSpec, *, check_images: bool = True, shots: Shots | None = None
+    source: str | Path | DatasetSpec | Dataset,
+    *,
+    check_images: bool = True,
+    shots: Shots | None = None,
 ) -> Dataset:
     """Parse and validate every item (and, with `shots`, that each has that many shots); raise
-    DatasetInvalid listing every problem found."""
+    DatasetInvalid listing every problem found. A Dataset already loaded is returned as it is
+    (after the shots check)."""
+    if isinstance(source, Dataset):
+        problems = _shot_problems(source, shots)
+        if problems:
+            raise DatasetInvalid(problems)
+        return source
     return _load(source, check_images=check_images, shots=shots, lint=False)
 
 
