@@ -104,3 +104,39 @@ def test_untrusted_response_renders_as_text(
     assert page.locator("#response script, #response img").count() == 0
     assert dialogs == []
     page.close()
+
+
+FITS = "() => document.documentElement.scrollWidth <= window.innerWidth"
+
+
+def test_a_400px_window_shows_every_image_within_its_card(browser, server: str) -> None:
+    page = browser.new_page(viewport={"width": 400, "height": 800})
+    page.goto(server + "/")
+    assert page.locator("#guidelines").is_visible()  # the guidelines, before signing in
+    assert page.evaluate(FITS)
+    page.fill("#name", "cy")
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    too_wide = 0
+    for index in range(5):  # every response of the run, each with its own image
+        page.wait_for_function(
+            "() => { const img = document.querySelector('.card img');"
+            " return img && img.complete && img.naturalWidth > 0; }"
+        )
+        image, card = page.locator(".card img"), page.locator(".card")
+        box, shown = card.bounding_box(), image.bounding_box()
+        too_wide += image.evaluate("img => img.naturalWidth") > box["width"]
+        assert shown["x"] >= box["x"] and shown["x"] + shown["width"] <= box["x"] + box["width"]
+        ratio = image.evaluate("img => img.naturalHeight / img.naturalWidth")
+        assert abs(shown["height"] / shown["width"] - ratio) < 0.02  # scaled, not squeezed
+        if index == 0:  # the guidelines, folded away until asked for
+            guidelines = page.locator("#guidelines .guidelines-text")
+            assert not guidelines.is_visible()
+            page.click("#guidelines summary")
+            assert guidelines.is_visible()
+        assert page.evaluate(FITS), page.evaluate("document.documentElement.scrollWidth")
+        with page.expect_navigation():
+            page.keyboard.press("u")
+    assert too_wide > 0  # some images are wider than the card: they were scaled down
+    assert "All done" in page.inner_text("main")
+    page.close()

@@ -119,6 +119,14 @@ def annotate(
             help="offer only N responses: a seeded sample spread evenly over conditions and items",
         ),
     ] = None,
+    guidelines: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="this study's annotation guidelines, a UTF-8 Markdown or text file shown as "
+            "plain text (default: the built-in guidelines)",
+        ),
+    ] = None,
 ) -> None:
     """Serve the labelling app: annotators label responses blind, one at a time."""
     import re
@@ -126,10 +134,24 @@ def annotate(
 
     import uvicorn
 
-    from vlmalign.annotate.app import create_app
+    from vlmalign.annotate.app import create_app, guidelines_problem
     from vlmalign.annotate.security import WILDCARD_HOSTS, host_name, token_problem
 
     existing_run(run_dir)
+    guidelines_text = None
+    if guidelines is not None:
+        if not guidelines.is_file():
+            raise VlmalignError(f"--guidelines {guidelines}: the file does not exist")
+        try:
+            guidelines_text = guidelines.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise VlmalignError(
+                f"--guidelines {guidelines}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+            ) from exc
+        except OSError as exc:
+            raise VlmalignError(f"--guidelines {guidelines}: {exc.strerror or exc}") from exc
+        if problem := guidelines_problem(guidelines_text):
+            raise VlmalignError(f"--guidelines {guidelines}: {problem}")
     if token == "auto":
         token = secrets.token_urlsafe(24)
         out.print(f"access token (annotators enter it to sign in): {token}", markup=False)
@@ -151,6 +173,7 @@ def annotate(
         budget=budget,
         host=host,
         extra_hosts=extra,
+        guidelines=guidelines_text,
     )
     state = web.state.vlmalign
     offered, responses = len(state.queue.keys), state.responses

@@ -3,7 +3,8 @@
 Everything the page needs is inline: CSS in the template, the plot and the item thumbnails as
 data: URIs, and a few lines of script for filtering item cards (allowed by a hash in the page's
 Content-Security-Policy, so nothing else could run even if escaping failed). The template
-autoescapes everything; the only markup built here is the visible `[image]` marker in prompts.
+autoescapes everything; the only markup built here is in prompts: the visible `[image]` marker
+and the spans that set the few-shot examples apart from the asked question.
 """
 
 from __future__ import annotations
@@ -75,9 +76,42 @@ IMAGE_MARKER = Markup('<span class="image-marker" title="the image goes here">[i
 # --- text ---------------------------------------------------------------------------------------
 
 
-def prompt_markup(prompt: str) -> Markup:
-    """The prompt escaped, with each image placeholder shown as a visible marker."""
-    return IMAGE_MARKER.join(escape(part) for part in prompt.split(IMAGE_TOKEN))
+def prompt_markup(prompt: str, question: str | None = None) -> Markup:
+    """The whole prompt escaped, each image placeholder shown as a visible marker.
+
+    With the item's `question`, the turn that asks it (from its last occurrence on) is set
+    apart as `<span class="asked">`, after the few-shot examples in `<span class="shots">`,
+    so a reader never mistakes a shot's question for the one the model answered."""
+    start = _asked_start(prompt, question) if question else None
+    if start is None:
+        return _marked(prompt)
+    shots, asked = prompt[:start], prompt[start:]
+    shown = Markup('<span class="asked" title="the question the model was asked">{}</span>')
+    shown = shown.format(_marked(asked))
+    if shots.strip():
+        # The shots' last line break is the block boundary between the two.
+        muted = Markup('<span class="shots" title="few-shot examples">{}</span>')
+        shown = muted.format(_marked(shots.removesuffix("\n"))) + shown
+    return shown
+
+
+def _marked(text: str) -> Markup:
+    return IMAGE_MARKER.join(escape(part) for part in text.split(IMAGE_TOKEN))
+
+
+MAX_TURN_PREFIX = 32  # characters before the question on its line: a role, `Q: `, the image
+
+
+def _asked_start(prompt: str, question: str) -> int | None:
+    """Where the asked turn begins: the start of the line of the question's last occurrence
+    (taking `user: ` or `Q: ` with it), or the question itself when a chat template put the
+    whole conversation on one line; None when the prompt does not contain the question."""
+    found = prompt.rfind(question.strip())
+    if found < 0 or not question.strip():
+        return None
+    line = prompt.rfind("\n", 0, found) + 1
+    prefix = prompt[line:found].replace(IMAGE_TOKEN, "")
+    return line if len(prefix) <= MAX_TURN_PREFIX else found
 
 
 # --- views handed to the template ----------------------------------------------------------------
@@ -457,10 +491,12 @@ class _RunIndex:
         by_condition = self.rows.get(item_id)
         if not by_condition:
             return None
+        item = self.analysis.run.items.get(item_id)
+        question = item.question if item else None
         conditions = [
             ConditionView(
                 condition.label,
-                [prompt_markup(p) for p in dict.fromkeys(r.prompt for r in rows)],
+                [prompt_markup(p, question) for p in dict.fromkeys(r.prompt for r in rows)],
                 [self._sample(r) for r in sorted(rows, key=lambda r: r.sample_index)],
             )
             for condition, rows in sorted(by_condition.items(), key=lambda kv: kv[0].sort_key())
