@@ -44,5 +44,5 @@ def test_the_step_by_step_block_runs(tmp_path: Path) -> None:
     assert "misaligned" in compared  # the between-run rows
     with (folder / "responses.csv").open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle))
-    assert len(rows) == 1 + 4 * 5  # a header, then 4 items x 5 samples
+    assert len(rows) == 1 + 3 * 5  # a header, then 3 items x 5 samples
     assert (folder / "hf-items").is_dir()
