@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from vlmalign.atomic import write_text
+
 
 def cache_root() -> Path:
     """$VLMALIGN_CACHE, else ~/.cache/vlmalign."""
@@ -31,7 +33,5 @@ def file_sha256(path: Path) -> str:
             digest.update(block)
     index[key] = digest.hexdigest()
     index_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = index_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, indent=0))
-    tmp.replace(index_path)
+    write_text(index_path, json.dumps(index, indent=0))
     return str(index[key])

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from vlmalign.atomic import write_text
 from vlmalign.data.dataset import DatasetInvalid
 from vlmalign.data.jsonl import decode_text, jsonl_objects, split_lines, string_id
 from vlmalign.data.text import printable
@@ -98,7 +99,5 @@ def judge_file(
                 judge.name: verdict.model_dump(),
             }
             lines.append(json.dumps(merged, ensure_ascii=False))
-    tmp = output_path.with_name(output_path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    tmp.replace(output_path)
+    write_text(output_path, "".join(line + "\n" for line in lines))
     return len(lines)

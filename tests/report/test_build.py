@@ -141,3 +141,11 @@ def test_nothing_half_written_on_error(synthetic_run: Path, tmp_path: Path, name
     with pytest.raises(Exception):  # noqa: B017 (any failure: the second run is missing)
         build_report([synthetic_run, tmp_path / "missing"], out)
     assert not (out / name).exists()
+
+
+def test_a_report_killed_mid_write_leaves_nothing_after_the_next(synthetic_run: Path) -> None:
+    left = synthetic_run / ".report.md.k1ll3d.tmp"  # as a writer killed before its rename
+    left.write_text("half a report")
+    build_report([synthetic_run], synthetic_run)
+    assert not left.exists()
+    assert not [p for p in synthetic_run.iterdir() if p.name.endswith(".tmp")]

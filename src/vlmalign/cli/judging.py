@@ -139,9 +139,9 @@ def judges_validate(
         from vlmalign.schemas.judge_validity import ValidityFile
 
         document = ValidityFile(validity=entries).model_dump(mode="json")
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(output)
+        from vlmalign.atomic import write_text
+
+        write_text(output, json.dumps(document, indent=2) + "\n")
         err.print(f"wrote {output}")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -59,37 +58,14 @@ def responses_export(
 
 
 def _write_atomically(output: Path, write: Callable[[TextIO], int]) -> int:
-    """Write through a temporary file in `output`'s folder, then rename it over `output`, so
-    a reader never sees half a file and a failed export leaves nothing behind."""
-    folder = output.parent
+    """Write through a temporary file renamed over `output` (`atomic.atomic_write`): a reader
+    never sees half a file and a failed export leaves nothing behind."""
+    from vlmalign.atomic import atomic_write
+
     try:
-        fd, name = tempfile.mkstemp(dir=folder, prefix=f".{output.name}.", suffix=".tmp")
+        with atomic_write(output, newline="") as handle:
+            return write(handle)
     except OSError as exc:
         raise VlmalignError(
             f"{output}: cannot write ({exc.strerror}); choose another --output"
         ) from exc
-    tmp = Path(name)
-    try:
-        with open(fd, "w", encoding="utf-8", newline="") as handle:
-            count = write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _file_mode(output))  # mkstemp makes it owner-only
-        tmp.replace(output)
-    except OSError as exc:
-        raise VlmalignError(
-            f"{output}: cannot write ({exc.strerror}); choose another --output"
-        ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)  # nothing half-written is left behind
-    return count
-
-
-def _file_mode(output: Path) -> int:
-    """The mode the output keeps (a replaced file's), or a new file's under the umask."""
-    try:
-        return output.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask

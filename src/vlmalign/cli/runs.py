@@ -230,17 +230,15 @@ def labels_export(
                 stream.flush()
                 stream.detach()
             return
-        tmp = output.with_name(output.name + ".tmp")
-        try:
-            with tmp.open("w", newline="", encoding="utf-8") as handle:
+        from vlmalign.atomic import atomic_write
+
+        try:  # whole or not at all: nothing half-written is left behind
+            with atomic_write(output, newline="") as handle:
                 count = export_csv(store, handle, all_revisions)
-            tmp.replace(output)
         except OSError as exc:
             raise VlmalignError(
                 f"{output}: cannot write ({exc.strerror}); choose another --output"
             ) from exc
-        finally:
-            tmp.unlink(missing_ok=True)  # nothing half-written is left behind
     err.print(f"wrote {count} labels to {output}", soft_wrap=True, markup=False)
 
 

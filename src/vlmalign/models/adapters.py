@@ -18,6 +18,7 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
+from vlmalign.atomic import staged, write_text
 from vlmalign.errors import ModelError
 from vlmalign.models.base import PromptedModel, ServesAdapters, Trainable
 from vlmalign.schemas.adapter_card import AdapterCard
@@ -65,16 +66,13 @@ def save_adapter(
     digest = state_hash(state)
     full_card = AdapterCard.model_validate({**card, "adapter_hash": digest})
     weights = directory / layout.weights_file
-    tmp = weights.with_suffix(".tmp")
     tensors = {k: v.contiguous() for k, v in state.items()}
-    save_file(tensors, str(tmp), metadata={**layout.metadata, "sha256": digest})
-    tmp.replace(weights)
+    with staged(weights) as tmp:
+        save_file(tensors, str(tmp), metadata={**layout.metadata, "sha256": digest})
     if layout.write_config is not None:
         layout.write_config(directory)
     document = full_card.model_dump(mode="json")
-    card_tmp = directory / (CARD_FILE + ".tmp")
-    card_tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    card_tmp.replace(directory / CARD_FILE)
+    write_text(directory / CARD_FILE, json.dumps(document, indent=2, sort_keys=True) + "\n")
     return full_card
 
 

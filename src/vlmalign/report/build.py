@@ -7,9 +7,11 @@ import errno
 import io
 import json
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from vlmalign.atomic import leftovers, staged
 from vlmalign.errors import VlmalignError
 from vlmalign.report.across_runs import across_runs
 from vlmalign.report.analysis import Analysis, analyse
@@ -73,22 +75,19 @@ def build_report(run_dirs: Sequence[Path], out_dir: Path, paper: bool = True) ->
     `paper=False` leaves the paper's own numbers out even where they apply."""
     analyses = [analyse(load_run(run_dir), paper=paper) for run_dir in run_dirs]
     files = render_files(analyses)
-    staged: list[Path] = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            tmp = out_dir / f"{name}.tmp"
-            staged.append(tmp)
-            tmp.write_text(text, encoding="utf-8")
-        for name in files:
-            (out_dir / f"{name}.tmp").replace(out_dir / name)
+        # Every file is written before any replaces its old one; a failure replaces none
+        # and leaves no temporary file behind (`atomic.staged`).
+        with ExitStack() as stack:
+            for name, text in files.items():
+                for leftover in leftovers(out_dir / name):  # of a report killed mid-write
+                    leftover.unlink(missing_ok=True)
+                stack.enter_context(staged(out_dir / name)).write_text(text, encoding="utf-8")
     except OSError as exc:
         reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
         raise VlmalignError(
             f"{out_dir}: cannot write the report ({reason}); free space or pass --out to a "
             "writable folder"
         ) from exc
-    finally:
-        for tmp in staged:  # after a failure: no half-written *.tmp left behind
-            tmp.unlink(missing_ok=True)
     return analyses

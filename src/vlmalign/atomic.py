@@ -1,0 +1,65 @@
+"""Files written whole or not at all: the one way vlmalign writes a file others read.
+
+A file is written to a temporary file of a unique name in its own folder (so the rename is on
+one file system, and two writers never share a temporary file), flushed and `fsync`ed, then
+`os.replace`d over the target: a reader sees the old file or the new one, never half of one, and
+a failure (or a kill) leaves the target as it was, the temporary file removed when it can be.
+A replaced file keeps its permissions; a new one gets the umask's.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+
+def file_mode(path: Path) -> int:
+    """The mode `path` keeps if it exists, else a new file's under the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def leftovers(path: Path) -> list[Path]:
+    """Temporary files a killed writer of `path` left beside it."""
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+
+
+@contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` for a writer that takes a path (safetensors): when the
+    block ends it is synced and renamed over `path`; on an error it is removed."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with tmp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, file_mode(path))  # mkstemp makes it owner-only
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone once replaced; a leftover after a failure
+
+
+@contextmanager
+def atomic_write(path: Path, *, newline: str | None = None) -> Iterator[TextIO]:
+    """An open UTF-8 text file whose content replaces `path` when the block ends without an
+    error."""
+    with staged(path) as tmp, tmp.open("w", encoding="utf-8", newline=newline) as handle:
+        yield handle
+        handle.flush()
+
+
+def write_text(path: Path, text: str) -> None:
+    """`path` holds `text` (UTF-8), written whole or not at all."""
+    with atomic_write(path) as handle:
+        handle.write(text)
