@@ -40,8 +40,9 @@ class StoreError(VlmalignError):
 
     The message names the store and says what to do."""
 
-    def __init__(self, path: object, message: str) -> None:
+    def __init__(self, path: object, message: str, problem: str | None = None) -> None:
         self.path = str(path)
+        self.problem = problem  # "locked", "full", "damaged", ...: `store.connection` sorts them
         super().__init__(f"{path} {message}")
 
 

@@ -56,7 +56,7 @@ from vlmalign.data.images import load_image
 from vlmalign.data.schema import Item
 from vlmalign.errors import StoreError
 from vlmalign.labels import MAX_NOTE, validate_annotator, validate_label
-from vlmalign.store import LABELS, GenerationRow, LabelRow, RunStore, now
+from vlmalign.store import LABELS, GenerationRow, LabelRow, RunStore, now, store_problem
 
 SESSION_COOKIE = "vlmalign_session"
 LOGIN_COOKIE = "vlmalign_login"  # a random nonce; the sign-in form carries its HMAC
@@ -190,8 +190,8 @@ def create_app(
     app.state.vlmalign = state
 
     async def store_failed(request: Request, exc: Exception) -> Response:
-        text = str(exc).lower()
-        if "locked" in text or "busy" in text:  # another process writing, e.g. an import
+        problem = exc.problem if isinstance(exc, StoreError) else store_problem(exc)
+        if problem == "locked":  # another process writing, e.g. an import
             return PlainTextResponse("the run's store is busy; try again in a moment", 503)
         log.error("annotate: store failure: %s", exc)
         return PlainTextResponse("the run's store failed; see the server's log", 500)

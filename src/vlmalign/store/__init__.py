@@ -6,7 +6,7 @@ failures to one-line errors, `schema.py` holds the migration steps, and each tab
 its module (`runs.py`, `generations.py`, `labels.py`); `check.py` is `vlmalign store check`.
 """
 
-from vlmalign.store.connection import STORE_FILE, now, store_error
+from vlmalign.store.connection import STORE_FILE, now, store_error, store_problem
 from vlmalign.store.generations import (
     GenerationRow,
     JudgmentRow,
@@ -31,4 +31,5 @@ __all__ = [
     "generation_key",
     "now",
     "store_error",
+    "store_problem",
 ]

@@ -32,38 +32,81 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+# SQLite's primary result codes (`sqlite3.Error.sqlite_errorname` without its extension, as
+# `SQLITE_BUSY_SNAPSHOT` -> `BUSY`) -> what the store's problem is.
+PROBLEM_OF_CODE = {
+    "BUSY": "locked",
+    "LOCKED": "locked",
+    "FULL": "full",
+    "NOTADB": "not a store",
+    "CORRUPT": "damaged",
+    "READONLY": "read-only",
+    "CANTOPEN": "cannot open",
+}
+
+
+def store_problem(exc: BaseException) -> str | None:
+    """The kind of failure: from SQLite's own result code where it gives one, else (an OS error,
+    or a failure with no code) from the text."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if isinstance(name, str) and name.startswith("SQLITE_"):
+        code = name.removeprefix("SQLITE_").split("_")[0]
+        if code in PROBLEM_OF_CODE:
+            return PROBLEM_OF_CODE[code]
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "full"
+    low = str(exc).lower()
+    for words, problem in (
+        (("locked", "busy"), "locked"),
+        (("disk is full",), "full"),
+        (("not a database", "file is encrypted"), "not a store"),
+        (("malformed", "corrupt"), "damaged"),
+        (("readonly", "read-only"), "read-only"),
+        (("unable to open",), "cannot open"),
+    ):
+        if any(word in low for word in words):
+            return problem
+    return None
+
+
 def store_error(path: Path, exc: BaseException) -> StoreError:
     """One line for a SQLite (or OS) failure on `path`: what is wrong and what to do."""
     text = str(exc)
-    low = text.lower()
-    if "locked" in low or "busy" in low:
-        return StoreError(path, "is locked by another process; retry when it finishes")
-    if "disk is full" in low or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+    problem = store_problem(exc)
+    if problem == "locked":
+        return StoreError(path, "is locked by another process; retry when it finishes", problem)
+    if problem == "full":
         return StoreError(
             path,
             "cannot be written: the disk is full; free some space and rerun (work already "
             "recorded is kept)",
+            problem,
         )
-    if "not a database" in low or "file is encrypted" in low:
+    if problem == "not a store":
         return StoreError(
             path,
             f"is not a vlmalign store ({text}): move it away, or point at another run directory",
+            problem,
         )
-    if "malformed" in low or "corrupt" in low:
+    if problem == "damaged":
         return StoreError(
             path,
             f"is damaged ({text}): restore it from a backup, or rerun the study into a new "
             "run directory",
+            problem,
         )
-    if "readonly" in low or "read-only" in low:
+    if problem == "read-only":
         return StoreError(
             path,
             f"is read-only ({text}): copy the run directory somewhere writable, or fix "
             "its permissions",
+            problem,
         )
-    if "unable to open" in low:
+    if problem == "cannot open":
         return StoreError(
-            path, f"cannot be opened ({text}): check the file and its folder exist and are readable"
+            path,
+            f"cannot be opened ({text}): check the file and its folder exist and are readable",
+            problem,
         )
     return StoreError(path, f"cannot be used: SQLite says {text!r}; `vlmalign store check` it")
 
