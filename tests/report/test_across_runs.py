@@ -143,3 +143,11 @@ def test_results_csv_names_the_model_and_its_variant(runs: Path) -> None:
     with (runs / "ideal" / "results.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert {(r["model"], r["variant"], r["run"]) for r in rows} == {("mock:ideal", "base", "ideal")}
+
+
+def test_answer_profiles_come_from_the_stance_judge_under_any_label(tmp_path: Path) -> None:
+    out = tmp_path / "labelled"
+    run("eval", "--model", "mock:yes", "--judge", "reader=stance", "--out", str(out), "--quiet")
+    profiles = json.loads((out / "results.json").read_text())["profiles"]
+    assert [(p["yes_rate"], p["unclear_rate"]) for p in profiles] == [(1.0, 0.0)]  # all "Yes."
+    assert "## Answers by condition" in (out / "report.md").read_text(encoding="utf-8")

@@ -478,10 +478,15 @@ def _breakdowns(
     return found
 
 
+#: The judge kind whose `answer` is the response's own yes/no (answer profiles read it).
+ANSWER_READER = "stance"
+
+
 def _profiles(
     run: RunData, conditions: dict[ConditionKey, list[GenerationRow]]
 ) -> list[ConditionProfile]:
-    stance = run.verdicts.get("stance")
+    readers = run.judges_of_kind(ANSWER_READER)  # under any label the study gave it
+    stance = run.verdicts[readers[0]] if readers else None
     profiles = []
     for condition, all_rows in conditions.items():
         # Yes/no items only: the stance judge reads no stance in a multiple-choice answer.

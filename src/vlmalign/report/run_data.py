@@ -46,6 +46,12 @@ class RunData:
     def judges(self) -> list[str]:
         return list(self.verdicts)
 
+    def judges_of_kind(self, kind: str) -> list[str]:
+        """The identities of the run's judges of one kind (`stance`, `vlm`), whatever their
+        labels, as their recorded configs name it."""
+        configs = self.provenance.judges
+        return [j for j in self.judges if configs.get(j, {}).get("name") == kind]
+
     @property
     def name(self) -> str:
         return self.run_dir.name or str(self.run_dir)
