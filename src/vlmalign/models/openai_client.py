@@ -161,8 +161,9 @@ class EndpointClient:
             await asyncio.gather(*workers, return_exceptions=True)
             await client.close()
 
-        client, done, _ = run(start())
+        client: AsyncOpenAI | None = None
         try:
+            client, done, _ = run(start())
             left = len(jobs)
             while left:
                 group: list[tuple[int, Result]] = []
@@ -179,7 +180,8 @@ class EndpointClient:
                     index, error = errors[0]
                     raise self.failure(error, describe(jobs[index])) from None
         finally:
-            run(stop(client))
+            if client is not None:
+                run(stop(client))
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
             loop.close()
