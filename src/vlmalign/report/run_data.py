@@ -48,9 +48,12 @@ class RunData:
 
     def judges_of_kind(self, kind: str) -> list[str]:
         """The identities of the run's judges of one kind (`stance`, `vlm`), whatever their
-        labels, as their recorded configs name it."""
+        labels, as their recorded configs name it (a config without a name: as its identity
+        does, `vlm:mini` being a `vlm`)."""
         configs = self.provenance.judges
-        return [j for j in self.judges if configs.get(j, {}).get("name") == kind]
+        return [
+            j for j in self.judges if (configs.get(j, {}).get("name") or j.split(":")[0]) == kind
+        ]
 
     @property
     def name(self) -> str:
