@@ -59,6 +59,25 @@ def atomic_write(path: Path, *, newline: str | None = None) -> Iterator[TextIO]:
         handle.flush()
 
 
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path`'s lock file (`NAME.lock` beside it) for the block, so
+    processes that read, change and rewrite one shared file take turns. Where the platform has
+    no `fcntl` (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on the platforms CI runs
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(path.name + ".lock").open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def write_text(path: Path, text: str) -> None:
     """`path` holds `text` (UTF-8), written whole or not at all."""
     with atomic_write(path) as handle:
