@@ -65,10 +65,10 @@ def requests_per_second(url: str, dataset_source: str, samples: int) -> tuple[in
     plan_tasks and generate_missing into a real store, one request per sample."""
     from vlmalign.config import Condition, StudyConfig
     from vlmalign.data.dataset import load_dataset
+    from vlmalign.generation import generate_missing, plan_tasks
     from vlmalign.models.endpoint import EndpointSettings
     from vlmalign.models.openai_api import OpenAIChatModel
     from vlmalign.store import RunStore
-    from vlmalign.study import generate_missing, plan_tasks
 
     settings = EndpointSettings(
         base_url=url, api_key_env=KEY_ENV, max_concurrency=CONCURRENCY, use_n=False

@@ -1,6 +1,6 @@
 """Study generation throughput: the real study path against the naive loop, same prompts.
 
-The study path is `vlmalign.study.generate_missing` into a temporary run store, with the
+The study path is `vlmalign.generation.generate_missing` into a temporary run store, with the
 default study's sampling, samples per prompt and batch size: what `vlmalign study` does. The
 naive loop (`naive.py`) answers the same tasks (same prompts, same seeds) one at a time. Both
 run in this process on one loaded model, so their ratio is measured on one machine at one time.
@@ -19,10 +19,10 @@ from benchmarks.results import Measured
 from vlmalign.config import StudyConfig
 from vlmalign.data.dataset import Dataset
 from vlmalign.data.images import load_image
+from vlmalign.generation import Task, generate_missing, plan_tasks
 from vlmalign.models.base import GenerationRequest
 from vlmalign.sampling import SamplingParams
 from vlmalign.store import RunStore
-from vlmalign.study import Task, generate_missing, plan_tasks
 
 T = TypeVar("T")
 

@@ -725,38 +725,8 @@ class LocalEndpoint:
     Keyword arguments are `OpenAIServer`'s plus `host` and `port` (0: the OS picks one).
     """
 
-    def __init__(
-        self,
-        *,
-        reply: ReplyFunction = default_reply,
-        model: str = "local-model",
-        served_model: str | None = None,
-        key: str | None = None,
-        owned_by: str = "test",
-        extra_params: Iterable[str] = (),
-        faults: Faults | None = None,
-        latency_s: float = 0.0,
-        filter_phrases: tuple[str, ...] = (),
-        filter_mode: FilterMode = "finish_reason",
-        system_fingerprint: str = "fp_local",
-        max_choices: int | None = None,
-        host: str = "127.0.0.1",
-        port: int = 0,
-    ) -> None:
-        self.server = OpenAIServer(
-            reply=reply,
-            model=model,
-            served_model=served_model,
-            key=key,
-            owned_by=owned_by,
-            extra_params=extra_params,
-            faults=faults,
-            latency_s=latency_s,
-            filter_phrases=filter_phrases,
-            filter_mode=filter_mode,
-            system_fingerprint=system_fingerprint,
-            max_choices=max_choices,
-        )
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, **server: Any) -> None:
+        self.server = OpenAIServer(**server)  # reply, model, key, faults, latency_s, ...
         self.host = host
         self._requested_port = port
         self.port = 0

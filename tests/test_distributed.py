@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from vlmalign.cli import app
 from vlmalign.data.schema import Item
 from vlmalign.distributed import Processes, deal, group_in_order, join, launched_processes
-from vlmalign.study import Task, share_rounds
+from vlmalign.generation import Task, share_rounds
 
 ITEM = Item(id="q", image="x.png", question="Q?", ideal_answer="Yes.", aligned_stance="yes")
 
