@@ -281,6 +281,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{printable(str(path))}: a config must be a mapping of settings")
     data = dict(loaded or {})
+    for key in data:
+        if not isinstance(key, str):  # `? [1]` or `1: x`: no setting is named so
+            raise ConfigError(f"{printable(str(path))}: {printable(repr(key))} is not a setting")
     if "dataset" in data:
         data["dataset"] = anchored_dataset(data["dataset"], path.parent)
     return data
