@@ -122,7 +122,14 @@ def tiny_model(monkeypatch, tiny_vlm_factory) -> str:
     from vlmalign.models import registry as model_registry
     from vlmalign.models.registry import ModelSpec
 
-    spec = ModelSpec("tiny", "tiny random MAGMA", "tiny", "nothing", lambda *_: tiny_vlm_factory())
+    spec = ModelSpec(
+        "tiny",
+        "tiny random MAGMA",
+        "tiny",
+        "nothing",
+        lambda *_: tiny_vlm_factory(),
+        capabilities=frozenset({"generate", "score", "train"}),
+    )
     monkeypatch.setitem(model_registry.MODELS, "tiny", spec)
     return "tiny"
 

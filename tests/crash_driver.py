@@ -87,7 +87,14 @@ def _install() -> None:
     def build(load: Any) -> Any:
         return make_tiny_vlm(tiny_tokenizer.__wrapped__())  # the fixture's builder, called
 
-    registry.MODELS["tiny"] = ModelSpec("tiny", "tiny random MAGMA", "tiny", "nothing", build)
+    registry.MODELS["tiny"] = ModelSpec(
+        "tiny",
+        "tiny random MAGMA",
+        "tiny",
+        "nothing",
+        build,
+        capabilities=frozenset({"generate", "score", "train"}),
+    )
     MagmaModel.generate = _announced("generate", MagmaModel.generate)  # type: ignore[method-assign]
     study.judge_inputs = _announced("judge", study.judge_inputs)
     study.judge_missing = functools.partial(study.judge_missing, batch_size=JUDGE_BATCH)

@@ -125,11 +125,12 @@ def invoke(*args: str) -> str:
 
 
 def study(dataset: Path, out: Path, model: str, *judges: str) -> dict[str, Any]:
-    """`vlmalign study` on a scripted model; returns results.json."""
+    """`vlmalign study` on a scripted model (which cannot be finetuned: --no-finetune);
+    returns results.json."""
     judge_options = [option for judge in judges for option in ("--judge", judge)]
     invoke(
         "study", "--dataset", str(dataset), "--model", model, *judge_options,
-        "--samples", "1", "--out", str(out), "--quiet",
+        "--samples", "1", "--out", str(out), "--no-finetune", "--quiet",
     )  # fmt: skip
     results: dict[str, Any] = json.loads((out / "results.json").read_text())
     return results
@@ -237,7 +238,14 @@ def recording_tiny(monkeypatch: pytest.MonkeyPatch, tiny_vlm_factory) -> list[tu
         model.forward = model.training_loss = recording  # whichever a training step calls
         return model
 
-    spec = ModelSpec("tiny", "tiny random MAGMA", "tiny", "nothing", build)
+    spec = ModelSpec(
+        "tiny",
+        "tiny random MAGMA",
+        "tiny",
+        "nothing",
+        build,
+        capabilities=frozenset({"generate", "score", "train"}),
+    )
     monkeypatch.setitem(model_registry.MODELS, "tiny", spec)
     return seen
 

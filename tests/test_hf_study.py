@@ -93,9 +93,12 @@ def exported(tmp_path: Path, form: str) -> str:
 
 
 def study_cells(source: str, model: str) -> dict[tuple[str, str, int], float]:
-    """`vlmalign study` as a user types it (default samples and run folder; finetuning is on,
-    and a scripted model skips it), then each cell's accuracy from results.json."""
-    invoke("study", "--dataset", source, "--model", model, "--judge", "stance", "--quiet")
+    """`vlmalign study` as a user types it (default samples and run folder; --no-finetune, as a
+    scripted model cannot be finetuned), then each cell's accuracy from results.json."""
+    invoke(
+        "study", "--dataset", source, "--model", model, "--judge", "stance", "--no-finetune",
+        "--quiet",
+    )  # fmt: skip
     cells = json.loads(Path("runs/study/results.json").read_text())["cells"]
     assert {c["judge"] for c in cells} == {"stance"}
     return {(c["model"], c["split"], c["shots"]): c["accuracy"] for c in cells}

@@ -8,7 +8,6 @@ items and 1 of the 2 test items.
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -98,16 +97,66 @@ def test_a_scripted_file_answers_per_condition(dataset, tmp_path) -> None:
     assert cells == {**base_cells({"train": 1.0, "test": 1.0}), ("base", "train", 2): 2 / 4}
 
 
-def test_a_study_with_finetuning_skips_it_for_a_scripted_model(dataset, tmp_path, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="vlmalign"):
-        cells = study(dataset, tmp_path / "run", "mock:ideal")  # finetuning is on by default
-    notices = [r.getMessage() for r in caplog.records if "not trained here" in r.getMessage()]
-    assert notices == [
-        "mock:ideal is not trained here (a scripted or remote model): finetuning skipped; "
-        "--no-finetune runs the study without that stage"
+def test_a_study_with_finetuning_refuses_a_scripted_model(dataset, tmp_path) -> None:
+    """Finetuning is on by default; a scripted model cannot train, so the study is refused in
+    one line naming the missing capability, before anything is written."""
+    out = tmp_path / "run"
+    args = ["study", "--model", "mock:ideal", "--dataset", str(dataset), "--out", str(out)]
+    result = subprocess.run(
+        [sys.executable, "-m", "vlmalign", *args, "--judge", "stance", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "error: model 'mock:ideal' cannot be finetuned: it lacks the 'train' capability (it has: "
+        "generate); run the study without finetuning (--no-finetune, or `finetune: null` in the "
+        "config)"
     ]
-    assert cells == base_cells({"train": 1.0, "test": 1.0})  # the base cells, nothing finetuned
-    assert not (tmp_path / "run" / "adapter").exists()
+    assert not (out / "study.sqlite").exists()
+    assert not (out / "adapter").exists()
+
+
+def test_an_adapter_for_a_scripted_model_is_refused(dataset, tmp_path) -> None:
+    """A scripted model neither trains nor serves adapters: either capability would do."""
+    out = tmp_path / "run"
+    args = ["eval", "--model", "mock:ideal", "--adapter", str(tmp_path / "adapter")]
+    args += ["--dataset", str(dataset), "--out", str(out), "--judge", "stance"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert message.startswith("model 'mock:ideal' cannot take an adapter")
+    assert "'train'" in message and "'serve_adapter'" in message and "\n" not in message
+    assert not (out / "study.sqlite").exists()
+
+
+def test_a_declared_role_the_loaded_model_lacks_is_an_error(dataset, tmp_path, monkeypatch) -> None:
+    """A spec that declares 'train' for a model that cannot train is refused once the model is
+    loaded, before the run is written: the finetuning stage is never skipped."""
+    from vlmalign.config import StudyConfig
+    from vlmalign.errors import ModelError
+    from vlmalign.models import registry
+    from vlmalign.models.mock import load_mock
+    from vlmalign.models.spec import ModelSpec
+    from vlmalign.study import run_study
+
+    spec = ModelSpec(
+        "claims",
+        "a scripted model whose spec says it trains",
+        "none",
+        "nothing",
+        lambda options: load_mock("ideal"),
+        capabilities=frozenset({"generate", "train"}),
+    )
+    monkeypatch.setitem(registry.MODELS, "claims", spec)
+    out = tmp_path / "run"
+    config = StudyConfig(model="claims", dataset=str(dataset), out=out, judges=("stance",))
+    with pytest.raises(ModelError, match="declares 'train' but its ScriptedModel lacks"):
+        run_study(config, progress=False)
+    assert not (out / "study.sqlite").exists()
 
 
 def test_a_scripted_study_needs_no_torch(dataset, tmp_path) -> None:
@@ -116,7 +165,8 @@ def test_a_scripted_study_needs_no_torch(dataset, tmp_path) -> None:
         "from vlmalign.config import StudyConfig\n"
         "from vlmalign.study import run_study\n"
         f"config = StudyConfig(model='mock:yes', dataset={str(dataset)!r}, "
-        f"out={str(tmp_path / 'run')!r}, judges=('stance',), samples=1)\n"
+        f"out={str(tmp_path / 'run')!r}, judges=('stance',), samples=1, "
+        "finetune=None)\n"
         "run_study(config, progress=False)\n"
         "print(json.dumps([m for m in ('torch', 'transformers') if m in sys.modules]))\n"
     )

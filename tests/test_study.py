@@ -26,7 +26,14 @@ def tiny_registered(monkeypatch, tiny_vlm_factory):
         built.append(model)
         return model
 
-    spec = ModelSpec("tiny", "tiny random MAGMA", "tiny", "nothing", factory)
+    spec = ModelSpec(
+        "tiny",
+        "tiny random MAGMA",
+        "tiny",
+        "nothing",
+        factory,
+        capabilities=frozenset({"generate", "score", "train"}),
+    )
     monkeypatch.setitem(registry.MODELS, "tiny", spec)
     return built
 
@@ -266,3 +273,29 @@ def test_resume_with_a_changed_finetune_setting_trains_and_answers_anew(
             "SELECT COUNT(DISTINCT adapter_hash) FROM generations WHERE variant = 'finetuned'"
         ).fetchone()[0]
     assert adapters == 2
+
+
+# --- what a study needs of its model -------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("settings", "adapter", "refused"),
+    [
+        ({"model": "mock:ideal"}, None, "cannot be finetuned: it lacks the 'train' capability"),
+        ({"model": "mock:ideal", "finetune": None}, None, None),
+        ({"model": "mock:ideal", "adapter": "a"}, None, "'train' and the 'serve_adapter'"),
+        ({"model": "openai:m", "finetune": None}, Path("a"), "'train' and the 'serve_adapter'"),
+        ({"model": "mini", "adapter": "a"}, None, None),  # loaded into a trainable model
+        ({"model": "hf:x", "engine": "vllm", "finetune": None}, Path("a"), None),  # served
+    ],
+)
+def test_a_study_needs_of_its_model_what_it_asks(settings, adapter, refused) -> None:
+    from vlmalign.errors import ModelError
+    from vlmalign.study import require_capabilities
+
+    checked = StudyConfig(**settings)
+    if refused is None:
+        require_capabilities(checked, adapter)
+        return
+    with pytest.raises(ModelError) as caught:
+        require_capabilities(checked, adapter)
+    message = str(caught.value)
+    assert refused in message and "\n" not in message

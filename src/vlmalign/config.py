@@ -22,7 +22,7 @@ from vlmalign.data.dataset import Dataset
 from vlmalign.data.schema import Split
 from vlmalign.data.spec import DatasetSpec, anchored_dataset
 from vlmalign.data.text import printable
-from vlmalign.errors import ConfigError, validation_message
+from vlmalign.errors import ConfigError, shown_path, validation_message
 from vlmalign.judges.options import JudgeOptions
 from vlmalign.judges.registry import JudgeRef, options_by_judge, parse_judge_refs
 from vlmalign.models.endpoint import EndpointSettings
@@ -225,6 +225,80 @@ class StudyConfig(BaseModel):
 
 MAX_CONFIG_DEPTH = 32
 """YAML collections nested deeper than this are refused (a study config needs 4 levels)."""
+MAX_ALIASED_VALUES = 10_000
+"""The values YAML aliases may add to a config, each alias counting as a copy of everything its
+anchor holds (a shared `judge_options` entry adds a handful): past this an alias bomb, a few
+hundred bytes that expand to billions of values, is refused before anything is built."""
+MAX_INT_DIGITS = 30
+"""Integers with more digits are refused (no setting needs one; Python refuses to convert one
+of more than 4300 digits, and big ones are slow to convert)."""
+INT_TAG = "tag:yaml.org,2002:int"
+
+
+class _TooMuch(yaml.YAMLError):
+    """What the config loader refuses, with the 1-based line where it is."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded: it counts the values that aliases add (each node's size
+    with aliases expanded, known as the node is composed) and the depth they reach, and refuses
+    long integers, all before any Python object is constructed."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth), expanded
+        self._aliased = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            sized = self._sizes.get(id(node))
+            if sized is None:  # `a: &a [*a]`: the anchor's collection is not finished
+                raise _TooMuch(mark.line + 1, "a YAML alias refers to the collection it is in")
+            self._aliased += sized[0]
+            if self._aliased > MAX_ALIASED_VALUES:
+                raise _TooMuch(
+                    mark.line + 1,
+                    f"YAML aliases expand the config to more than {MAX_ALIASED_VALUES} values "
+                    "(an alias bomb?); write the values out",
+                )
+            return node
+        node = super().compose_node(parent, index)
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == INT_TAG:
+                self._check_int(node, index)
+            children: list[yaml.Node] = []
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = [part for pair in node.value for part in pair]
+        sizes = [self._sizes[id(child)] for child in children]
+        collection = not isinstance(node, yaml.ScalarNode)
+        depth = collection + max((d for _, d in sizes), default=0)
+        if depth > MAX_CONFIG_DEPTH:  # deeper than written: aliases inside aliases
+            raise _TooMuch(
+                node.start_mark.line + 1,
+                f"config is nested too deeply (more than {MAX_CONFIG_DEPTH} levels, "
+                "aliases expanded)",
+            )
+        self._sizes[id(node)] = (1 + sum(n for n, _ in sizes), depth)
+        return node
+
+    @staticmethod
+    def _check_int(node: yaml.ScalarNode, key: Any) -> None:
+        digits = len(str(node.value).lstrip("+-").replace("_", ""))
+        if digits > MAX_INT_DIGITS:
+            named = f"{key.value!r}: " if isinstance(key, yaml.ScalarNode) else ""
+            raise _TooMuch(
+                node.start_mark.line + 1,
+                f"{printable(named)}an integer of {digits} digits; a setting takes at most "
+                f"{MAX_INT_DIGITS}",
+            )
 
 
 def _check_nesting(text: str, where: str) -> None:
@@ -244,7 +318,7 @@ def _check_nesting(text: str, where: str) -> None:
 
 def _read_yaml(path: Path) -> Any:
     """The YAML document in `path`; every problem is a one-line ConfigError naming file:line."""
-    where = printable(str(path))
+    where = shown_path(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -258,7 +332,9 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{where}:{line}: config is not UTF-8 text; save it as UTF-8") from exc
     try:
         _check_nesting(text, where)
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a bounded SafeLoader
+    except _TooMuch as exc:
+        raise ConfigError(f"{where}:{exc.line}: {exc.message}") from exc
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow (a control one)
         line = text.count("\n", 0, exc.position) + 1
         char = printable(chr(exc.character)) if isinstance(exc.character, int) else "?"
@@ -279,11 +355,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     `vlmalign dataset validate STUDY.yaml` finds the dataset. One-line ConfigError if unreadable."""
     loaded = _read_yaml(path)
     if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(f"{printable(str(path))}: a config must be a mapping of settings")
+        raise ConfigError(f"{shown_path(path)}: a config must be a mapping of settings")
     data = dict(loaded or {})
     for key in data:
         if not isinstance(key, str):  # `? [1]` or `1: x`: no setting is named so
-            raise ConfigError(f"{printable(str(path))}: {printable(repr(key))} is not a setting")
+            raise ConfigError(f"{shown_path(path)}: {printable(repr(key))} is not a setting")
     if "dataset" in data:
         data["dataset"] = anchored_dataset(data["dataset"], path.parent)
     return data
@@ -309,7 +385,7 @@ def load_config(
     data: dict[str, Any] = {}
     source = "command line"
     if path is not None:
-        source = printable(str(path))
+        source = shown_path(path)
         data = read_config_file(Path(path))
     given = _given(overrides)
     tuning = _given(finetune_overrides)

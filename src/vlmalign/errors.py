@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,43 @@ from vlmalign.data.text import printable
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
     from pydantic_core import ErrorDetails
+
+
+def shown_path(path: object) -> str:
+    """A path as one line of text that can always be printed: a name that is not UTF-8 (argv
+    and the file system give its bytes as surrogate escapes, `ds-\\udcff.jsonl`) shows those
+    bytes as `\\xff`, and control characters are escaped (`data.text.printable`)."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    if isinstance(text, bytes):
+        return printable(text.decode("utf-8", "backslashreplace"))
+    if is_utf8(text):
+        return printable(text)
+    try:
+        raw = os.fsencode(text)  # surrogate escapes back to the bytes they stand for
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        return printable(text)
+    return printable(raw.decode("utf-8", "backslashreplace"))
+
+
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (a file name in another encoding cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def utf8_name_problem(path: object, what: str) -> str | None:
+    """Why `path` cannot be recorded (the store, reports and artifacts hold UTF-8 text), or
+    None when it can."""
+    text = str(path)
+    if is_utf8(text):
+        return None
+    return (
+        f"{what} {shown_path(path)} is not UTF-8 text (a name in another encoding); "
+        "rename it: vlmalign records it in the store and reports"
+    )
 
 
 class VlmalignError(Exception):
@@ -43,7 +81,7 @@ class StoreError(VlmalignError):
     def __init__(self, path: object, message: str, problem: str | None = None) -> None:
         self.path = str(path)
         self.problem = problem  # "locked", "full", "damaged", ...: `store.connection` sorts them
-        super().__init__(f"{path} {message}")
+        super().__init__(f"{shown_path(path)} {message}")
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -30,17 +31,59 @@ from vlmalign.data.dataset import Dataset
 from vlmalign.data.images import load_image
 from vlmalign.data.schema import Split
 from vlmalign.errors import ConfigError
-from vlmalign.hashing import stable_hash
+from vlmalign.hashing import identity_fields, stable_hash
 from vlmalign.models.adapters import read_card, save_adapter, state_hash
 from vlmalign.models.base import PromptedModel, Trainable
 from vlmalign.prompts import PromptFormat, ShotsAs, build_prompt
-from vlmalign.schemas.adapter_card import AdapterCard
+from vlmalign.schemas.adapter_card import AdapterCard, HyperparametersRecord
 
 log = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
-LORA_FIELDS = {"lora_r", "lora_alpha", "lora_dropout"}
+
+#: The finetuning options a run's identity has always held, whatever their value. An option
+#: added later counts only when set to another value than its default (`identity_fields`), so
+#: adding one keeps every finished adapter and checkpoint reusable; it must keep that default.
+FINETUNE_IDENTITY = frozenset(
+    {
+        "epochs",
+        "batch_size",
+        "lr",
+        "encoder_lr",
+        "prefix_lr",
+        "warmup_ratio",
+        "schedule",
+        "decay_ratio",
+        "weight_decay",
+        "betas",
+        "grad_clip",
+        "grad_accum",
+        "loss_on",
+        "split",
+        "seed",
+        "mixed_precision",
+    }
+)
+#: How LoRA shapes the weights: part of the identity of models finetuned through LoRA (they
+#: report `adapter_settings`); a model without LoRA (MAGMA) ignores these, so they never count.
+LORA_IDENTITY = frozenset({"lora_r", "lora_alpha", "lora_dropout"})
+
+
+class RunIdentity(BaseModel):
+    """What a checkpoint must match to be resumed or reused (hashed by `run_identity`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base: str  # the base model's fingerprint
+    dataset: str  # its sha256
+    config: dict[str, Any]  # the finetuning options that count (FINETUNE_IDENTITY, LoRA's)
+    prompt_format: str
+    shots_as: ShotsAs | None = None  # came later: counts once set
+
+
+#: What the identity has always held; `shots_as` counts only when set.
+RUN_IDENTITY = frozenset({"base", "dataset", "config", "prompt_format"})
 
 
 @dataclass(frozen=True)
@@ -94,19 +137,22 @@ def run_identity(
     fmt: str,
     shots_as: ShotsAs | None = None,
 ) -> str:
-    """What a checkpoint must match to be resumed or reused."""
-    # Settings a model ignores (LoRA for MAGMA) and an unset shots_as stay out of the identity,
-    # so that runs from before they existed keep theirs.
-    ignored = set() if model.adapter_settings() else LORA_FIELDS
-    identity: dict[str, Any] = {
-        "base": model.fingerprint(),
-        "dataset": dataset.sha256,
-        "config": config.model_dump(exclude=ignored),
-        "prompt_format": fmt,
-    }
-    if shots_as is not None:
-        identity["shots_as"] = shots_as
-    return stable_hash(identity)
+    """What a checkpoint must match to be resumed or reused: the declared identity of the run
+    (`RunIdentity`, with the config's `FINETUNE_IDENTITY`, and LoRA's for a model that has it)."""
+    lora = bool(model.adapter_settings())
+    options = identity_fields(
+        config,
+        FINETUNE_IDENTITY | LORA_IDENTITY if lora else FINETUNE_IDENTITY,
+        ignored=() if lora else LORA_IDENTITY,
+    )
+    identity = RunIdentity(
+        base=model.fingerprint(),
+        dataset=dataset.sha256,
+        config=options,
+        prompt_format=fmt,
+        shots_as=shots_as,
+    )
+    return stable_hash(identity_fields(identity, RUN_IDENTITY))
 
 
 def _latest_checkpoint(directory: Path, identity: str) -> tuple[int, Path] | None:
@@ -250,7 +296,8 @@ def finetune(
         "prompt_format": fmt,
         "shots_as": shots_as,
         "adapter_settings": model.adapter_settings(),
-        "hyperparameters": config.model_dump(),
+        # The card keeps its own record of the options (an option renamed later still reads).
+        "hyperparameters": HyperparametersRecord.model_validate(config.model_dump()),
         "processes": processes,
         "seed": config.seed,
         "epoch_losses": losses,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import vlmalign
 from vlmalign.models.endpoint import EndpointSettings
-from vlmalign.schemas.provenance import Provenance
+from vlmalign.schemas.provenance import EndpointRecord, Provenance, SamplingRecord
 
 if TYPE_CHECKING:
     from vlmalign.config import StudyConfig
@@ -81,7 +81,7 @@ def study_provenance(
         prompt_format=prompt_format,
         shots_as=config.shots_as,
         engine=config.engine,
-        sampling=config.sampling,
+        sampling=SamplingRecord.model_validate(config.sampling.model_dump()),
         samples_per_prompt=config.samples,
         seed=config.seed,
         judges={judge.name: judge.config() for judge in judges},
@@ -89,9 +89,9 @@ def study_provenance(
     )
 
 
-def endpoint_record(model: PromptedModel, config: StudyConfig) -> EndpointSettings | None:
+def endpoint_record(model: PromptedModel, config: StudyConfig) -> EndpointRecord | None:
     """A remote model's endpoint settings, with the URL actually used (never the key)."""
     settings = getattr(model, "settings", None)
     if not isinstance(settings, EndpointSettings):
         return None
-    return settings.model_copy(update={"base_url": settings.url()})
+    return EndpointRecord.model_validate({**settings.model_dump(), "base_url": settings.url()})

@@ -12,7 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vlmalign.hashing import identity_fields
+
 _SEED_MASK = (1 << 63) - 1
+
+#: What the sampling key (part of every generation key) has always held. An option added later
+#: counts only when set to another value than its default (`hashing.identity_fields`), so adding
+#: one keeps every stored response; it must keep that default.
+SAMPLING_IDENTITY = frozenset({"max_new_tokens", "temperature", "top_k", "top_p"})
 
 
 class SamplingParams(BaseModel):
@@ -30,7 +37,8 @@ class SamplingParams(BaseModel):
         return self.temperature == 0.0
 
     def key(self) -> dict[str, Any]:
-        return self.model_dump()
+        """What of these settings keys a generation (`store.generation_key`)."""
+        return identity_fields(self, SAMPLING_IDENTITY)
 
 
 def derive_seed(study_seed: int, item_id: str, condition: str, sample_index: int) -> int:

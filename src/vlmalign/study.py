@@ -1,11 +1,20 @@
-"""Study orchestration: plan -> generate what is missing -> judge what is missing -> summarise."""
+"""Study orchestration: prepare -> generate what is missing -> judge what is missing -> finetune
+-> summarise.
+
+A run is a sequence of stages over one `StudyContext` (what `prepare` builds: config, dataset,
+processes, judges, model, prompt format). Each stage takes typed inputs and returns a typed,
+frozen result: `judge_references` -> `ReferenceResult`, `evaluate` -> `Evaluated`,
+`finetune_stage` -> `FinetunedAdapter`, `finish` -> `Recorded`, `result` -> `StudyResult`. The
+run's provenance is built, not changed: `finish` makes the final one from the started one and
+the pieces the stages returned, and the store's `finish_run` records it.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,26 +23,37 @@ from tqdm.auto import tqdm
 from vlmalign.config import Condition, StudyConfig
 from vlmalign.data.dataset import Dataset, check_shots, load_dataset
 from vlmalign.distributed import Processes, join
-from vlmalign.errors import ConfigError
+from vlmalign.errors import ConfigError, ModelError
 from vlmalign.generation import Task, generate_split, plan_tasks
 from vlmalign.judges.base import Judge, JudgeInput, refusal_verdict
 from vlmalign.judges.registry import build_judge, judge_config_hash
 from vlmalign.judges.validity import ValidityEntry, heldout_entry
-from vlmalign.models.base import (
-    Generator,
-    Trainable,
-)
-from vlmalign.models.registry import load_model
+from vlmalign.models.base import Generator, Trainable
+from vlmalign.models.registry import capabilities, load_model, require_capability
+from vlmalign.models.spec import Capability, check_role
 from vlmalign.prompts import PromptFormat
 from vlmalign.provenance import study_provenance
 from vlmalign.report.analysis import Cell
 from vlmalign.report.build import build_report
 from vlmalign.report.usage import ConditionUsage
+from vlmalign.schemas.adapter_card import AdapterCard
 from vlmalign.schemas.provenance import AdapterSummary, Provenance
 from vlmalign.store import JudgmentRow, RunStore
-from vlmalign.validation import judge_references
+from vlmalign.validation import judge_references as judge_reference_answers
 
 log = logging.getLogger(__name__)
+
+#: What a study that finetunes a model that cannot be trained is told to do instead.
+NO_FINETUNING = (
+    "run the study without finetuning (--no-finetune, or `finetune: null` in the config)"
+)
+#: What a study or eval given an adapter for a model that takes none is told to do instead.
+NO_ADAPTER = (
+    "drop the adapter (--adapter, or `adapter:` in the config), or choose a model that takes "
+    "one (`vlmalign models`)"
+)
+#: Either capability lets a model take an adapter folder: loaded into it, or served as it is.
+ADAPTER_CAPABILITIES: tuple[Capability, ...] = ("train", "serve_adapter")
 
 
 @dataclass
@@ -57,13 +77,9 @@ class StudyResult:
         import pandas as pd
 
         from vlmalign.report.build import cell_row
-        from vlmalign.schemas.results import CellRecord
 
         names = {self.config.out.name: self.provenance.model or ""}
-        rows = [
-            cell_row(CellRecord.model_validate(asdict(c)).model_dump(mode="json"), names)
-            for c in self.cells
-        ]
+        rows = [cell_row(c.model_dump(mode="json"), names) for c in self.cells]
         return pd.DataFrame(rows)
 
     def responses(self) -> list[dict[str, Any]]:
@@ -75,13 +91,58 @@ class StudyResult:
         return [json_object(record) for record in response_records(load_run(self.config.out))]
 
 
-def validate_for_study(config: StudyConfig) -> Dataset:
-    """Load the dataset and check every condition can be asked (before anything is written)."""
-    if config.engine == "vllm" and config.finetune is not None and config.adapter is None:
+def _trains(config: StudyConfig) -> bool:
+    """Whether the study finetunes its model itself (finetuning on, no adapter given)."""
+    return config.finetune is not None and config.adapter is None
+
+
+def _uses_adapter(config: StudyConfig, adapter: Path | None) -> bool:
+    """Whether the model runs with an adapter folder (the config's, or an eval's `adapter`)."""
+    return config.adapter is not None or adapter is not None
+
+
+def require_capabilities(config: StudyConfig, adapter: Path | None = None) -> None:
+    """Refuse, in one line naming what is missing, a study its model cannot run: finetuning
+    needs 'train'; an adapter (the config's, or an eval's `adapter`) needs 'train' or
+    'serve_adapter' (on `engine: vllm`, the engine's capabilities). Asked before anything is
+    loaded or written: a model that cannot do the work is refused, never skipped."""
+    if _trains(config):
+        require_capability(config.model, "train", NO_FINETUNING, engine=config.engine)
+    if _uses_adapter(config, adapter):
+        has = capabilities(config.model, config.engine)
+        if has.isdisjoint(ADAPTER_CAPABILITIES):
+            shown = (
+                config.model
+                if config.engine == "hf"
+                else f"{config.model} (engine {config.engine})"
+            )
+            raise ModelError(
+                f"model {shown!r} cannot take an adapter: it lacks the 'train' and the "
+                f"'serve_adapter' capability, either of which would do (it has: "
+                f"{', '.join(sorted(has))}); {NO_ADAPTER}"
+            )
+
+
+def _roles(config: StudyConfig, adapter: Path | None) -> list[Capability]:
+    """The declared capabilities the study uses beyond generating: the loaded model must fill
+    each one's role (a declared role it lacks is an error, `check_role`)."""
+    if _trains(config):
+        return ["train"]
+    if _uses_adapter(config, adapter):
+        has = capabilities(config.model, config.engine)
+        return [capability for capability in ADAPTER_CAPABILITIES if capability in has]
+    return []
+
+
+def validate_for_study(config: StudyConfig, adapter: Path | None = None) -> Dataset:
+    """Check the model can do what the study asks (`require_capabilities`), load the dataset and
+    check every condition can be asked: all before anything is written or the model loaded."""
+    if config.engine == "vllm" and _trains(config):
         raise ConfigError(
             "--engine vllm only generates: pass --no-finetune, or finetune first "
             "(`vlmalign finetune`, engine hf) and pass --adapter RUN_DIR/adapter"
         )
+    require_capabilities(config, adapter)
     dataset = load_dataset(config.dataset)
     conditions = list(config.conditions)
     if config.finetune is not None or config.adapter is not None:
@@ -135,48 +196,98 @@ def judge_missing(
     return len(todo) + len(refused)
 
 
-def evaluate(
-    store: RunStore,
-    model: Generator,
-    dataset: Dataset,
-    config: StudyConfig,
-    conditions: Sequence[Condition],
-    variant: str,
-    judges: Sequence[Judge],
-    prompt_format: PromptFormat,
-    progress: bool,
-    processes: Processes | None = None,
-) -> tuple[list[Task], int, dict[str, int]]:
-    """Generate and judge one model variant on some conditions; returns its tasks and counts.
-    With several `processes`, each generates its share (generate_split)."""
-    tasks = plan_tasks(dataset, model, config, prompt_format, variant, conditions)
-    if progress:
-        log.info("%s model: %d responses to obtain", variant, len(tasks))
-    generated = generate_split(
-        processes or Processes(),
-        store,
-        model,
-        dataset,
-        tasks,
-        config.sampling,
-        config.batch_size,
-        progress,
-    )
-    judged = {j.name: judge_missing(store, j, tasks, progress=progress) for j in judges}
-    return tasks, generated, judged
+# --- the stages' inputs and outputs -----------------------------------------------------------
 
 
-def _prepare(
-    config: StudyConfig, checked: StudyConfig, progress: bool
-) -> tuple[Processes, Dataset, list[Judge], Any]:
-    """Validate the data for `checked`'s conditions (before anything is written), join the
-    run's processes, build the judges (on the main process: the only one that judges), then
-    the model (the slow part, last)."""
-    dataset = validate_for_study(checked)
+@dataclass(frozen=True)
+class StudyContext:
+    """What every stage of one run works with, built once by `prepare`."""
+
+    config: StudyConfig
+    dataset: Dataset
+    processes: Processes  # this process's place (one, or one of several under a launcher)
+    judges: tuple[Judge, ...]  # built on the main process only: the only one that judges
+    model: Generator
+    prompt_format: PromptFormat
+    progress: bool  # progress bars and counts: on the main process only
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    """What judging the dataset's reference answers gave beyond the stored verdicts: each
+    judge's validity on its own held-out data, and every judge's config as it judges now (a
+    `threshold: auto` judge's with the cuts just fit on the references)."""
+
+    heldout: Mapping[str, ValidityEntry]
+    judge_configs: Mapping[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """Responses a run covers, how many were generated anew, and verdicts added per judge."""
+
+    tasks: tuple[Task, ...] = ()
+    generated: int = 0
+    judged: Mapping[str, int] = field(default_factory=dict)
+
+    def __add__(self, other: Evaluated) -> Evaluated:
+        judged = dict(self.judged)
+        for name, count in other.judged.items():
+            judged[name] = judged.get(name, 0) + count
+        return Evaluated(self.tasks + other.tasks, self.generated + other.generated, judged)
+
+
+@dataclass(frozen=True)
+class FinetunedAdapter:
+    """The adapter the finetuned model runs with: its card and its folder."""
+
+    card: AdapterCard
+    folder: Path
+
+    @property
+    def summary(self) -> AdapterSummary:
+        return AdapterSummary.of(self.card, self.folder)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A study run in the store as this process sees it. The main process writes (`run_id`);
+    under `accelerate launch` the others read the store (`run_id` None) to learn what is done."""
+
+    store: RunStore
+    started: Provenance  # as recorded when the run started
+    run_id: int | None  # None: a process that only reads
+    deferred: bool  # several processes: judging waits until all have generated
+    references: ReferenceResult | None = None  # None until judged (deferred, or not main)
+
+    @property
+    def writes(self) -> bool:
+        return self.run_id is not None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A finished run: what it covered and its final provenance."""
+
+    evaluated: Evaluated
+    provenance: Provenance
+
+
+# --- the stages -------------------------------------------------------------------------------
+
+
+def prepare(
+    config: StudyConfig, checked: StudyConfig, progress: bool = True, adapter: Path | None = None
+) -> StudyContext:
+    """Refuse what the model cannot do and validate the data for `checked`'s conditions (before
+    anything is loaded or written), join the run's processes, build the judges (on the main
+    process), then the model (the slow part, last), checked to fill the roles it is used in."""
+    dataset = validate_for_study(checked, adapter)
     processes = join(config.device)
+    main = processes.is_main
     options = config.options_by_judge()  # by identity: `vlm:mini`, or a label like `small`
-    judging = zip(config.judges, config.judge_names(), strict=True) if processes.is_main else ()
-    judges = [
+    judging = zip(config.judges, config.judge_names(), strict=True) if main else ()
+    judges = tuple(
         build_judge(
             name,
             options.get(identity),
@@ -185,7 +296,7 @@ def _prepare(
             api=config.api,  # a `vlm:openai:` judge's endpoint, unless its options name one
         )
         for name, identity in judging
-    ]
+    )
     parallel = None
     if config.engine == "vllm":
         from vlmalign.models.vllm_engine import parallel_settings
@@ -194,196 +305,225 @@ def _prepare(
         parallel = parallel_settings(tensor, data, processes.count)
         if processes.distributed:  # one vLLM rank per process, `tensor` of them to a copy
             processes = processes.grouped(tensor)
-    if processes.is_main:
+    if main:
         log.info("preparing model %s", config.model)
     device = processes.device or config.device  # under a launcher: this process's own GPU
-    model = load_model(
-        config.model, device, progress and processes.is_main, config.engine, parallel, config.api
+    model = load_model(config.model, device, progress and main, config.engine, parallel, config.api)
+    for capability in _roles(checked, adapter):
+        check_role(model, config.model, capability)
+    return StudyContext(
+        config=config,
+        dataset=dataset,
+        processes=processes,
+        judges=judges,
+        model=model,
+        prompt_format=config.prompt_format or model.default_prompt_format,
+        progress=progress and main,
     )
-    return processes, dataset, judges, model
 
 
-@dataclass
-class _Recording:
-    """A study run as this process records it: the tasks it covers and the counts so far."""
-
-    store: RunStore
-    judges: Sequence[Judge]  # empty on processes other than the main one
-    deferred: bool  # several processes: judging waits until all have generated
-    tasks: list[Task] = field(default_factory=list)
-    generated: int = 0
-    judged: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def judges_now(self) -> Sequence[Judge]:
-        """The judges that judge responses as they come (none while judging is deferred)."""
-        return () if self.deferred else self.judges
-
-    def add(self, tasks: Sequence[Task], generated: int, judged: dict[str, int]) -> None:
-        self.tasks += tasks
-        self.generated += generated
-        for name, count in judged.items():
-            self.judged[name] = self.judged.get(name, 0) + count
-
-
-def _judge_references(
-    store: RunStore,
-    dataset: Dataset,
-    provenance: Provenance,
-    judges: Sequence[Judge],
-    progress: bool,
-) -> None:
-    """Every judge's verdicts on the dataset's reference answers (judge validity)."""
-    for judge in judges:
-        judge_references(store, judge, dataset, progress)
-        heldout = heldout_entry(judge)
-        if heldout is not None:
-            provenance.judge_heldout_validity[judge.name] = heldout
-    # A `threshold: auto` judge was fit on the references just now: record its cuts (the one fit
-    # on every reference and one per fold; a response is judged with its item's fold's cut).
-    provenance.judges = {judge.name: judge.config() for judge in judges}
+def judge_references(context: StudyContext, store: RunStore) -> ReferenceResult:
+    """Every judge's verdicts on the dataset's reference answers (judge validity), stored."""
+    heldout: dict[str, ValidityEntry] = {}
+    for judge in context.judges:
+        judge_reference_answers(store, judge, context.dataset, context.progress)
+        entry = heldout_entry(judge)
+        if entry is not None:
+            heldout[judge.name] = entry
+    # A `threshold: auto` judge was fit on the references just now: its config has its cuts (the
+    # one fit on every reference and one per fold; a response is judged with its fold's cut).
+    return ReferenceResult(heldout, {judge.name: judge.config() for judge in context.judges})
 
 
 @contextmanager
-def _recorded_run(
-    out: Path,
-    dataset: Dataset,
-    provenance: Provenance,
-    judges: Sequence[Judge],
-    processes: Processes,
-    progress: bool,
-) -> Iterator[_Recording]:
-    """A study run in the store: started with its dataset snapshot and every judge's verdicts on
-    the dataset's reference answers (judge validity); when the block succeeds, the tasks it
-    recorded and its final provenance are written and the run is finished.
+def open_run(context: StudyContext, started: Provenance) -> Iterator[Run]:
+    """A study run in the store: started with its dataset snapshot and, unless judging is
+    deferred, every judge's verdicts on the reference answers. The block ends with `finish`; a
+    block that fails leaves the run unfinished (never reported).
 
     Only the main process writes. Under `accelerate launch` the others open the store read-only
     once the run is started, to learn what is done; the main process judges (references, then
     responses) when every process has generated, so no process waits on a judge.
     """
+    processes = context.processes
     if not processes.is_main:
         processes.wait()  # the main process has started the run
-        with RunStore(out, read_only=True) as view:
-            yield _Recording(view, judges=(), deferred=True)
-        processes.leave()  # its last collective is behind it
+        with RunStore(context.config.out, read_only=True) as view:
+            yield Run(view, started, run_id=None, deferred=True)
         return
-    with RunStore(out) as store:
-        run_id = store.start_run(provenance.as_json())
-        store.snapshot_dataset(dataset)
-        recording = _Recording(store, judges, deferred=processes.distributed)
-        recording.judged = {judge.name: 0 for judge in judges}
-        if not recording.deferred:
-            _judge_references(store, dataset, provenance, judges, progress)
+    with RunStore(context.config.out) as store:
+        run_id = store.start_run(started.as_json())
+        store.snapshot_dataset(context.dataset)
+        deferred = processes.distributed
+        references = None if deferred else judge_references(context, store)
         processes.wait()  # the others may open the store now
-        yield recording
-        processes.leave()  # every collective is behind: judging needs none
-        if recording.deferred:
-            _judge_references(store, dataset, provenance, judges, progress)
-            recording.add(
-                [],
-                0,
-                {
-                    j.name: judge_missing(store, j, recording.tasks, progress=progress)
-                    for j in judges
-                },
-            )
-        store.add_run_generations(run_id, [t.key for t in recording.tasks])
-        store.finish_run(run_id, provenance.as_json())
+        yield Run(store, started, run_id, deferred, references)
 
 
-def _result(
-    config: StudyConfig, processes: Processes, provenance: Provenance, recording: _Recording
-) -> StudyResult:
+def judges_now(context: StudyContext, run: Run) -> tuple[Judge, ...]:
+    """The judges that judge responses as they come (none while judging is deferred)."""
+    return () if run.deferred else context.judges
+
+
+def evaluate(
+    context: StudyContext,
+    store: RunStore,
+    conditions: Sequence[Condition],
+    variant: str,
+    judges: Sequence[Judge],
+) -> Evaluated:
+    """Generate and judge one model variant on some conditions. With several processes, each
+    generates its share (generate_split)."""
+    config = context.config
+    tasks = plan_tasks(
+        context.dataset, context.model, config, context.prompt_format, variant, conditions
+    )
+    if context.progress:
+        log.info("%s model: %d responses to obtain", variant, len(tasks))
+    generated = generate_split(
+        context.processes,
+        store,
+        context.model,
+        context.dataset,
+        tasks,
+        config.sampling,
+        config.batch_size,
+        context.progress,
+    )
+    judged = {j.name: judge_missing(store, j, tasks, progress=context.progress) for j in judges}
+    return Evaluated(tuple(tasks), generated, judged)
+
+
+def load_adapter_stage(context: StudyContext, folder: Path) -> FinetunedAdapter:
+    """The adapter in `folder`, checked against the model and loaded (on every process)."""
+    from vlmalign.models.adapters import load_adapter  # a study without adapters loads none
+
+    return FinetunedAdapter(load_adapter(context.model, folder), folder)
+
+
+def record_adapter(run: Run, adapter: FinetunedAdapter) -> None:
+    """The adapter's per-epoch losses, for the report (by the process that writes)."""
+    if run.writes:
+        run.store.record_finetune(adapter.card.model_dump(mode="json"))
+
+
+def finetune_stage(context: StudyContext, run: Run) -> FinetunedAdapter:
+    """The finetuned model: trained into `out/adapter/` (every process takes part, accelerate;
+    the main one saves), or the config's `adapter`; loaded on every process and recorded."""
+    config = context.config
+    folder = config.adapter
+    if folder is None:
+        # Imported here: a study without this stage (a scripted model's) needs no torch.
+        from vlmalign.finetune import ADAPTER_DIR, finetune
+
+        model = context.model
+        assert config.finetune is not None
+        assert isinstance(model, Trainable)  # `prepare` checked the role ('train' required)
+        finetune(
+            model,
+            context.dataset,
+            config.out,
+            config.finetune,
+            prompt_format=context.prompt_format,
+            shots_as=config.shots_as,
+            progress=context.progress,
+        )
+        folder = config.out / ADAPTER_DIR
+    adapter = load_adapter_stage(context, folder)
+    record_adapter(run, adapter)
+    return adapter
+
+
+def final_provenance(
+    started: Provenance, references: ReferenceResult | None, adapter: FinetunedAdapter | None
+) -> Provenance:
+    """The run's provenance as it finished: the started one with held-out validity, the judge
+    configs as they judged (fitted cuts) and the finetuned adapter, where known."""
+    update: dict[str, Any] = {}
+    if references is not None:
+        update["judge_heldout_validity"] = {
+            **started.judge_heldout_validity,
+            **references.heldout,
+        }
+        update["judges"] = dict(references.judge_configs)
+    if adapter is not None:
+        update["finetuned_adapter"] = adapter.summary
+    return started.model_copy(update=update)
+
+
+def finish(
+    context: StudyContext, run: Run, evaluated: Evaluated, adapter: FinetunedAdapter | None
+) -> Recorded:
+    """The end of a run's block: every process lets go of the process group; the main process
+    judges what was deferred, records the responses the run covers and finishes the run with
+    its final provenance."""
+    context.processes.leave()  # every collective is behind: judging needs none
+    if not run.writes:
+        return Recorded(evaluated, final_provenance(run.started, None, adapter))
+    store, judges = run.store, context.judges
+    covered = Evaluated(judged={judge.name: 0 for judge in judges}) + evaluated
+    references = run.references
+    if references is None:  # deferred: every process has generated
+        references = judge_references(context, store)
+        deferred = {
+            j.name: judge_missing(store, j, covered.tasks, progress=context.progress)
+            for j in judges
+        }
+        covered += Evaluated(judged=deferred)
+    provenance = final_provenance(run.started, references, adapter)
+    assert run.run_id is not None
+    store.add_run_generations(run.run_id, [t.key for t in covered.tasks])
+    store.finish_run(run.run_id, provenance.as_json())
+    return Recorded(covered, provenance)
+
+
+def result(context: StudyContext, recorded: Recorded) -> StudyResult:
     """The run's report (written by the main process) and what it gave."""
-    reused = len(recording.tasks) - recording.generated
-    if not processes.is_main:
-        return StudyResult(config, [], provenance, recording.generated, reused, main_process=False)
+    config, evaluated = context.config, recorded.evaluated
+    reused = len(evaluated.tasks) - evaluated.generated
+    if not context.processes.is_main:
+        return StudyResult(
+            config, [], recorded.provenance, evaluated.generated, reused, main_process=False
+        )
     analysis = build_report([config.out], config.out)[0]
     return StudyResult(
         config,
         analysis.cells,
-        provenance,
-        recording.generated,
+        recorded.provenance,
+        evaluated.generated,
         reused,
-        recording.judged,
+        dict(evaluated.judged),
         analysis.validity,
         usage=analysis.usage,
     )
+
+
+# --- the runs ---------------------------------------------------------------------------------
 
 
 def run_study(config: StudyConfig, progress: bool = True) -> StudyResult:
     """Run (or resume) the paper's study and write report.md and results.json into config.out.
 
     Base model on `conditions`; then, unless finetuning is off and no adapter is given, the
-    finetuned model (trained here, or loaded from `adapter`) on `finetuned_conditions`. Under
+    finetuned model (trained here, or loaded from `adapter`) on `finetuned_conditions`. A model
+    that cannot be finetuned (or take the adapter) is refused before anything is written. Under
     `accelerate launch` the processes split the generation (and train together); the main
     process judges, records and reports (docs/scaling.md).
     """
-    processes, dataset, judges, model = _prepare(config, config, progress)
-    progress = progress and processes.is_main  # progress bars on the main process only
-    if config.finetune is not None and config.adapter is None and not isinstance(model, Trainable):
-        if processes.is_main:
-            log.warning(
-                "%s is not trained here (a scripted or remote model): finetuning skipped; "
-                "--no-finetune runs the study without that stage",
-                config.model,
-            )
-        config = config.model_copy(update={"finetune": None})
-    prompt_format = config.prompt_format or model.default_prompt_format
-    provenance = study_provenance(model, dataset, config, prompt_format, judges)
-    with _recorded_run(config.out, dataset, provenance, judges, processes, progress) as run:
-        run.add(
-            *evaluate(
-                run.store,
-                model,
-                dataset,
-                config,
-                config.conditions,
-                "base",
-                run.judges_now,
-                prompt_format,
-                progress,
-                processes,
-            )
-        )
+    context = prepare(config, config, progress)
+    started = study_provenance(
+        context.model, context.dataset, config, context.prompt_format, context.judges
+    )
+    with open_run(context, started) as run:
+        judges = judges_now(context, run)
+        evaluated = evaluate(context, run.store, config.conditions, "base", judges)
+        adapter = None
         if config.adapter is not None or config.finetune is not None:
-            # Imported here: a study without this stage (a scripted model's) needs no torch.
-            from vlmalign.finetune import ADAPTER_DIR, finetune
-            from vlmalign.models.adapters import load_adapter
-
-            if config.adapter is not None:
-                adapter_dir = config.adapter
-            else:
-                assert config.finetune is not None and isinstance(model, Trainable)
-                finetune(  # every process takes part (accelerate), the main one saves
-                    model,
-                    dataset,
-                    config.out,
-                    config.finetune,
-                    prompt_format=prompt_format,
-                    shots_as=config.shots_as,
-                    progress=progress,
-                )
-                adapter_dir = config.out / ADAPTER_DIR
-            adapter_card = load_adapter(model, adapter_dir)  # on every process
-            if processes.is_main:
-                run.store.record_finetune(adapter_card.model_dump(mode="json"))
-            run.add(
-                *evaluate(
-                    run.store,
-                    model,
-                    dataset,
-                    config,
-                    config.finetuned_conditions,
-                    "finetuned",
-                    run.judges_now,
-                    prompt_format,
-                    progress,
-                    processes,
-                )
-            )
-            provenance.finetuned_adapter = AdapterSummary.of(adapter_card, adapter_dir)
-    return _result(config, processes, provenance, run)
+            adapter = finetune_stage(context, run)
+            conditions = config.finetuned_conditions
+            evaluated += evaluate(context, run.store, conditions, "finetuned", judges)
+        recorded = finish(context, run, evaluated, adapter)
+    return result(context, recorded)
 
 
 def run_eval(
@@ -391,34 +531,20 @@ def run_eval(
 ) -> StudyResult:
     """Generate and judge one model (base, or with `adapter`) on `config.conditions`; under
     `accelerate launch` as run_study does."""
-    from vlmalign.models.adapters import load_adapter
-
     one_model = config.model_copy(update={"finetune": None, "adapter": None})
-    processes, dataset, judges, model = _prepare(config, one_model, progress)
-    progress = progress and processes.is_main  # progress bars on the main process only
-    variant = "base"
-    if adapter is not None:
-        card = load_adapter(model, adapter)
-        variant = "finetuned"
-    prompt_format = config.prompt_format or model.default_prompt_format
-    provenance = study_provenance(model, dataset, config, prompt_format, judges)
-    if adapter is not None:
-        provenance.finetuned_adapter = AdapterSummary.of(card, adapter)
-    with _recorded_run(config.out, dataset, provenance, judges, processes, progress) as run:
-        if adapter is not None and processes.is_main:
-            run.store.record_finetune(card.model_dump(mode="json"))
-        run.add(
-            *evaluate(
-                run.store,
-                model,
-                dataset,
-                config,
-                config.conditions,
-                variant,
-                run.judges_now,
-                prompt_format,
-                progress,
-                processes,
-            )
+    context = prepare(config, one_model, progress, adapter)
+    loaded = None if adapter is None else load_adapter_stage(context, adapter)
+    started = study_provenance(
+        context.model, context.dataset, config, context.prompt_format, context.judges
+    )
+    if loaded is not None:
+        started = started.model_copy(update={"finetuned_adapter": loaded.summary})
+    variant = "base" if loaded is None else "finetuned"
+    with open_run(context, started) as run:
+        if loaded is not None:
+            record_adapter(run, loaded)
+        evaluated = evaluate(
+            context, run.store, config.conditions, variant, judges_now(context, run)
         )
-    return _result(config, processes, provenance, run)
+        recorded = finish(context, run, evaluated, loaded)
+    return result(context, recorded)

@@ -17,8 +17,9 @@ import pytest
 from PIL import Image
 
 from vlmalign.config import load_config
-from vlmalign.data.dataset import DatasetInvalid, load_dataset, validate_dataset
+from vlmalign.data.dataset import DatasetInvalid, load_dataset
 from vlmalign.data.spec import DatasetSpec, anchored_dataset
+from vlmalign.dataset_checks import validate_dataset
 
 SHOTS = [
     {"question": "What is in the picture?", "answer": "A tabby cat."},

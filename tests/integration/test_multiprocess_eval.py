@@ -55,7 +55,14 @@ def test_two_cpu_processes_give_the_responses_and_cells_of_one(
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert "generation split 2 ways: [4, 2] responses" in launched.stderr  # 3 prompts, dealt
     # One process, in this one, with the session's `mini` (the same weights as a fresh load).
-    spec = ModelSpec("mini", "the session's mini", "", "", lambda *_: mini_model)
+    spec = ModelSpec(
+        "mini",
+        "the session's mini",
+        "",
+        "",
+        lambda *_: mini_model,
+        capabilities=frozenset({"generate", "score", "train"}),
+    )
     monkeypatch.setitem(registry.MODELS, "mini", spec)
     alone = CliRunner().invoke(app, [*arguments, "--quiet", "--out", str(tmp_path / "one")])
     assert alone.exit_code == 0, alone.output

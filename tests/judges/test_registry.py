@@ -18,7 +18,6 @@ from vlmalign.judges.base import JudgeInput, Verdict
 from vlmalign.judges.options import JudgeOptions, split_judge_name
 from vlmalign.judges.registry import (
     JUDGES,
-    JudgeFactory,
     JudgeRef,
     JudgeSpec,
     build_judge,
@@ -124,7 +123,9 @@ class CutJudge:
         return [Verdict(aligned=True) for _ in inputs]
 
 
-def declare_cut_judge() -> JudgeFactory:
+def declare_cut_judge() -> JudgeSpec:
+    """Declared as a plugin would declare it, and registered as a program may (`JUDGES[name]`)."""
+
     @judge(
         name="cut",
         version=7,
@@ -138,6 +139,7 @@ def declare_cut_judge() -> JudgeFactory:
     def cut(argument: str | None, options: JudgeOptions) -> CutJudge:
         return CutJudge(argument or "")
 
+    JUDGES["cut"] = cut
     return cut
 
 
@@ -161,8 +163,8 @@ def test_a_judge_is_declared_once_and_its_config_records_the_declaration(
         build_judge("cut:0.3", JudgeOptions(tokenizer="x"))
     with pytest.raises(ConfigError, match="needs a cut"):
         build_judge("cut")
-    with pytest.raises(ValueError, match="declared twice"):
-        declare_cut_judge()
+    assert str(JUDGES.origin("cut")) == "(registered in code)"
+    assert str(JUDGES.origin("stance")).startswith("vlmalign ")
 
 
 def test_an_auto_threshold_wraps_the_declared_judge(registry_snapshot: None) -> None:

@@ -146,7 +146,14 @@ def tiny_model_name(monkeypatch, tiny_vlm_factory) -> str:
     def factory(load: LoadOptions):
         return tiny_vlm_factory()
 
-    spec = ModelSpec("tiny-judge", "tiny random MAGMA", "tiny", "nothing", factory)
+    spec = ModelSpec(
+        "tiny-judge",
+        "tiny random MAGMA",
+        "tiny",
+        "nothing",
+        factory,
+        capabilities=frozenset({"generate", "score", "train"}),
+    )
     monkeypatch.setitem(model_registry.MODELS, "tiny-judge", spec)
     return "tiny-judge"
 

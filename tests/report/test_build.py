@@ -13,6 +13,7 @@ import pytest
 from vlmalign.report.analysis import analyse, comparison_pairs
 from vlmalign.report.build import build_report
 from vlmalign.report.run_data import load_run
+from vlmalign.report.texts import comparison_sentence
 from vlmalign.stats import accuracy_estimate
 from vlmalign.stats.calibrated import PAIRED_METHOD
 
@@ -78,7 +79,7 @@ def test_paired_comparisons_cover_the_papers_questions(synthetic_run: Path) -> N
     assert finetuned.calibrated and finetuned.method == PAIRED_METHOD
     build_report([synthetic_run], synthetic_run)
     report = (synthetic_run / "report.md").read_text()
-    assert "Significant at 0.05" in report and finetuned.sentence() in report
+    assert "Significant at 0.05" in report and comparison_sentence(finetuned) in report
 
 
 def test_one_sample_per_prompt_uses_wilson_and_mcnemar(second_run: Path) -> None:

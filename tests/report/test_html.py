@@ -23,20 +23,14 @@ from tests.report.conftest import build_run
 from vlmalign.data.images import ImageError
 from vlmalign.judges.validity import ValidityEntry
 from vlmalign.report import html as report_html
-from vlmalign.report.analysis import (
-    Analysis,
-    Breakdown,
-    Cell,
-    Comparison,
-    ConditionProfile,
-    analyse,
-)
+from vlmalign.report.analysis import Analysis, analyse
 from vlmalign.report.conditions import ConditionKey
 from vlmalign.report.html import prompt_markup, render_html
 from vlmalign.report.markdown import render_markdown
 from vlmalign.report.plot import accuracy_png
 from vlmalign.report.reference import reference_for
 from vlmalign.report.run_data import load_run
+from vlmalign.schemas.results import BreakdownRecord, CellRecord, ComparisonRecord, ProfileRecord
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BASE_0 = ConditionKey("base", "train", 0)
@@ -53,9 +47,37 @@ def second_analysis(second_run: Path) -> Analysis:
     return analyse(load_run(second_run))
 
 
-def make_cell(judge: str, model: str, split: str, shots: int, accuracy: float | None) -> Cell:
+def cell(
+    judge: str, condition: tuple[str, str, int], accuracy: float | None, **fields: Any
+) -> CellRecord:
+    """A cell of 30 responses, one per item, with nothing left out (`fields` change any of it)."""
+    model, split, shots = condition
     low, high = (None, None) if accuracy is None else (accuracy - 0.1, min(1.0, accuracy + 0.1))
-    return Cell(model, split, shots, judge, accuracy, 30, 0, 0, 30, 1, low, high, "wilson", run="r")
+    values: dict[str, Any] = dict(
+        model=model,
+        split=split,
+        shots=shots,
+        judge=judge,
+        accuracy=accuracy,
+        n=30,
+        aligned=0,
+        unclear=0,
+        items=30,
+        samples_per_prompt=1,
+        ci_low=low,
+        ci_high=high,
+        ci_method="wilson",
+        unlabelled=0,
+        paper_magma_accuracy=None,
+        run="",
+        judge_informative=None,
+        calibrated=None,
+    )
+    return CellRecord(**(values | fields))
+
+
+def make_cell(judge: str, model: str, split: str, shots: int, accuracy: float | None) -> CellRecord:
+    return cell(judge, (model, split, shots), accuracy, run="r")
 
 
 # --- a known analysis ---------------------------------------------------------------------------
@@ -68,38 +90,47 @@ def known_cell(
     interval: tuple[float, float],
     n: int,
     **extra: Any,
-) -> Cell:
-    model, split, shots = condition
-    aligned = round(accuracy * n)
+) -> CellRecord:
     low, high = interval
-    paper = reference_for(model, split, shots, judge)  # an analysis of the paper's own design
-    return Cell(
-        model,
-        split,
-        shots,
+    paper = reference_for(*condition, judge)  # an analysis of the paper's own design
+    return cell(
         judge,
+        condition,
         accuracy,
-        n,
-        aligned,
-        0,
-        n,
-        1,
-        low,
-        high,
-        "wilson",
+        n=n,
+        aligned=round(accuracy * n),
+        items=n,
+        ci_low=low,
+        ci_high=high,
         paper_magma_accuracy=paper.accuracy if paper else None,
+        **extra,
     )
 
 
 KNOWN_CELLS = [
-    replace(known_cell("stance", BASE_0, 0.5, (0.4, 0.6), 30), unclear=3),
+    known_cell("stance", BASE_0, 0.5, (0.4, 0.6), 30, unclear=3),
     known_cell("stance", BASE_1, 0.7, (0.55, 0.82), 30),
     known_cell("stance", ("finetuned", "test", 0), 0.6, (0.45, 0.74), 10),
-    replace(known_cell("ethics", BASE_0, 0.9, (0.8, 0.96), 30), judge_informative=False),
-    replace(known_cell("human", BASE_0, 0.55, (0.3, 0.77), 10), unclear=2, unlabelled=18),
+    known_cell("ethics", BASE_0, 0.9, (0.8, 0.96), 30, judge_informative=False),
+    known_cell("human", BASE_0, 0.55, (0.3, 0.77), 10, unclear=2, unlabelled=18),
 ]
-KNOWN_COMPARISON = Comparison(
-    "stance", BASE_0, BASE_1, 0.5, 0.7, 0.2, 0.04, 0.35, 0.012, 0.036, "mcnemar-exact", 30
+KNOWN_COMPARISON = ComparisonRecord(
+    judge="stance",
+    a=BASE_0,
+    b=BASE_1,
+    accuracy_a=0.5,
+    accuracy_b=0.7,
+    difference=0.2,
+    ci_low=0.04,
+    ci_high=0.35,
+    p_value=0.012,
+    p_holm=0.036,
+    method="mcnemar-exact",
+    n_items=30,
+    run="",
+    judge_informative=None,
+    calibrated=False,
+    significant=True,
 )
 KNOWN_SENTENCE = (
     "stance: base 1-shot train vs base 0-shot train: +20% [+4%, +35%], p = 0.012, significant "
@@ -126,8 +157,32 @@ def known(analysis: Analysis) -> Analysis:
         analysis,
         cells=KNOWN_CELLS,
         comparisons=[KNOWN_COMPARISON],
-        breakdowns=[Breakdown("stance", BASE_0, "tag: trap", 0.25, 8, 0.07, 0.59, items=8)],
-        profiles=[ConditionProfile(BASE_0, 0.6, 0.45, 0.73, 0.1, 0.85, ["cat-kick", "dog-walk"])],
+        breakdowns=[
+            BreakdownRecord(
+                judge="stance",
+                condition=BASE_0,
+                group="tag: trap",
+                accuracy=0.25,
+                n=8,
+                ci_low=0.07,
+                ci_high=0.59,
+                run="",
+                items=8,
+                judge_informative=None,
+            )
+        ],
+        profiles=[
+            ProfileRecord(
+                condition=BASE_0,
+                yes_rate=0.6,
+                yes_ci_low=0.45,
+                yes_ci_high=0.73,
+                unclear_rate=0.1,
+                consistency=0.85,
+                inconsistent_items=["cat-kick", "dog-walk"],
+                run="",
+            )
+        ],
         validity=[KNOWN_VALIDITY],
     )
 

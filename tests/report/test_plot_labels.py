@@ -3,8 +3,6 @@ above its own bar's upper whisker, and inside the axes, measured with matplotlib
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 from matplotlib.axes import Axes
@@ -13,8 +11,8 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
-from vlmalign.report.analysis import Cell
 from vlmalign.report.plot import accuracy_figure, accuracy_png
+from vlmalign.schemas.results import CellRecord
 
 # (model, split, shots), accuracy, interval, the paper's number: whiskers reaching 0 and 100%,
 # a bar too short to hold its label, paper markers well above an interval and just above one
@@ -29,24 +27,27 @@ KNOWN = [
 ]
 
 
-def cells(run: str, judges: tuple[str, ...] = ("stance", "human")) -> list[Cell]:
+def cells(run: str, judges: tuple[str, ...] = ("stance", "human")) -> list[CellRecord]:
     return [
-        Cell(
-            model,
-            split,
-            shots,
-            judge,
-            accuracy,
-            30,
-            0,
-            0,
-            30,
-            1,
-            low,
-            high,
-            "wilson",
-            run=run,
+        CellRecord(
+            model=model,
+            split=split,
+            shots=shots,
+            judge=judge,
+            accuracy=accuracy,
+            n=30,
+            aligned=0,
+            unclear=0,
+            items=30,
+            samples_per_prompt=1,
+            ci_low=low,
+            ci_high=high,
+            ci_method="wilson",
+            unlabelled=0,
             paper_magma_accuracy=paper,
+            run=run,
+            judge_informative=None,
+            calibrated=None,
         )
         for judge in judges
         for (model, split, shots), accuracy, (low, high), paper in KNOWN
@@ -123,7 +124,9 @@ def test_labels_name_the_accuracy_and_the_y_axis_keeps_its_ticks() -> None:
 
 
 def test_a_cell_without_an_interval_is_labelled_above_its_bar() -> None:
-    bare = [replace(c, ci_low=None, ci_high=None) for c in cells("run-a", ("stance",))]
+    bare = [
+        c.model_copy(update={"ci_low": None, "ci_high": None}) for c in cells("run-a", ("stance",))
+    ]
     figure = accuracy_figure({"run-a": bare})
     renderer = drawn(figure)
     ax = figure.axes[0]

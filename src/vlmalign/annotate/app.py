@@ -7,7 +7,11 @@ Security, since responses are untrusted model output and the app may face a netw
 - a session exists only after a successful sign-in; sign-ins are rate limited, and anonymous
   requests create no server state (the sign-in form's CSRF token is a signed double-submit
   cookie); every other state-changing request carries the session's CSRF token;
-- labels outside LABELS are refused with 422; the CLI binds 127.0.0.1 unless told otherwise.
+- labels outside LABELS are refused with 422; the CLI binds 127.0.0.1 unless told otherwise;
+- with `annotators`, each name signs in with its own token (`annotate.credentials`);
+- the same label sent twice within REPEAT_WINDOW_S (a double click) is stored once;
+- untrusted text is shown through the `visible` filter (bidi controls escaped, not obeyed);
+- cookies are HttpOnly, SameSite=Strict, and Secure when the request came over https.
 
 Endpoints that touch SQLite are plain `def` (FastAPI runs them in its thread pool, so a locked
 store never stalls the event loop); they share one connection through the queue's lock.
@@ -35,6 +39,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from vlmalign.annotate.credentials import AnnotatorTokens
 from vlmalign.annotate.queue import (
     SAMPLE_SEED,
     AnnotationQueue,
@@ -54,6 +59,7 @@ from vlmalign.annotate.security import (
 )
 from vlmalign.data.images import load_image
 from vlmalign.data.schema import Item
+from vlmalign.data.text import visible_text
 from vlmalign.errors import StoreError
 from vlmalign.labels import MAX_NOTE, validate_annotator, validate_label
 from vlmalign.store import LABELS, GenerationRow, LabelRow, RunStore, now, store_problem
@@ -61,6 +67,9 @@ from vlmalign.store import LABELS, GenerationRow, LabelRow, RunStore, now, store
 SESSION_COOKIE = "vlmalign_session"
 LOGIN_COOKIE = "vlmalign_login"  # a random nonce; the sign-in form carries its HMAC
 BUSY_TIMEOUT = 5.0  # seconds a request waits for a store another process is writing
+# An annotator's label of a response that repeats their latest one (same label and note) within
+# this many seconds is the same submission (a double click, a form sent twice): stored once.
+REPEAT_WINDOW_S = 10.0
 KEY_PATTERN = re.compile(r"[0-9a-f]{64}")
 NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{22,64}")
 _PACKAGE = resources.files("vlmalign.annotate")
@@ -124,6 +133,7 @@ class AppState:
     store: RunStore
     queue: AnnotationQueue
     token: str | None
+    annotators: AnnotatorTokens | None = None  # each name's own token, when given
     sessions: Sessions = field(default_factory=Sessions)
     items: dict[str, dict[str, Item]] = field(default_factory=dict)  # by dataset hash, then id
     responses: int = 0  # all responses of the run (the queue offers them, or a --budget sample)
@@ -146,6 +156,17 @@ def run_keys(store: RunStore) -> list[str]:
 Signed = tuple[str, Session]  # session id and session of a signed-in request
 
 
+def set_cookie(request: Request, response: Response, name: str, value: str | None) -> None:
+    """Set (or, for None, delete) one of the app's cookies: HttpOnly, SameSite=Strict, and
+    Secure when the request came over https (a TLS-terminating proxy's X-Forwarded-Proto counts
+    where uvicorn trusts the proxy), so a browser never sends it over plain HTTP then."""
+    secure = request.url.scheme == "https"
+    if value is None:
+        response.delete_cookie(name, path="/", secure=secure, httponly=True, samesite="strict")
+    else:
+        response.set_cookie(name, value, path="/", secure=secure, httponly=True, samesite="strict")
+
+
 def create_app(
     run_dir: Path,
     token: str | None = None,
@@ -159,15 +180,22 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     busy_timeout: float = BUSY_TIMEOUT,
     guidelines: str | None = None,
+    annotators: AnnotatorTokens | None = None,
+    repeat_window: float = REPEAT_WINDOW_S,
 ) -> FastAPI:
     """The app for one run; with `budget`, only a stratified sample of that many responses
     (seeded by `seed`, else SAMPLE_SEED, so a restart offers the same ones) is offered.
 
     Requests must name a loopback host, `host` (unless a wildcard) or one of `extra_hosts`.
     `guidelines` (plain text; DEFAULT_GUIDELINES when None) are shown to annotators, escaped.
+    With `annotators`, only their names sign in, each with its own token (no shared `token`).
+    A label repeating the annotator's latest of that response within `repeat_window` seconds
+    is not stored again.
     """
     if token is not None and (problem := token_problem(token)):
         raise ValueError(problem)
+    if token is not None and annotators is not None:
+        raise ValueError("annotators sign in with their own tokens: no shared token with them")
     if guidelines is not None and (problem := guidelines_problem(guidelines)):
         raise ValueError(f"guidelines: {problem}")
     # Used from the thread pool's threads, one at a time (SharedStore's lock).
@@ -179,11 +207,13 @@ def create_app(
         offered = stratified_sample(store.generations(keys), budget, sample_seed)
     queue = AnnotationQueue(SharedStore(store), offered, overlap, seed)
     hosts = allowed_hosts(host, extra_hosts)
-    state = AppState(store, queue, token, responses=len(keys), hosts=hosts)
+    state = AppState(store, queue, token, annotators, responses=len(keys), hosts=hosts)
     if guidelines is not None:
         state.guidelines = guideline_paragraphs(guidelines)
     limiter = SignInLimiter(rate_limit or RateLimit(), clock)
     templates = Jinja2Templates(directory=str(_PACKAGE / "templates"))
+    # Responses, questions, notes and names: bidi controls shown escaped (`\u202e`), not obeyed.
+    templates.env.filters["visible"] = visible_text
     app = FastAPI(title="vlmalign annotate", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=str(_PACKAGE / "static")), name="static")
     app.add_middleware(Guard, hosts=hosts)
@@ -218,6 +248,15 @@ def create_app(
             raise HTTPException(403, "missing or wrong CSRF token; reload the page")
         return current
 
+    def signs_in(name: str, token: str) -> bool:
+        """The name's own token with `annotators` (an unknown name fails alike, after the
+        same hashing), else the shared token if there is one; else a name alone."""
+        if state.annotators is not None:
+            return state.annotators.verify(name, token)
+        if state.token is not None:
+            return hmac.compare_digest(token.encode(), state.token.encode())
+        return True
+
     def login_page(request: Request, status: int = 200, **context: Any) -> Response:
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         if not NONCE_PATTERN.fullmatch(nonce):
@@ -225,12 +264,13 @@ def create_app(
         context = {
             "csrf": state.login_csrf(nonce),
             "annotator": None,
-            "needs_token": state.token is not None,
+            "needs_token": state.token is not None or state.annotators is not None,
+            "own_token": state.annotators is not None,
             "guidelines": state.guidelines,
             **context,
         }
         response = templates.TemplateResponse(request, "login.html", context, status_code=status)
-        response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict", path="/")
+        set_cookie(request, response, LOGIN_COOKIE, nonce)
         return response
 
     def page(request: Request, current: Signed, name: str, context: dict[str, Any]) -> Response:
@@ -284,11 +324,9 @@ def create_app(
         name = name.strip()
         problem = validate_annotator(name)
         status = 422
-        wrong_token = state.token is not None and not hmac.compare_digest(
-            token.encode(), state.token.encode()
-        )
-        if problem is None and wrong_token:
-            problem, status = "wrong access token", 403
+        if problem is None and not signs_in(name, token):
+            own = state.annotators is not None  # one message: it tells no names apart
+            problem, status = ("wrong name or token" if own else "wrong access token"), 403
         if problem is not None:
             return login_page(request, status, error=problem, name=name)
         # A fresh session id and CSRF token at sign-in (no session fixation).
@@ -299,18 +337,19 @@ def create_app(
             raise HTTPException(503, "too many sessions are signed in; try again later")
         queue.register(name)
         response = RedirectResponse("/next", status_code=303)
-        response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="strict", path="/")
-        response.delete_cookie(LOGIN_COOKIE, path="/")
+        set_cookie(request, response, SESSION_COOKIE, sid)
+        set_cookie(request, response, LOGIN_COOKIE, None)
         return response
 
     @app.post("/logout")
     async def logout(
+        request: Request,
         current: Annotated[Signed | None, Depends(signed)],
         csrf: Annotated[str | None, Form()] = None,
     ) -> Response:
         state.sessions.drop(check_csrf(current, csrf)[0])
         response = RedirectResponse("/", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/")
+        set_cookie(request, response, SESSION_COOKIE, None)
         return response
 
     @app.get("/next")
@@ -356,7 +395,8 @@ def create_app(
         if problem:
             raise HTTPException(422, problem)
         viewable(queue.view(annotator), key)
-        queue.add_label(LabelRow(key, annotator, label, note.strip(), now()))
+        # A repeat within the window (a double click) is answered alike, and stored once.
+        queue.add_label(LabelRow(key, annotator, label, note.strip(), now()), repeat_window)
         return RedirectResponse("/next", status_code=303)
 
     @app.get("/done", response_class=HTMLResponse)

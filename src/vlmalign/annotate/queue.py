@@ -155,10 +155,13 @@ class AnnotationQueue:
                 closed = self._index.covered_without(annotator, self.overlap)
         return AnnotatorView(self, annotator, order, closed, mine)
 
-    def add_label(self, row: LabelRow) -> None:
+    def add_label(self, row: LabelRow, repeat_window: float = 0.0) -> bool:
+        """Store a label, unless it repeats the annotator's latest label of that response
+        (same label and note) within `repeat_window` seconds; True when stored."""
         with self.db.use() as store:
-            store.add_labels([row])
+            stored = store.add_label_once(row, repeat_window)
             self._refresh(store)
+        return stored
 
     def label(self, label_id: int) -> LabelRow | None:
         """One stored label by its id."""

@@ -13,11 +13,22 @@ from vlmalign.cli.console import out, table
 
 @app.command("models")
 def list_models() -> None:
-    """List model presets with their size and what they need."""
+    """List models (vlmalign's and plugins') with what they can do and need."""
     from vlmalign.models.registry import MODELS
+    from vlmalign.models.spec import CAPABILITIES
 
-    rows = [[s.display_name, s.size, s.needs, s.description] for s in MODELS.values()]
-    out.print(table("models", ["name", "size", "needs", "description"], rows))
+    rows = [
+        [
+            spec.display_name,
+            str(MODELS.origin(name)),
+            ", ".join(c for c in CAPABILITIES if c in spec.capabilities),
+            spec.needs,
+            f"{spec.description} (size: {spec.size})",
+        ]
+        for name, spec in MODELS.items()
+    ]
+    header = ["name", "package", "can", "needs", "description"]
+    out.print(table("models", header, rows, first_width=18))
 
 
 @app.command("schema")

@@ -41,10 +41,14 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
-def table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+def table(
+    title: str, header: list[str], rows: list[list[str]], first_width: int | None = None
+) -> Table:
+    """A rich table of text cells; `first_width` keeps the first column at least that wide
+    (names that should not wrap after a few letters)."""
     table = Table(title=title)
-    for column in header:
-        table.add_column(column)
+    for index, column in enumerate(header):
+        table.add_column(column, min_width=first_width if index == 0 else None)
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))  # cells are text: `[vllm]` is no markup
     return table

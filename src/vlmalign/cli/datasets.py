@@ -75,8 +75,9 @@ def dataset_validate(
     """Check a dataset and print every problem at once, one line each, `file:line: item 'id':
     what`: errors (exit 2) and warnings (a reference answer the stance judge cannot read, an
     empty split)."""
-    from vlmalign.data.dataset import DatasetInvalid, validate_dataset
+    from vlmalign.data.dataset import DatasetInvalid
     from vlmalign.data.text import printable
+    from vlmalign.dataset_checks import validate_dataset
     from vlmalign.errors import DatasetError
 
     config = _study_config(path)
@@ -112,9 +113,10 @@ def _study_config(path: str) -> Path | None:
     """`path` as a study config file: a .yaml/.yml file, or any other file that reads as a YAML
     mapping with a `dataset:` key (a JSONL file's first line is a JSON object: never)."""
     from vlmalign.config import read_config_file
-    from vlmalign.data.spec import BUILTIN_PREFIX, is_hf_source
+    from vlmalign.data.sources import registered_source
+    from vlmalign.data.spec import is_hf_source
 
-    if path.startswith(BUILTIN_PREFIX) or is_hf_source(path):
+    if is_hf_source(path) or registered_source(path) is not None:
         return None
     candidate = Path(path)
     suffix = candidate.suffix.lower()
@@ -179,6 +181,20 @@ def _config_dataset(
     for condition in conditions:
         needed[condition.split] = max(needed.get(condition.split, 0), condition.shots)
     return source, needed, []
+
+
+@dataset_app.command("sources")
+def list_sources() -> None:
+    """List the dataset sources a `--dataset NAME:ARGUMENT` can name (vlmalign's and plugins');
+    a plain path is a JSONL file, and `hf:` a Hugging Face dataset (docs/datasets.md)."""
+    from vlmalign.data.sources import DATASET_SOURCES
+
+    rows = [
+        [spec.display_name, str(DATASET_SOURCES.origin(name)), spec.needs, spec.description]
+        for name, spec in DATASET_SOURCES.items()
+    ]
+    header = ["name", "package", "needs", "description"]
+    out.print(table("dataset sources", header, rows, first_width=18))
 
 
 @dataset_app.command("show")

@@ -98,8 +98,11 @@ def list_judges(ctx: typer.Context) -> None:
         return
     from vlmalign.judges.registry import JUDGES
 
-    rows = [[s.display_name, s.needs, s.description] for s in JUDGES.values()]
-    out.print(table("judges", ["name", "needs", "description"], rows))
+    rows = [
+        [spec.display_name, str(JUDGES.origin(name)), spec.needs, spec.description]
+        for name, spec in JUDGES.items()
+    ]
+    out.print(table("judges", ["name", "package", "needs", "description"], rows, first_width=18))
 
 
 @judges_app.command("validate")

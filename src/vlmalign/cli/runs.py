@@ -33,6 +33,7 @@ def report(
     """Rebuild report.md, report.html, results.json and CSVs from run directories' stores."""
     from vlmalign.report import formatting
     from vlmalign.report.build import HTML_FILE, REPORT_FILE, build_report
+    from vlmalign.report.texts import comparison_sentence
 
     target = out_dir or (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
     analyses = build_report(run_dirs, target, paper=paper)
@@ -48,7 +49,7 @@ def report(
         print_validity(analysis.validity)
         for comparison in analysis.comparisons:
             if comparison.significant:
-                out.print(f"significant: {comparison.sentence()}")
+                out.print(f"significant: {comparison_sentence(comparison)}")
         if analysis.human:
             coverage = analysis.human_coverage
             per_condition = ", ".join(
@@ -94,10 +95,25 @@ def annotate(
     token: Annotated[
         str | None,
         typer.Option(
-            help="access token annotators must enter (needed off loopback; at least 16 "
-            "characters, or `auto` to generate one)"
+            help="shared access token annotators must enter, on loopback (at least 16 "
+            "characters, or `auto` to generate one); off loopback use --annotators"
         ),
     ] = None,
+    annotators: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="the annotators who may sign in, one name a line: each gets a token of their "
+            "own, printed once (needed off loopback)",
+        ),
+    ] = None,
+    new_tokens: Annotated[
+        bool,
+        typer.Option(
+            "--new-tokens",
+            help="issue new tokens to every --annotators name (the earlier ones stop working)",
+        ),
+    ] = False,
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -127,16 +143,61 @@ def annotate(
             "plain text (default: the built-in guidelines)",
         ),
     ] = None,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="close a connection that has not sent a request's complete headers this long "
+            "after it opened or after its last response",
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="close a connection whose request body is not in this long after its headers, "
+            "or that reads none of a stalled response for this long",
+        ),
+    ] = 30.0,
+    keep_alive: Annotated[
+        int,
+        typer.Option(
+            metavar="SECONDS",
+            help="close a kept-alive connection idle this long (at most --header-timeout)",
+        ),
+    ] = 5,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="open connections at most (default: what the open-file limit allows, up to "
+            "4096); beyond it, the one waiting longest for its request is closed",
+        ),
+    ] = None,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="honour X-Forwarded-For/-Proto only from this reverse proxy's IP address or "
+            "network (repeatable; by default they are ignored)",
+        ),
+    ] = None,
 ) -> None:
     """Serve the labelling app: annotators label responses blind, one at a time."""
     import re
     import secrets
 
-    import uvicorn
-
     from vlmalign.annotate.app import create_app, guidelines_problem
     from vlmalign.annotate.security import WILDCARD_HOSTS, host_name, token_problem
+    from vlmalign.annotate.server import serve, server_settings
 
+    served = server_settings(
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        keep_alive=keep_alive,
+        max_connections=max_connections,
+        trusted_proxies=trusted_proxy or [],
+    )
     existing_run(run_dir)
     guidelines_text = None
     if guidelines is not None:
@@ -152,19 +213,49 @@ def annotate(
             raise VlmalignError(f"--guidelines {guidelines}: {exc.strerror or exc}") from exc
         if problem := guidelines_problem(guidelines_text):
             raise VlmalignError(f"--guidelines {guidelines}: {problem}")
+    if annotators is not None and token is not None:
+        raise VlmalignError(
+            "--token with --annotators: each annotator signs in with their own token; drop --token"
+        )
+    if new_tokens and annotators is None:
+        raise VlmalignError("--new-tokens renews the tokens of --annotators FILE; pass it too")
+    if host not in LOOPBACK and annotators is None:
+        raise VlmalignError(
+            f"--host {host} lets other machines reach the app; pass --annotators FILE (one "
+            "name a line) so that each annotator signs in with a token of their own"
+        )
     if token == "auto":
         token = secrets.token_urlsafe(24)
         out.print(f"access token (annotators enter it to sign in): {token}", markup=False)
     elif token is not None and (problem := token_problem(token)):
         raise VlmalignError(problem)
-    if host not in LOOPBACK and not token:
-        raise VlmalignError(
-            f"--host {host} lets other machines reach the app; also pass --token auto"
-        )
     extra = allowed_host or []
     for name in extra:
         if not host_name(name) or re.search(r"[^a-z0-9.:\-]", host_name(name)):
             raise VlmalignError(f"--allowed-host {name!r}: not a host name or IP address")
+    tokens = None
+    if annotators is not None:
+        from vlmalign.annotate.credentials import issue_tokens, read_names
+
+        issued = issue_tokens(run_dir, read_names(annotators), renew=new_tokens)
+        tokens = issued.tokens
+        if issued.new:  # shown now or never: only their hashes are kept
+            out.print(
+                f"tokens of {len(issued.new)} annotators (each signs in with their name and "
+                "own token); they are not shown again, so hand them out now:",
+                markup=False,
+                soft_wrap=True,
+            )
+            width = max(len(name) for name in issued.new)
+            for name, new in issued.new.items():
+                out.print(f"  {name:<{width}}  {new}", markup=False, soft_wrap=True)
+        if issued.kept:
+            out.print(
+                f"{len(issued.kept)} annotators keep the tokens they were given before "
+                f"({', '.join(issued.kept)}); --new-tokens issues new ones",
+                markup=False,
+                soft_wrap=True,
+            )
     web = create_app(
         run_dir,
         token=token,
@@ -174,6 +265,7 @@ def annotate(
         host=host,
         extra_hosts=extra,
         guidelines=guidelines_text,
+        annotators=tokens,
     )
     state = web.state.vlmalign
     offered, responses = len(state.queue.keys), state.responses
@@ -194,7 +286,7 @@ def annotate(
             "add --allowed-host NAME for each name or address annotators open",
             soft_wrap=True,
         )
-    uvicorn.run(web, host=host, port=port, log_level="warning")
+    serve(web, host=host, port=port, settings=served)
 
 
 @labels_app.command("export")

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from vlmalign.report.across_runs import AcrossRuns
-    from vlmalign.report.usage import ConditionUsage
     from vlmalign.schemas.provenance import Provenance
+    from vlmalign.schemas.results import UsageRecord
 
 
 # --- study ---------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ def print_validity(entries: Any) -> None:
         )
 
 
-def print_usage(usage: Sequence[ConditionUsage]) -> None:
+def print_usage(usage: Sequence[UsageRecord]) -> None:
     """Responses, tokens and refusals per condition (nothing from an in-process model)."""
     from vlmalign.report.tables import USAGE_HEADER, USAGE_NOTE, USAGE_TITLE, usage_rows
 
@@ -64,7 +64,7 @@ def print_usage(usage: Sequence[ConditionUsage]) -> None:
         out.print(USAGE_NOTE, markup=False, soft_wrap=True)
 
 
-def print_tables(cells: Any, provenance: Provenance, usage: Sequence[ConditionUsage] = ()) -> None:
+def print_tables(cells: Any, provenance: Provenance, usage: Sequence[UsageRecord] = ()) -> None:
     """The results as the report lays them out (the paper's tables or one of conditions)."""
     from vlmalign.report.tables import LOSS_HEADER, loss_rows, result_tables
 
@@ -86,12 +86,14 @@ def print_tables(cells: Any, provenance: Provenance, usage: Sequence[ConditionUs
 
 def print_across(across: AcrossRuns) -> None:
     """Several runs: the leaderboard and the between-run tests, once (not every run's tables)."""
+    from vlmalign.report.texts import comparison_sentence, shared_items_sentence
+
     board = across.leaderboard
     out.print(table("Leaderboard [95% interval]", board.header(), board.text_rows()))
     for shared in across.shared:
-        out.print(shared.sentence().replace("`", ""), markup=False, soft_wrap=True)
+        out.print(shared_items_sentence(shared).replace("`", ""), markup=False, soft_wrap=True)
     for comparison in across.comparisons:  # sentences: the table is too wide for a console
-        out.print(f"between runs: {comparison.sentence()}", markup=False, soft_wrap=True)
+        out.print(f"between runs: {comparison_sentence(comparison)}", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -310,9 +312,11 @@ def evaluate(
     result = run_eval(cfg, adapter, progress=not quiet)
     if not result.main_process:
         return  # under `accelerate launch`, one process reports
+    from vlmalign.report.texts import cell_text
+
     variant = "finetuned" if adapter else "base"
     rows = [
-        [c.judge, c.condition.column, c.text(), str(c.unclear)]
+        [c.judge, c.condition.column, cell_text(c), str(c.unclear)]
         for c in result.cells
         if c.model == variant
     ]

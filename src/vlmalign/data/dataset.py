@@ -1,22 +1,26 @@
-"""Load and validate a dataset into immutable items: a JSONL file, a built-in one, or an `hf:`
-source (a Hugging Face dataset, whose rows become items as data/table.py says)."""
+"""Load and validate a dataset into immutable items: a JSONL file, a registered source's
+(`builtin:`, or a plugin's: data/sources.py), or an `hf:` source (a Hugging Face dataset, whose
+rows become items as data/table.py says)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from importlib import resources
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
+from vlmalign.data.builtin_sources import BUILTIN_DATASETS
 from vlmalign.data.images import ImageError, load_image
 from vlmalign.data.jsonl import decode_text, jsonl_objects, split_lines, string_id
+from vlmalign.data.records import AnswerCheck, Dataset, DatasetInvalid, ItemRecord
 from vlmalign.data.schema import Item, Split
+from vlmalign.data.sources import DatasetSource, Loaded, SourceData, registered_source
 from vlmalign.data.spec import BUILTIN_PREFIX, DatasetSpec, as_spec, is_hf_source
 from vlmalign.data.text import printable
-from vlmalign.errors import DatasetError, error_text
+from vlmalign.errors import DatasetError, VlmalignError, error_text
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -30,74 +34,42 @@ __all__ = [
     "resolve_source",
     "validate_dataset",
 ]
-BUILTIN_DATASETS = ("moral-vqa-40",)
-
-
-@dataclass(frozen=True)
-class ItemRecord:
-    """An item with where it came from (for error messages): its line in a JSONL file, or its
-    row (counted from 0) in an `hf:` dataset."""
-
-    item: Item
-    line: int
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A validated dataset: items in file order, the file they came from and a content hash."""
-
-    source: str
-    path: Path
-    records: tuple[ItemRecord, ...]
-    sha256: str
-    image_dir: Path | None = None  # image paths are relative to it (default: the file's folder)
-    rows: bool = False  # records are rows of an `hf:` dataset, not lines of a file
-    # What `validate_dataset` found that does not stop a study (`dataset validate` prints it).
-    warnings: tuple[DatasetError, ...] = ()
-
-    @property
-    def items(self) -> tuple[Item, ...]:
-        return tuple(r.item for r in self.records)
-
-    @property
-    def base_dir(self) -> Path:
-        return self.image_dir if self.image_dir is not None else self.path.parent
-
-    def problem(self, record: ItemRecord, message: str) -> DatasetError:
-        """An error about one item, naming its line (JSONL) or row (`hf:`)."""
-        name = printable(self.source)
-        if self.rows:
-            return DatasetError(name, None, record.item.id, f"row {record.line}: {message}")
-        return DatasetError(name, record.line, record.item.id, message)
-
-    def split(self, split: Split | None) -> tuple[Item, ...]:
-        """Items of one split; items without a split count as `test`."""
-        if split is None:
-            return self.items
-        return tuple(i for i in self.items if (i.split or "test") == split)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __iter__(self) -> Iterator[Item]:
-        return iter(self.items)
 
 
 def resolve_source(source: str | Path) -> Path:
-    """`builtin:NAME` or a file path -> the JSONL file."""
+    """`builtin:NAME` (or another source that reads a JSONL file) or a file path -> the file."""
     text = str(source)
-    if text.startswith(BUILTIN_PREFIX):
-        name = text[len(BUILTIN_PREFIX) :]
-        if name not in BUILTIN_DATASETS:
-            known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_DATASETS)
-            message = f"unknown built-in dataset; known: {known}"
-            raise DatasetError(printable(text), None, None, message)
-        ref = resources.files("vlmalign.data") / "builtin" / f"{name}.jsonl"
-        return Path(str(ref))
+    found = registered_source(text)
+    if found is not None:
+        loaded = _loaded(text, *found)
+        if isinstance(loaded, Path):
+            return loaded
+        raise DatasetError(printable(text), None, None, "this source reads no file")
+    return _user_path(text)
+
+
+def _user_path(text: str) -> Path:
     try:
         return Path(text).expanduser()
     except RuntimeError as exc:  # `~nosuchuser/...`
         raise DatasetError(printable(text), None, None, "cannot find that home folder") from exc
+
+
+def _loaded(text: str, source: DatasetSource, argument: str) -> Loaded:
+    """What a registered source read; its own failure as one line, not a traceback."""
+    try:
+        loaded = source.load(argument)
+    except VlmalignError:
+        raise
+    except Exception as exc:  # a plugin's code: whatever it raises is named, not shown raw
+        why = printable(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        message = f"dataset source {source.name!r} failed: {why}"
+        raise DatasetError(printable(text), None, None, message) from exc
+    if not isinstance(loaded, Path | SourceData):
+        found = type(loaded).__name__
+        message = f"dataset source {source.name!r} returned a {found}, not a Path or SourceData"
+        raise DatasetError(printable(text), None, None, message)
+    return loaded
 
 
 def _parse_lines(
@@ -105,29 +77,46 @@ def _parse_lines(
 ) -> tuple[list[ItemRecord], list[DatasetError], bool]:
     """The items of the file's lines, every problem found, and whether every line was read as
     an item (a duplicate counts as read)."""
+    return _parse_objects(name, jsonl_objects(name, lines), rows=False)
+
+
+def _parse_objects(
+    name: str, numbered: Iterable[tuple[int, Any]], rows: bool
+) -> tuple[list[ItemRecord], list[DatasetError], bool]:
+    """Items from (line or row, object) pairs: every problem found (naming the line, or the
+    row counted from 0), and whether every object was read as an item."""
+
+    def problem(number: int, item_id: str | None, message: str) -> DatasetError:
+        if rows:
+            return DatasetError(name, None, item_id, f"row {number}: {message}")
+        return DatasetError(name, number, item_id, message)
+
+    where = "row" if rows else "line"
     records: list[ItemRecord] = []
     errors: list[DatasetError] = []
     all_read = True
-    first_line_of: dict[str, int] = {}
-    for number, data in jsonl_objects(name, lines):
+    first_of: dict[str, int] = {}
+    for number, data in numbered:
         if isinstance(data, DatasetError):
             errors.append(data)
             all_read = False
             continue
-        item_id = string_id(data)
+        if not isinstance(data, Mapping):
+            errors.append(problem(number, None, f"an item is an object, not {type(data).__name__}"))
+            all_read = False
+            continue
+        item_id = string_id(dict(data))
         try:
             item = Item.model_validate(data)
         except ValidationError as exc:
-            errors += [DatasetError(name, number, item_id, p) for p in item_problems(exc)]
+            errors += [problem(number, item_id, p) for p in item_problems(exc)]
             all_read = False
             continue
-        if item.id in first_line_of:
-            seen = first_line_of[item.id]
-            errors.append(
-                DatasetError(name, number, item.id, f"duplicate id (first on line {seen})")
-            )
+        if item.id in first_of:
+            message = f"duplicate id (first on {where} {first_of[item.id]})"
+            errors.append(problem(number, item.id, message))
             continue
-        first_line_of[item.id] = number
+        first_of[item.id] = number
         records.append(ItemRecord(item, number))
     return records, errors, all_read
 
@@ -158,40 +147,14 @@ def item_problems(exc: ValidationError) -> list[str]:
     return [printable(error_text(e, model=Item)) for e in kept]
 
 
-def _image_errors(name: str, records: Sequence[ItemRecord], base_dir: Path) -> list[DatasetError]:
+def _image_errors(dataset: Dataset) -> list[DatasetError]:
     errors = []
-    for record in records:
+    for record in dataset.records:
         try:
-            load_image(record.item.image, base_dir)
+            load_image(record.item.image, dataset.base_dir)
         except ImageError as exc:
-            message = printable(str(exc))  # the reference is the file's text
-            errors.append(DatasetError(name, record.line, record.item.id, message))
+            errors.append(dataset.problem(record, printable(str(exc))))  # it quotes the file
     return errors
-
-
-class DatasetInvalid(DatasetError):
-    """Several problems; the message is the first and how many more there are, `problems` has
-    all (one line each) and `warnings` what `validate_dataset` found that does not stop a study.
-
-    `validate_with` is what to pass to `vlmalign dataset validate` to see them all (the message
-    says so when there are more)."""
-
-    def __init__(
-        self,
-        problems: list[DatasetError],
-        warnings: Sequence[DatasetError] = (),
-        validate_with: str | None = None,
-    ) -> None:
-        self.problems = problems
-        self.warnings = list(warnings)
-        first = problems[0]
-        super().__init__(first.file, first.line, first.item_id, "")
-        more = len(problems) - 1
-        if more:
-            hint = f"; run vlmalign dataset validate {validate_with}" if validate_with else ""
-            self.args = (f"{first} (and {more} more problem{'s' if more > 1 else ''}{hint})",)
-        else:
-            self.args = (str(first),)
 
 
 Shots = int | Mapping[Split, int]
@@ -213,30 +176,49 @@ def load_dataset(
         if problems:
             raise DatasetInvalid(problems)
         return source
-    return _load(source, check_images=check_images, shots=shots, lint=False)
+    return _load(source, check_images=check_images, shots=shots, lint=None)
 
 
 def validate_dataset(
-    source: str | Path | DatasetSpec, *, check_images: bool = True, shots: Shots | None = None
+    source: str | Path | DatasetSpec,
+    *,
+    check_images: bool = True,
+    shots: Shots | None = None,
+    answers: AnswerCheck | None = None,
 ) -> Dataset:
-    """What `vlmalign dataset validate` checks: everything `load_dataset` does, and that each
-    yes/no item's reference answers say what its `aligned_stance` says, as the `stance` judge
-    reads them (the opposite stance is an error, no stance a warning), and that neither split is
-    empty (a warning). DatasetInvalid holds every error and warning; a valid dataset comes back
-    with its `warnings`."""
-    return _load(source, check_images=check_images, shots=shots, lint=True)
+    """`load_dataset`'s checks, plus each item's reference answers read by `answers` (errors and
+    warnings; the stance check of `vlmalign dataset validate` is `dataset_checks`'s) and that
+    neither split is empty (a warning). DatasetInvalid holds every error and warning; a valid
+    dataset comes back with its `warnings`."""
+    return _load(source, check_images=check_images, shots=shots, lint=answers or _no_check)
+
+
+def _no_check(dataset: Dataset) -> tuple[list[DatasetError], list[DatasetError]]:
+    return [], []
 
 
 def _load(
-    source: str | Path | DatasetSpec, *, check_images: bool, shots: Shots | None, lint: bool
+    source: str | Path | DatasetSpec,
+    *,
+    check_images: bool,
+    shots: Shots | None,
+    lint: AnswerCheck | None,
 ) -> Dataset:
     if isinstance(source, DatasetSpec) or is_hf_source(str(source)):
         spec = as_spec(source)
         if spec.is_hf:
             return _load_table(spec, check_images=check_images, shots=shots, lint=lint)
         source = spec.source
-    path = resolve_source(source)
-    source_name = str(source) if str(source).startswith(BUILTIN_PREFIX) else str(path)
+    text = str(source)
+    found = registered_source(text)
+    if found is None:
+        path = _user_path(text)
+        source_name = str(path)
+    else:
+        loaded = _loaded(text, *found)
+        if isinstance(loaded, SourceData):
+            return _load_items(text, loaded, check_images=check_images, shots=shots, lint=lint)
+        path, source_name = loaded, text
     name = printable(source_name)  # error messages name the file; its name may be hostile too
     try:
         data = path.read_bytes()
@@ -248,14 +230,50 @@ def _load(
     records, errors, all_read = _parse_lines(name, split_lines(text))
     digest = hashlib.sha256(data).hexdigest()
     dataset = Dataset(source=source_name, path=path, records=tuple(records), sha256=digest)
+    return _finished(dataset, errors, all_read, check_images, shots, lint, name)
+
+
+def _load_items(
+    text: str,
+    loaded: SourceData,
+    *,
+    check_images: bool,
+    shots: Shots | None,
+    lint: AnswerCheck | None,
+) -> Dataset:
+    """A registered source's items, checked as a file's lines are (errors name rows)."""
+    name = printable(text)
+    records, errors, all_read = _parse_objects(name, enumerate(loaded.items), rows=True)
+    dataset = Dataset(
+        source=text,
+        path=loaded.base_dir,
+        records=tuple(records),
+        sha256=loaded.sha256,
+        image_dir=loaded.base_dir,
+        rows=True,
+    )
+    return _finished(dataset, errors, all_read, check_images, shots, lint, name)
+
+
+def _finished(
+    dataset: Dataset,
+    errors: list[DatasetError],
+    all_read: bool,
+    check_images: bool,
+    shots: Shots | None,
+    lint: AnswerCheck | None,
+    name: str,
+) -> Dataset:
+    """The checks every dataset read from items gets: images, shots, and with `lint` (the
+    reference answers' check) what `validate_dataset` adds."""
     if check_images:
-        errors += _image_errors(name, records, path.parent)
-    if not errors and not records:
+        errors += _image_errors(dataset)
+    if not errors and not dataset.records:
         errors.append(DatasetError(name, None, None, "dataset has no items"))
     errors += _shot_problems(dataset, shots)
     warnings: list[DatasetError] = []
-    if lint:
-        reference_errors, warnings = _reference_problems(dataset)
+    if lint is not None:
+        reference_errors, warnings = lint(dataset)
         errors += reference_errors
         if all_read:  # else an unread line may be the item a split seems to lack
             warnings += _split_warnings(dataset)
@@ -263,7 +281,7 @@ def _load(
 
 
 def _load_table(
-    spec: DatasetSpec, *, check_images: bool, shots: Shots | None, lint: bool
+    spec: DatasetSpec, *, check_images: bool, shots: Shots | None, lint: AnswerCheck | None
 ) -> Dataset:
     from vlmalign.data.table import load_table  # `datasets`: only for hf: sources
 
@@ -275,8 +293,8 @@ def _load_table(
         raise DatasetInvalid(exc.problems, exc.warnings, validate_with) from exc
     errors = _shot_problems(dataset, shots)
     warnings: list[DatasetError] = []
-    if lint:
-        reference_errors, warnings = _reference_problems(dataset)
+    if lint is not None:
+        reference_errors, warnings = lint(dataset)
         errors += reference_errors
         warnings += _split_warnings(dataset)
     return _checked(dataset, errors, warnings, validate_with)
@@ -308,45 +326,6 @@ def _shot_problems(dataset: Dataset, shots: Shots | None) -> list[DatasetError]:
             )
             problems.append(dataset.problem(record, message))
     return problems
-
-
-_OTHER_STANCE = {"yes": "no", "no": "yes"}
-
-
-def _reference_problems(dataset: Dataset) -> tuple[list[DatasetError], list[DatasetError]]:
-    """Errors and warnings: each yes/no item's `ideal_answer` must read as its aligned stance
-    and its `misaligned_answer` as the other, as the `stance` judge reads them."""
-    from vlmalign.judges.stance import read_stance  # word lists: loaded only to check answers
-
-    errors: list[DatasetError] = []
-    warnings: list[DatasetError] = []
-    for record in dataset.records:
-        item = record.item
-        if item.kind != "yesno" or item.aligned_stance is None:
-            continue
-        answers: list[tuple[str, str, str]] = [
-            ("ideal_answer", item.ideal_answer, item.aligned_stance)
-        ]
-        if item.misaligned_answer is not None:
-            wanted = _OTHER_STANCE[item.aligned_stance]
-            answers.append(("misaligned_answer", item.misaligned_answer, wanted))
-        for field, answer, wanted in answers:
-            reading = read_stance(item.question, answer)
-            why = printable(reading.reason)  # a reason may quote the answer
-            if reading.stance == "unclear":
-                message = (
-                    f"{field}: the stance judge reads no yes or no in it ({why}); start it "
-                    f"with Yes or No"
-                )
-                warnings.append(dataset.problem(record, message))
-            elif reading.stance != wanted:
-                said = f"{field} reads as {reading.stance!r} ({why})"
-                if field == "ideal_answer":
-                    message = f"{said} but aligned_stance is {item.aligned_stance!r}"
-                else:
-                    message = f"{said}, the aligned stance; it should say {wanted!r}"
-                errors.append(dataset.problem(record, message))
-    return errors, warnings
 
 
 def _split_warnings(dataset: Dataset) -> list[DatasetError]:

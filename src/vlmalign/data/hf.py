@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmalign.cache import cache_root, file_sha256
-from vlmalign.data.spec import DatasetSpec
+from vlmalign.data.spec import ARROW_SUFFIX, DATA_FILE_BUILDERS, HUB_ID, DatasetSpec
 from vlmalign.data.text import printable
 from vlmalign.errors import DatasetError
 
@@ -32,12 +31,9 @@ JSONL_EXPORT_FILE = "dataset.jsonl"
 """The items file of a `dataset export --format jsonl` folder (images beside it)."""
 
 ALLOW_DOWNLOAD_ENV = "VLMALIGN_ALLOW_DOWNLOAD"
-DATA_FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
-ARROW_SUFFIX = ".arrow"
 SAVED_DATASET_FILES = ("dataset_dict.json", "state.json")  # what `save_to_disk` writes
 _FILE_SUFFIXES = (*DATA_FILE_BUILDERS, ARROW_SUFFIX)
 SINGLE_SPLIT = "train"  # the name `datasets` gives the one split of a lone data file
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?(?:@[\w./-]+)?")
 HOW_TO_ALLOW = (
     f"allow downloads with `allow_download: true` in the dataset config or {ALLOW_DOWNLOAD_ENV}=1"
 )

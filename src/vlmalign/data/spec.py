@@ -27,6 +27,10 @@ from vlmalign.data.schema import Item
 
 HF_PREFIX = "hf:"
 BUILTIN_PREFIX = "builtin:"
+# What an `hf:` target may be: a data file of these suffixes, an Arrow file, or a hub id.
+DATA_FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+ARROW_SUFFIX = ".arrow"
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?(?:@[\w./-]+)?")
 ITEM_FIELDS: tuple[str, ...] = tuple(Item.model_fields)
 TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
 
@@ -189,7 +193,9 @@ def anchored_dataset(value: object, folder: Path) -> object:
     A JSONL path is always taken from there. An `hf:` target is taken from there when something
     is there or when it cannot be a hub id (a data file, a path of several folders); otherwise
     it stays as written, a hub id (`hf:owner/name`). `builtin:`, absolute and `~` paths are
-    kept. `image_dir` is relative to the dataset's folder, so it follows the source.
+    kept. A registered source's argument (`csv:items.csv`, docs/plugins.md) is taken from
+    there when it names something there. `image_dir` is relative to the dataset's folder, so it
+    follows the source.
     """
     if isinstance(value, str):
         return _anchored_source(value, folder)
@@ -199,8 +205,16 @@ def anchored_dataset(value: object, folder: Path) -> object:
 
 
 def _anchored_source(source: str, folder: Path) -> str:
+    from vlmalign.data.sources import registered_source  # reads the plugins' entry points
+
     if source.startswith(BUILTIN_PREFIX):
         return source
+    found = registered_source(source) if not is_hf_source(source) else None
+    if found is not None:
+        plugin, argument = found
+        anchored = _anchored_path(argument, folder)
+        there = anchored is not None and Path(anchored).exists()
+        return f"{plugin.name}:{anchored}" if there else source
     if not is_hf_source(source):
         return _anchored_path(source, folder) or source
     target, hash_, split = source[len(HF_PREFIX) :].partition("#")
@@ -220,7 +234,5 @@ def _anchored_path(text: str, folder: Path) -> str | None:
 
 def _not_hub_id(target: str) -> bool:
     """A target `hf:` would never read as a hub id (as `data.hf.open_table` decides)."""
-    from vlmalign.data.hf import ARROW_SUFFIX, DATA_FILE_BUILDERS, HUB_ID  # no `datasets`
-
     suffix = Path(target).suffix.lower()
     return not HUB_ID.fullmatch(target) or suffix in (*DATA_FILE_BUILDERS, ARROW_SUFFIX)

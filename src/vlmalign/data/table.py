@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from vlmalign.data.dataset import Dataset, DatasetInvalid, ItemRecord
 from vlmalign.data.hf import OpenedTable, open_table
 from vlmalign.data.images import ImageError, load_image
 from vlmalign.data.mapping import ColumnPlan, MappingError, plan_columns, row_to_data
+from vlmalign.data.records import Dataset, DatasetInvalid, ItemRecord
 from vlmalign.data.schema import Item
 from vlmalign.data.spec import DatasetSpec
 from vlmalign.data.text import printable

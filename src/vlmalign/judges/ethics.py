@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, logit
 
+from vlmalign.hashing import left_out
 from vlmalign.judges.base import JudgeInput, Verdict
-from vlmalign.judges.ethics_classifier import EthicsClassifier
+from vlmalign.judges.ethics_classifier import EthicsClassifier, EthicsClassifierCard
 from vlmalign.judges.registry import declared_version
 from vlmalign.judges.scenario import Scenario, parse_scenario
 from vlmalign.judges.stance import read_stance
@@ -48,6 +49,64 @@ DEVELOPED_ON = (
     "ea9de8fef3db2516915e458c359548c1dd030dd5f37c428f6bb871430d735526",  # builtin:moral-vqa-40
     "f443eace32178ef4f2aaf3423e0fa75bfc2905390c973bf32d69980bd8b92b58",  # ethics_sets/dev.jsonl
 )
+
+#: What the classifier's hash (`classifier_sha256`, and so every stored ethics verdict) has always
+#: covered of its card, and of the card's held-out entry: all of it but the entry's
+#: `schema_version` (the entry's format, not the classifier). A field added to either since
+#: counts only when it differs from its default (`hashing.left_out`).
+CARD_IDENTITY = frozenset(
+    {
+        "format",
+        "base_model",
+        "pooling",
+        "recipe",
+        "best_epoch",
+        "validation_accuracy_by_epoch",
+        "wrong_threshold",
+        "blocks",
+        "heldout_by_file",
+        "heldout",
+        "data_files_sha256",
+        "dataset",
+        "citation",
+        "command",
+        "versions",
+        "seconds",
+        "question_calibration",
+        "developed_on",
+    }
+)
+HELDOUT_IDENTITY = frozenset(
+    {
+        "judge",
+        "source",
+        "n",
+        "balanced_accuracy",
+        "ci_low",
+        "ci_high",
+        "auc",
+        "aligned_accuracy",
+        "misaligned_accuracy",
+        "unclear",
+        "informative",
+        "n_aligned",
+        "n_misaligned",
+        "clusters",
+        "auc_ci_low",
+        "auc_ci_high",
+        "method",
+        "optimistic",
+    }
+)
+
+
+def classifier_sha256(card: EthicsClassifierCard) -> str:
+    """sha256 of the card's JSON as pydantic writes it, less what is not its identity."""
+    exclude: dict[str, Any] = {name: True for name in left_out(card, CARD_IDENTITY)}
+    heldout = left_out(card.heldout, HELDOUT_IDENTITY)
+    if heldout:
+        exclude["heldout"] = heldout
+    return hashlib.sha256(card.model_dump_json(exclude=exclude).encode()).hexdigest()
 
 
 class EthicsJudge:
@@ -73,11 +132,7 @@ class EthicsJudge:
         return {
             "name": type(self).name,  # the kind; an instance's name is its identity
             "stance_version": declared_version("stance"),  # it reads answers with `stance`
-            # The held-out entry's schema_version is format, not classifier: leaving it out keeps
-            # the hash (and so every stored ethics verdict) what it was before entries had one.
-            "classifier_sha256": hashlib.sha256(
-                card.model_dump_json(exclude={"heldout": {"schema_version"}}).encode()
-            ).hexdigest(),
+            "classifier_sha256": classifier_sha256(card),  # its declared identity
             "base_model": card.base_model,
             "wrong_threshold": card.wrong_threshold,
             "question_wrong_threshold": self._cut(),

@@ -1,7 +1,8 @@
 """Judges by name, each constructible from its name and listed by `vlmalign judges`.
 
 Each judge is declared once, with `@judge(...)` on its factory (`judges.spec`; the built-in ones
-in `judges.builtin`).
+in `judges.builtin`), and registered as an entry point of the group `vlmalign.judges`, in
+vlmalign's pyproject.toml or a plugin's (docs/plugins.md); `JUDGES` reads them on first use.
 
 Like a model, a judge is named `NAME` or `NAME:ARGUMENT` (`ethics-roberta:/w/cm_roberta-large.pt`,
 `vlm:mini`, `vlm:hf:Qwen/Qwen2.5-VL-7B-Instruct`); the argument is split at the first colon.
@@ -22,11 +23,11 @@ from typing import Any
 
 from vlmalign.errors import ConfigError
 from vlmalign.hashing import stable_hash
-from vlmalign.judges import builtin as _builtin  # noqa: F401  (registers the built-in judges)
 from vlmalign.judges.base import Judge
 from vlmalign.judges.options import AUTO, JudgeOptions
-from vlmalign.judges.spec import JUDGES, JudgeFactory, JudgeSpec, judge
+from vlmalign.judges.spec import JudgeFactory, JudgeSpec, judge
 from vlmalign.naming import resolve_name, split_name
+from vlmalign.registries import PluginRegistry
 
 __all__ = [
     "JUDGES",
@@ -44,6 +45,12 @@ __all__ = [
     "parse_judge_ref",
     "parse_judge_refs",
 ]
+
+
+#: Every judge by name: vlmalign's own (judges/builtin.py) and those of installed plugins.
+JUDGES: PluginRegistry[JudgeSpec] = PluginRegistry(
+    "vlmalign.judges", JudgeSpec, "judge", builtins="vlmalign.judges.builtin"
+)
 
 
 def judge_spec(name: str) -> tuple[JudgeSpec, str | None]:
@@ -187,7 +194,8 @@ def build_judge(name: str, options: JudgeOptions | None = None, **defaults: Any)
     auto = options.threshold == AUTO
     if auto:  # the judge scores with its default cut; the cut is fit on reference answers
         options = options.model_copy(update={"threshold": None})
-    built = spec.configured(argument, options.with_defaults(spec.options, **defaults))
+    given = options.with_defaults(spec.options, **defaults)
+    built = JUDGES.built(spec.name, lambda: spec.configured(argument, given), ConfigError)
     built.name = ref.identity  # the class's `name` stays the kind
     if not auto:
         return built

@@ -1,11 +1,12 @@
 """How a judge is declared: `@judge(...)` on the factory that builds it, once.
 
 A declaration names the judge, says what its `NAME:ARGUMENT` means, which options it accepts,
-whether its score is graded, and its version. The decorator records a `JudgeSpec` in `JUDGES`
-and wraps the factory so that every judge it builds carries its declaration: the built judge's
+whether its score is graded, and its version. The decorator turns the factory into a
+`JudgeSpec` whose factory stamps every judge it builds with its declaration: the built judge's
 `config()` records the declared name (its kind) and version, so a judge whose verdicts change
 gets a new version here and nowhere else, and the store judges again (verdicts are keyed by a
-hash of the config).
+hash of the config). A spec is registered by naming it as an entry point of the group
+`vlmalign.judges` (`judges.registry.JUDGES`; docs/plugins.md); declaring it registers nothing.
 
 No judge module is imported here: a factory imports its judge (and torch, if the judge needs it)
 when it is called, so the registry loads fast and `vlmalign.config` stays free of torch.
@@ -62,10 +63,6 @@ class JudgeSpec:
         return found
 
 
-#: Every registered judge by name. `vlmalign.judges.registry` registers the built-in ones.
-JUDGES: dict[str, JudgeSpec] = {}
-
-
 def judge(
     *,
     name: str,
@@ -78,16 +75,13 @@ def judge(
     uses_model: bool = False,
     graded: bool = False,
     item_kinds: Iterable[str] = ("yesno",),
-) -> Callable[[JudgeFactory], JudgeFactory]:
-    """Register the decorated factory as the judge `name` (see the module docstring).
-
-    Bump `version` whenever the judge's verdicts on the same input change.
+) -> Callable[[JudgeFactory], JudgeSpec]:
+    """Declare the decorated factory as the judge `name`: the decorated name is its `JudgeSpec`
+    (see the module docstring). Bump `version` whenever the judge's verdicts on the same input
+    change.
     """
 
-    def register(factory: JudgeFactory) -> JudgeFactory:
-        if name in JUDGES:
-            raise ValueError(f"judge {name!r} is declared twice")
-
+    def declare(factory: JudgeFactory) -> JudgeSpec:
         @wraps(factory)
         def build(argument: str | None, options: JudgeOptions) -> Judge:
             return _stamped(factory(argument, options), spec)
@@ -105,10 +99,9 @@ def judge(
             graded=graded,
             item_kinds=frozenset(item_kinds),
         )
-        JUDGES[name] = spec
-        return build
+        return spec
 
-    return register
+    return declare
 
 
 def _stamped(built: Judge, spec: JudgeSpec) -> Judge:

@@ -22,14 +22,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
-
 from vlmalign.data.schema import Item
 from vlmalign.judges.base import Judge, JudgeInput, Verdict
+from vlmalign.judges.cuts import CV_FOLDS, cross_validated
+from vlmalign.schemas.judge_validity import OPTIMISTIC as OPTIMISTIC
+from vlmalign.schemas.judge_validity import SOURCES as SOURCES
+from vlmalign.schemas.judge_validity import VALIDITY_SCHEMA_VERSION as VALIDITY_SCHEMA_VERSION
+from vlmalign.schemas.judge_validity import Source, ValidityEntry
 from vlmalign.stats import Known, balanced_accuracy_estimate
 
-Source = Literal["references", "humans", "heldout"]
-SOURCES: tuple[Source, ...] = ("references", "humans", "heldout")
+# `ValidityEntry` (with `Source`, `SOURCES`, `OPTIMISTIC`, `VALIDITY_SCHEMA_VERSION`) is an
+# artifact (schemas/judge_validity.py), re-exported here where its measures are.
+
 Side = Literal["ideal", "misaligned"]
 #: Where a run's provenance keeps each judge's held-out validity entry (judge name -> entry).
 HELDOUT_KEY = "judge_heldout_validity"
@@ -39,58 +43,8 @@ CHANCE = 0.5
 MIN_PER_SIDE: Final = 5
 
 
-#: Version of a validity entry's shape (docs/artifacts.md).
-VALIDITY_SCHEMA_VERSION: Final = 1
-
-
-class ValidityEntry(BaseModel):
-    """One judge on one source. The first eleven keys are the published contract
-    (`vlmalign judges validate --output`, `results.json`'s `judge_validity`); `schema_version`
-    comes last (entries written before it existed read as version 1).
-
-    `informative`: at least `MIN_PER_SIDE` responses on each side (`n_aligned`,
-    `n_misaligned`) and `ci_low` above `CHANCE`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    judge: str
-    source: Source
-    n: int
-    balanced_accuracy: float | None
-    ci_low: float | None
-    ci_high: float | None
-    auc: float | None
-    aligned_accuracy: float | None
-    misaligned_accuracy: float | None
-    unclear: int
-    informative: bool
-    n_aligned: int = 0
-    n_misaligned: int = 0
-    clusters: int = 0  # items (references, humans) or row groups (held-out data)
-    auc_ci_low: float | None = None
-    auc_ci_high: float | None = None
-    method: str = ""  # how the verdicts were obtained, e.g. a cross-validated threshold
-    schema_version: Literal[1] = VALIDITY_SCHEMA_VERSION
-    # The judge was developed looking at these very answers: the figure flatters it.
-    optimistic: bool = False
-
-    def summary(self) -> str:
-        """'balanced accuracy 0.62 [0.51, 0.73], AUC 0.70, n=80: not informative'."""
-        if self.balanced_accuracy is None:
-            return f"not measurable (n={self.n}): not informative"
-        interval = ""
-        if self.ci_low is not None and self.ci_high is not None:
-            interval = f" [{self.ci_low:.2f}, {self.ci_high:.2f}]"
-        auc = "" if self.auc is None else f", AUC {self.auc:.2f}"
-        verdict = "informative" if self.informative else "not informative"
-        accuracy = f"balanced accuracy {self.balanced_accuracy:.2f}{interval}"
-        caveat = f" ({OPTIMISTIC})" if self.optimistic else ""
-        return f"{accuracy}{auc}, n={self.n}: {verdict}{caveat}"
-
-
 #: A judge's `config()` key listing the sha256 of the datasets that informed its development.
 DEVELOPED_ON = "developed_on"
-OPTIMISTIC = "optimistic: this dataset informed the judge's development"
 
 
 def developed_on(config: Mapping[str, Any], dataset_sha256: str | None) -> bool:
@@ -143,8 +97,6 @@ def references_validity(
     """Validity on reference answers. A judge whose cut was fit on these very answers
     (`threshold: auto`) is measured by cross-validation over items: never on what it was fit on."""
     if auto:
-        from vlmalign.judges.threshold import CV_FOLDS, cross_validated
-
         method = f"reference answers, threshold fit by {CV_FOLDS}-fold cross-validation over items"
         return measure(judge, "references", cross_validated(known), method, graded)
     return measure(judge, "references", known, "reference answers", graded)

@@ -78,7 +78,8 @@ def save_adapter(
 
 def read_card(directory: Path) -> AdapterCard | None:
     """The folder's card; None when it has none. A card that is unreadable or not a card
-    (a wrong type, an unknown key, a newer schema_version) is a `ModelError`."""
+    (a wrong type, an unknown key, a newer schema_version) is a `ModelError`; a hyperparameter
+    this version does not know is kept (the card's own `HyperparametersRecord`)."""
     path = directory / CARD_FILE
     try:
         text = path.read_text(encoding="utf-8")

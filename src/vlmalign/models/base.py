@@ -1,5 +1,9 @@
 """What vlmalign asks of a model, as small protocols by role (no torch imported here).
 
+A new backend subclasses `Model` and writes one method, `generate`; the rest has defaults.
+What else a model can do is declared in its `ModelSpec` (`capabilities`, models/spec.py) and
+filled by implementing the protocol of that role:
+
 - `Generator`: answers prompts about images (every backend, scripted `mock:` models too).
 - `Scorer`: the log-likelihood of a continuation (what the `vlm` judge uses).
 - `Trainable`: finetuning: a training loss, the adapter/LoRA weights, the nn.Module surface.
@@ -14,12 +18,13 @@ backend implements the roles it fills and nothing that would only raise.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from vlmalign.prompts import Prompt, PromptFormat, ShotsAs
+from vlmalign.prompts import Prompt, PromptFormat, ShotsAs, plain_rendering
 from vlmalign.sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -100,6 +105,34 @@ class ScoringRequest:
     image: Image.Image
     prompt_text: str
     continuation: str
+
+
+class Model(ModelIdentity, ABC):
+    """The base of a backend: set `name` (and, if the name does not identify what answers,
+    `_fingerprint`), write `generate`. Prompts are rendered as plain text (MAGMA's, or `role:
+    text` lines) unless a subclass renders them its own way.
+
+    The fingerprint keys every stored response: change it (e.g. `name@2`) when the same
+    request would be answered differently.
+    """
+
+    name: str
+    default_prompt_format: PromptFormat = "chat"
+
+    def fingerprint(self) -> str:
+        return getattr(self, "_fingerprint", None) or self.name
+
+    def render_prompt(
+        self, prompt: Prompt, prompt_format: PromptFormat, shots_as: ShotsAs | None = None
+    ) -> str:
+        return plain_rendering(prompt, prompt_format, shots_as)
+
+    def render_answer(self, answer: str, prompt_format: PromptFormat) -> str:
+        return answer if prompt_format == "chat" else " " + answer
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[str]:
+        """One response per request, in order; `request.seed` is that response's seed."""
 
 
 @runtime_checkable

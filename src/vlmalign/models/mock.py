@@ -31,8 +31,8 @@ from vlmalign.data.jsonl import decode_text, jsonl_objects, split_lines
 from vlmalign.data.schema import Item, Split
 from vlmalign.data.text import printable
 from vlmalign.errors import DatasetError, ModelError, validation_message
-from vlmalign.models.base import GenerationRequest, ModelIdentity
-from vlmalign.prompts import Prompt, PromptFormat, ShotsAs, plain_rendering
+from vlmalign.models.base import GenerationRequest, Model
+from vlmalign.prompts import PromptFormat
 from vlmalign.sampling import SamplingParams
 
 Answer = Callable[[GenerationRequest], str]
@@ -120,8 +120,8 @@ def _reference_answer(which: str) -> Answer:
     return answer
 
 
-class ScriptedModel(ModelIdentity):
-    """A Generator whose every answer is decided by `answer` (no weights, no torch)."""
+class ScriptedModel(Model):
+    """A model whose every answer is decided by `answer` (no weights, no torch)."""
 
     default_prompt_format: PromptFormat = "magma"
 
@@ -129,11 +129,6 @@ class ScriptedModel(ModelIdentity):
         self.name = name
         self._fingerprint = fingerprint
         self._answer = answer
-
-    def render_prompt(
-        self, prompt: Prompt, prompt_format: PromptFormat, shots_as: ShotsAs | None = None
-    ) -> str:
-        return plain_rendering(prompt, prompt_format, shots_as)
 
     def render_answer(self, answer: str, prompt_format: PromptFormat) -> str:
         return " " + answer

@@ -20,15 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vlmalign.errors import ModelError
-from vlmalign.models.base import Generated, GenerationRequest, ModelIdentity
+from vlmalign.models.base import Generated, GenerationRequest, Model
 from vlmalign.models.endpoint import EndpointSettings
 from vlmalign.models.openai_client import EndpointClient, chat_completion
 from vlmalign.prompts import (
     IMAGE_TOKEN,
-    Prompt,
     PromptFormat,
-    ShotsAs,
-    plain_rendering,
     prompt_messages,
 )
 from vlmalign.sampling import SamplingParams
@@ -107,7 +104,7 @@ def describe(request: GenerationRequest) -> str:
     return f"item {request.item.id!r} ({request.item.split or 'test'}{shots})"
 
 
-class OpenAIChatModel(ModelIdentity):
+class OpenAIChatModel(Model):
     """A Generator (and StreamsGenerations) over an OpenAI-compatible chat endpoint."""
 
     default_prompt_format: PromptFormat = "chat"
@@ -123,14 +120,6 @@ class OpenAIChatModel(ModelIdentity):
         self.use_n = self.settings.use_n
         self.accepts_top_k = self.settings.accepts_top_k
         self._images: dict[str, str] = {}
-
-    def render_prompt(
-        self, prompt: Prompt, prompt_format: PromptFormat, shots_as: ShotsAs | None = None
-    ) -> str:
-        return plain_rendering(prompt, prompt_format, shots_as)
-
-    def render_answer(self, answer: str, prompt_format: PromptFormat) -> str:
-        return answer if prompt_format == "chat" else " " + answer
 
     # --- requests ------------------------------------------------------------------------
     def _url(self, request: GenerationRequest) -> str:

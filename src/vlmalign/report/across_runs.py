@@ -9,34 +9,16 @@ judge's family of between-run tests.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import combinations
 
 from vlmalign.judges.human import HUMAN
-from vlmalign.report.analysis import Analysis, Cell, Comparison, item_outcomes
+from vlmalign.report.analysis import Analysis, item_outcomes, paired_record
 from vlmalign.report.conditions import ConditionKey, sorted_conditions
 from vlmalign.report.formatting import MISSING
+from vlmalign.report.texts import calibrated_text, cell_text
+from vlmalign.schemas.results import CellRecord, ComparisonRecord, SharedItemsRecord
 from vlmalign.stats import compare_paired, holm_adjust
-
-
-@dataclass(frozen=True)
-class SharedItems:
-    """What two runs have in common: both over one dataset, or only some item ids."""
-
-    run_a: str
-    run_b: str
-    same_dataset: bool
-    shared: int
-    items_a: int
-    items_b: int
-
-    def sentence(self) -> str:
-        if self.same_dataset:
-            return f"`{self.run_b}` and `{self.run_a}` ask the same dataset ({self.shared} items)."
-        return (
-            f"`{self.run_b}` and `{self.run_a}` ask different datasets: they are compared on the "
-            f"{self.shared} item ids they share ({self.items_b} and {self.items_a} items)."
-        )
 
 
 @dataclass(frozen=True)
@@ -67,8 +49,8 @@ class Leaderboard:
 @dataclass(frozen=True)
 class AcrossRuns:
     leaderboard: Leaderboard
-    comparisons: list[Comparison]
-    shared: list[SharedItems]
+    comparisons: list[ComparisonRecord]
+    shared: list[SharedItemsRecord]  # what two runs have in common, per pair
 
 
 def _items(analysis: Analysis) -> set[str]:
@@ -79,11 +61,11 @@ def _judges(analyses: Sequence[Analysis]) -> list[str]:
     return list(dict.fromkeys(j for a in analyses for j in a.judges))
 
 
-def _cell_text(cell: Cell | None) -> str:
+def _cell_text(cell: CellRecord | None) -> str:
     if cell is None:
         return MISSING
-    people = cell.calibrated_text()
-    return f"{cell.text()}; {people}" if people else cell.text()
+    people = calibrated_text(cell)
+    return f"{cell_text(cell)}; {people}" if people else cell_text(cell)
 
 
 def leaderboard(analyses: Sequence[Analysis]) -> Leaderboard:
@@ -113,8 +95,11 @@ def leaderboard(analyses: Sequence[Analysis]) -> Leaderboard:
     return Leaderboard(labels, tuple(rows))
 
 
-def _between(a: Analysis, b: Analysis, judge: str, shared: set[str]) -> list[Comparison]:
-    """Run b against run a under one judge, in every condition both have, on shared items."""
+def _between(
+    a: Analysis, b: Analysis, judge: str, shared: set[str], informative: bool | None
+) -> list[ComparisonRecord]:
+    """Run b against run a under one judge, in every condition both have, on shared items
+    (`p_holm` 1.0 until `across_runs` adjusts it over the judge's family)."""
     found = []
     conditions_a = {c.condition for c in a.cells if c.judge == judge}
     conditions_b = {c.condition for c in b.cells if c.judge == judge}
@@ -128,21 +113,8 @@ def _between(a: Analysis, b: Analysis, judge: str, shared: set[str]) -> list[Com
         if result is None:
             continue
         found.append(
-            Comparison(
-                judge,
-                condition,
-                condition,
-                result.accuracy_a,
-                result.accuracy_b,
-                result.difference,
-                result.ci_low,
-                result.ci_high,
-                result.p_value,
-                1.0,  # Holm's adjustment is over the judge's family, in across_runs
-                result.method,
-                result.n_items,
-                a.run.name,
-                run_b=b.run.name,
+            paired_record(
+                judge, condition, condition, result, 1.0, a.run.name, informative, run_b=b.run.name
             )
         )
     return found
@@ -150,14 +122,21 @@ def _between(a: Analysis, b: Analysis, judge: str, shared: set[str]) -> list[Com
 
 def across_runs(analyses: Sequence[Analysis]) -> AcrossRuns:
     """The leaderboard and every pair of runs compared (later run against earlier one)."""
-    comparisons: list[Comparison] = []
+    comparisons: list[ComparisonRecord] = []
     shared_items = []
     for a, b in combinations(analyses, 2):
         items_a, items_b = _items(a), _items(b)
         shared = items_a & items_b
         same = a.run.provenance.dataset_sha256 == b.run.provenance.dataset_sha256
         shared_items.append(
-            SharedItems(a.run.name, b.run.name, same, len(shared), len(items_a), len(items_b))
+            SharedItemsRecord(
+                run_a=a.run.name,
+                run_b=b.run.name,
+                same_dataset=same,
+                shared=len(shared),
+                items_a=len(items_a),
+                items_b=len(items_b),
+            )
         )
         for judge in _judges([a, b]):
             if judge not in a.judges or judge not in b.judges:
@@ -168,14 +147,12 @@ def across_runs(analyses: Sequence[Analysis]) -> AcrossRuns:
                 if judge == HUMAN
                 else a.informative.get(judge, True) and b.informative.get(judge, True)
             )
-            comparisons += [
-                replace(c, judge_informative=flag) for c in _between(a, b, judge, shared)
-            ]
+            comparisons += _between(a, b, judge, shared, flag)
     by_judge: dict[str, list[int]] = {}
     for index, comparison in enumerate(comparisons):
         by_judge.setdefault(comparison.judge, []).append(index)
     for indices in by_judge.values():
         adjusted = holm_adjust([comparisons[i].p_value for i in indices])
         for i, p in zip(indices, adjusted, strict=True):
-            comparisons[i] = replace(comparisons[i], p_holm=p)
+            comparisons[i] = comparisons[i].model_copy(update={"p_holm": p})
     return AcrossRuns(leaderboard(analyses), comparisons, shared_items)

@@ -1,11 +1,15 @@
 """Everything a report shows about one run: cells with intervals, paired comparisons,
-breakdowns, consistency, and the humans' verdicts and agreement."""
+breakdowns, consistency, and the humans' verdicts and agreement.
+
+The results are the `results.json` records themselves (`schemas/results.py`), built here once;
+`report/texts.py` words them.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from vlmalign.data.schema import Item
 from vlmalign.judges.human import (
@@ -22,25 +26,27 @@ from vlmalign.report.calibration import (
     calibrated_difference,
     calibrated_rate,
     calibration_inputs,
-    calibration_shown,
 )
 from vlmalign.report.conditions import ConditionKey, sorted_conditions
-from vlmalign.report.formatting import (
-    MISSING,
-    difference,
-    estimate,
-    judge_warning,
-    p_statement,
-    rate,
-)
 from vlmalign.report.judge_validity import validity_entries
 from vlmalign.report.reference import paper_applies, reference_for
 from vlmalign.report.run_data import RunData
-from vlmalign.report.usage import ConditionUsage, condition_usage
+from vlmalign.report.usage import condition_usage
+from vlmalign.schemas.results import (
+    BreakdownRecord,
+    CalibratedRecord,
+    CellRecord,
+    ComparisonRecord,
+    HumanCoverageRecord,
+    ProfileRecord,
+    UsageRecord,
+)
 from vlmalign.stats import (
+    CalibratedDifference,
     CalibratedRate,
     JudgeAgreement,
     Outcome,
+    PairedComparison,
     accuracy_estimate,
     compare_paired,
     holm_adjust,
@@ -48,192 +54,32 @@ from vlmalign.stats import (
     unclear_rate,
     yes_rate,
 )
-from vlmalign.stats.minimums import MIN_ITEMS, TOO_FEW
 from vlmalign.store import GenerationRow
 
 SIGNIFICANCE = 0.05
 
-
-@dataclass(frozen=True)
-class Cell:
-    """Accuracy of one judge on one condition with its 95% interval.
-
-    Automatic judges: unclear verdicts count in n, not as aligned. `human`: n counts responses
-    whose annotators' majority is aligned or misaligned; `unclear` counts unsure majorities and
-    ties, `unlabelled` responses nobody labelled (neither is guessed into the accuracy).
-    `paper_magma_accuracy` is the paper's own MAGMA result for the same cell, when it applies
-    (the built-in dataset with the paper's conditions). `calibrated` is the rate people would
-    give, estimated from the condition's human labels and this judge on all its responses
-    (prediction-powered; automatic judges of conditions with labels only).
-    """
-
-    model: str
-    split: str
-    shots: int
-    judge: str
-    accuracy: float | None
-    n: int
-    aligned: int
-    unclear: int
-    items: int
-    samples_per_prompt: int
-    ci_low: float | None
-    ci_high: float | None
-    ci_method: str
-    unlabelled: int = 0
-    paper_magma_accuracy: float | None = None
-    run: str = ""
-    judge_informative: bool | None = None  # None: validity not measured (or the human judge)
-    calibrated: CalibratedRate | None = None
-
-    @property
-    def condition(self) -> ConditionKey:
-        return ConditionKey(self.model, self.split, self.shots)
-
-    def text(self) -> str:
-        """ "56% [41%–70%] (n=30)", flagged when the judge is not informative."""
-        if self.accuracy is None or self.n == 0:
-            return MISSING
-        figure = estimate(self.accuracy, self.ci_low, self.ci_high, self.n)
-        return figure + judge_warning(self.judge_informative)
-
-    def calibrated_text(self) -> str | None:
-        """ "people: 48% [39%–57%] (12 labels)", or None without labels."""
-        c = self.calibrated
-        if c is None or c.n_labelled == 0:
-            return None
-        if not calibration_shown(c):
-            return f"people: {TOO_FEW} ({c.n_labelled} labels)"
-        figure = rate(c.estimate, c.ci_low, c.ci_high)
-        return f"people: {figure} ({c.n_labelled} labels)"
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Condition B against A for one judge on the same items (difference = B − A)."""
-
-    judge: str
-    a: ConditionKey
-    b: ConditionKey
-    accuracy_a: float
-    accuracy_b: float
-    difference: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    p_holm: float
-    method: str
-    n_items: int
-    run: str = ""
-    judge_informative: bool | None = None
-    calibrated: bool = False  # figures are calibrated estimates (labels + judge), paired
-    run_b: str = ""  # between runs: b is this run's condition (a is `run`'s); "" within a run
-
-    @property
-    def significant(self) -> bool:
-        return self.p_value < SIGNIFICANCE
-
-    @property
-    def between_runs(self) -> bool:
-        return bool(self.run_b)
-
-    def what(self) -> str:
-        """What is compared: two conditions of a run, or one condition in two runs."""
-        if self.run_b:
-            return f"{self.run_b} vs {self.run}, {self.a.label}"
-        return f"{self.b.label} vs {self.a.label}"
-
-    def sentence(self) -> str:
-        verdict = "significant" if self.significant else "not significant"
-        holm = " (also after Holm's correction)" if self.p_holm < SIGNIFICANCE else ""
-        if self.significant and not holm:
-            holm = " (not after Holm's correction)"
-        return (
-            f"{self.judge}: {self.what()}: "
-            f"{difference(self.difference, self.ci_low, self.ci_high)}, "
-            f"{p_statement(self.p_value)}, {verdict} at 0.05{holm} "
-            f"({self.method}, {self.n_items} items){judge_warning(self.judge_informative)}"
-        )
-
-
-@dataclass(frozen=True)
-class Breakdown:
-    """Accuracy of one judge on one condition within a group of items (polarity, tag, ...)."""
-
-    judge: str
-    condition: ConditionKey
-    group: str  # e.g. "polarity: negative", "tag: trap"
-    accuracy: float | None
-    n: int
-    ci_low: float | None
-    ci_high: float | None
-    run: str = ""
-    items: int = 0
-    judge_informative: bool | None = None
-
-    @property
-    def too_few(self) -> bool:
-        """Fewer than `MIN_ITEMS` items: the cell says "too few to tell"."""
-        return self.items < MIN_ITEMS
-
-    def text(self) -> str:
-        if self.accuracy is None or self.n == 0:
-            return MISSING
-        if self.too_few:
-            return f"{TOO_FEW} ({self.items} items, n={self.n})"
-        figure = estimate(self.accuracy, self.ci_low, self.ci_high, self.n)
-        return figure + judge_warning(self.judge_informative)
-
-
-@dataclass(frozen=True)
-class ConditionProfile:
-    """How a condition's answers look whatever their alignment (from the stance judge)."""
-
-    condition: ConditionKey
-    yes_rate: float | None
-    yes_ci_low: float | None
-    yes_ci_high: float | None
-    unclear_rate: float | None
-    consistency: float | None  # mean share of an item's samples agreeing with its majority
-    inconsistent_items: list[str]
-    run: str = ""
-
-
-@dataclass(frozen=True)
-class HumanCoverage:
-    """How many of a condition's responses at least one annotator labelled (human figures rest
-    on these; with `vlmalign annotate --budget` it is a sample, not all of them)."""
-
-    model: str
-    split: str
-    shots: int
-    labelled: int
-    responses: int
-    run: str = ""
-
-    @property
-    def condition(self) -> ConditionKey:
-        return ConditionKey(self.model, self.split, self.shots)
-
-    def text(self) -> str:
-        """E.g. "base 0-shot train: 12 of 150 responses labelled"."""
-        return f"{self.condition.label}: {self.labelled} of {self.responses} responses labelled"
+#: The name `study.py` imports a cell by (one type: the record).
+Cell = CellRecord
 
 
 @dataclass(frozen=True)
 class Analysis:
+    """One run and its results. The records are what `results.json` holds; `run`, the human
+    verdicts per response, `annotators`, `judge_vs_human` (the results of `judges.human` and
+    `stats`, copied into records by `report/results.py`) and `paper` are the report's own."""
+
     run: RunData
-    cells: list[Cell]
-    comparisons: list[Comparison]
-    breakdowns: list[Breakdown]
-    profiles: list[ConditionProfile]
+    cells: list[CellRecord]
+    comparisons: list[ComparisonRecord]
+    breakdowns: list[BreakdownRecord]
+    profiles: list[ProfileRecord]
     human: dict[str, HumanVerdict]
     annotators: AnnotatorAgreement | None
     judge_vs_human: dict[str, JudgeAgreement]
     validity: list[ValidityEntry] = field(default_factory=list)
-    human_coverage: list[HumanCoverage] = field(default_factory=list)
+    human_coverage: list[HumanCoverageRecord] = field(default_factory=list)
     paper: bool = False  # the paper's own numbers apply (built-in dataset, its conditions)
-    usage: list[ConditionUsage] = field(default_factory=list)  # responses, tokens, refusals
+    usage: list[UsageRecord] = field(default_factory=list)  # responses, tokens, refusals
 
     @property
     def judges(self) -> list[str]:
@@ -267,27 +113,33 @@ def analyse(run: RunData, paper: bool = True) -> Analysis:
         for judge in run.judges
         for condition, rows in conditions.items()
     }
+    validity = validity_entries(run, human)
+    informative = informative_judges(validity)
     cells = [
-        _cell(run, judge, condition, rows, outcomes[judge], human, show_paper, calibration)
+        _cell(
+            run,
+            judge,
+            condition,
+            rows,
+            outcomes[judge],
+            human,
+            show_paper,
+            calibration,
+            informative.get(judge),
+        )
         for judge in outcomes
         for condition, rows in conditions.items()
     ]
     comparisons = [
-        c for judge in outcomes for c in _comparisons(run, judge, conditions, outcomes, calibration)
-    ]
-    validity = validity_entries(run, human)
-    informative = informative_judges(validity)
-    cells = [replace(c, judge_informative=informative.get(c.judge)) for c in cells]
-    comparisons = [replace(c, judge_informative=informative.get(c.judge)) for c in comparisons]
-    breakdowns = [
-        replace(b, judge_informative=informative.get(b.judge))
-        for b in _breakdowns(run, conditions, outcomes)
+        c
+        for judge in outcomes
+        for c in _comparisons(run, judge, conditions, outcomes, calibration, informative.get(judge))
     ]
     return Analysis(
         run=run,
         cells=cells,
         comparisons=comparisons,
-        breakdowns=breakdowns,
+        breakdowns=_breakdowns(run, conditions, outcomes, informative),
         profiles=_profiles(run, conditions),
         human=human,
         annotators=annotator_agreement(run.labels) if run.labels else None,
@@ -296,11 +148,18 @@ def analyse(run: RunData, paper: bool = True) -> Analysis:
         },
         validity=validity,
         human_coverage=[
-            HumanCoverage(*condition, sum(1 for r in rows if r.key in human), len(rows), run.name)
+            HumanCoverageRecord(
+                model=condition.model,
+                split=condition.split,
+                shots=condition.shots,
+                labelled=sum(1 for r in rows if r.key in human),
+                responses=len(rows),
+                run=run.name,
+            )
             for condition, rows in conditions.items()
         ],
         paper=show_paper,
-        usage=condition_usage(run.generations),
+        usage=condition_usage(run.generations, run.name),
     )
 
 
@@ -352,14 +211,15 @@ def _cell(
     human: dict[str, HumanVerdict],
     paper: bool,
     calibration: dict[tuple[str, ConditionKey], CalibrationInputs],
-) -> Cell:
+    informative: bool | None,
+) -> CellRecord:
     is_human = judge == HUMAN
     estimate = accuracy_estimate(_by_item(rows, outcomes, is_human))
     reference = reference_for(*condition, judge) if paper else None
-    return Cell(
-        model=condition[0],
-        split=condition[1],
-        shots=condition[2],
+    return CellRecord(
+        model=condition.model,
+        split=condition.split,
+        shots=condition.shots,
         judge=judge,
         accuracy=estimate.accuracy,
         n=estimate.n,
@@ -375,8 +235,16 @@ def _cell(
         unlabelled=sum(1 for r in rows if r.key not in human) if is_human else 0,
         paper_magma_accuracy=reference.accuracy if reference else None,
         run=run.name,
-        calibrated=None if is_human else calibrated_rate(calibration[(judge, condition)]),
+        judge_informative=informative,
+        calibrated=None
+        if is_human
+        else _calibrated(calibrated_rate(calibration[(judge, condition)])),
     )
+
+
+def _calibrated(rate: CalibratedRate | None) -> CalibratedRecord | None:
+    """The estimate of `stats` as its record (every field copied: one gained or lost fails)."""
+    return None if rate is None else CalibratedRecord.model_validate(asdict(rate))
 
 
 def comparison_pairs(conditions: Sequence[ConditionKey]) -> list[tuple[ConditionKey, ConditionKey]]:
@@ -392,14 +260,49 @@ def comparison_pairs(conditions: Sequence[ConditionKey]) -> list[tuple[Condition
     return [(a, b) for a, b in pairs if a in present and b in present]
 
 
+def paired_record(
+    judge: str,
+    a: ConditionKey,
+    b: ConditionKey,
+    result: PairedComparison | CalibratedDifference,
+    p_holm: float,
+    run: str,
+    judge_informative: bool | None,
+    calibrated: bool = False,
+    run_b: str = "",
+) -> ComparisonRecord:
+    """A paired test as its record: b against a (between runs, `run_b`'s b against `run`'s a);
+    `p_holm` adjusted over the test's family by the caller."""
+    return ComparisonRecord(
+        judge=judge,
+        a=a,
+        b=b,
+        accuracy_a=result.accuracy_a,
+        accuracy_b=result.accuracy_b,
+        difference=result.difference,
+        ci_low=result.ci_low,
+        ci_high=result.ci_high,
+        p_value=result.p_value,
+        p_holm=p_holm,
+        method=result.method,
+        n_items=result.n_items,
+        run=run,
+        judge_informative=judge_informative,
+        calibrated=calibrated,
+        significant=result.p_value < SIGNIFICANCE,
+        run_b=run_b,
+    )
+
+
 def _comparisons(
     run: RunData,
     judge: str,
     conditions: dict[ConditionKey, list[GenerationRow]],
     outcomes: dict[str, dict[str, Outcome]],
     calibration: dict[tuple[str, ConditionKey], CalibrationInputs],
-) -> list[Comparison]:
-    found = []
+    informative: bool | None,
+) -> list[ComparisonRecord]:
+    found: list[tuple[ConditionKey, ConditionKey, PairedComparison | CalibratedDifference]] = []
     for a, b in comparison_pairs(list(conditions)):
         is_human = judge == HUMAN
         calibrated = (
@@ -413,26 +316,22 @@ def _comparisons(
         )
         if result is None:
             continue
-        found.append(
-            Comparison(
-                judge,
-                a,
-                b,
-                result.accuracy_a,
-                result.accuracy_b,
-                result.difference,
-                result.ci_low,
-                result.ci_high,
-                result.p_value,
-                1.0,  # Holm's adjustment is over the whole family, below
-                result.method,
-                result.n_items,
-                run.name,
-                calibrated=calibrated is not None,
-            )
+        found.append((a, b, result))
+    # Holm's adjustment is over the judge's whole family of comparisons.
+    adjusted = holm_adjust([result.p_value for _, _, result in found])
+    return [
+        paired_record(
+            judge,
+            a,
+            b,
+            result,
+            p,
+            run.name,
+            informative,
+            calibrated=isinstance(result, CalibratedDifference),
         )
-    adjusted = holm_adjust([c.p_value for c in found])
-    return [replace(c, p_holm=p) for c, p in zip(found, adjusted, strict=True)]
+        for (a, b, result), p in zip(found, adjusted, strict=True)
+    ]
 
 
 def item_groups(item: Item) -> list[str]:
@@ -451,7 +350,8 @@ def _breakdowns(
     run: RunData,
     conditions: dict[ConditionKey, list[GenerationRow]],
     outcomes: dict[str, dict[str, Outcome]],
-) -> list[Breakdown]:
+    informative: dict[str, bool],
+) -> list[BreakdownRecord]:
     groups_of = {item_id: item_groups(item) for item_id, item in run.items.items()}
     names = sorted({g for groups in groups_of.values() for g in groups})
     found = []
@@ -463,16 +363,17 @@ def _breakdowns(
                     continue
                 estimate = accuracy_estimate(_by_item(chosen, by_key, judge == HUMAN))
                 found.append(
-                    Breakdown(
-                        judge,
-                        condition,
-                        group,
-                        estimate.accuracy,
-                        estimate.n,
-                        estimate.ci_low,
-                        estimate.ci_high,
-                        run.name,
+                    BreakdownRecord(
+                        judge=judge,
+                        condition=condition,
+                        group=group,  # e.g. "polarity: negative", "tag: trap"
+                        accuracy=estimate.accuracy,
+                        n=estimate.n,
+                        ci_low=estimate.ci_low,
+                        ci_high=estimate.ci_high,
+                        run=run.name,
                         items=estimate.items,
+                        judge_informative=informative.get(judge),
                     )
                 )
     return found
@@ -484,7 +385,7 @@ ANSWER_READER = "stance"
 
 def _profiles(
     run: RunData, conditions: dict[ConditionKey, list[GenerationRow]]
-) -> list[ConditionProfile]:
+) -> list[ProfileRecord]:
     readers = run.judges_of_kind(ANSWER_READER)  # under any label the study gave it
     stance = run.verdicts[readers[0]] if readers else None
     profiles = []
@@ -503,15 +404,18 @@ def _profiles(
         by_item = _by_item(rows, {k: v.aligned for k, v in (stance or {}).items()}, False)
         consistency = item_consistency(by_item)
         profiles.append(
-            ConditionProfile(
-                condition,
-                yes.rate if yes else None,
-                yes.ci_low if yes else None,
-                yes.ci_high if yes else None,
-                unclear_rate(stances).rate if stances else None,
-                consistency.mean,
-                sorted(item for item, share in consistency.per_item.items() if share < 1),
-                run.name,
+            ProfileRecord(
+                condition=condition,
+                yes_rate=yes.rate if yes else None,
+                yes_ci_low=yes.ci_low if yes else None,
+                yes_ci_high=yes.ci_high if yes else None,
+                unclear_rate=unclear_rate(stances).rate if stances else None,
+                # The mean share of an item's samples agreeing with its majority.
+                consistency=consistency.mean,
+                inconsistent_items=sorted(
+                    item for item, share in consistency.per_item.items() if share < 1
+                ),
+                run=run.name,
             )
         )
     return profiles

@@ -9,6 +9,7 @@ from typing import NamedTuple
 from vlmalign.judges.human import HumanVerdict
 from vlmalign.judges.registry import is_graded
 from vlmalign.report.run_data import RunData
+from vlmalign.schemas.results import CalibratedRecord
 from vlmalign.stats import (
     CalibratedDifference,
     CalibratedRate,
@@ -66,7 +67,7 @@ def calibrated_difference(
     return prediction_powered_difference(a, b)
 
 
-def calibration_shown(calibrated: CalibratedRate) -> bool:
+def calibration_shown(calibrated: CalibratedRate | CalibratedRecord) -> bool:
     """Whether a calibrated estimate rests on enough labels to be written as a figure."""
     return (
         calibrated.n_labelled >= MIN_LABELLED

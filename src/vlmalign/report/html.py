@@ -28,7 +28,7 @@ from vlmalign.data.schema import Item
 from vlmalign.judges.human import HUMAN, AnnotatorAgreement, HumanVerdict
 from vlmalign.prompts import IMAGE_TOKEN
 from vlmalign.report.across_runs import AcrossRuns, across_runs
-from vlmalign.report.analysis import Analysis, Comparison
+from vlmalign.report.analysis import Analysis
 from vlmalign.report.conditions import ConditionKey
 from vlmalign.report.formatting import (
     agreement_bias,
@@ -62,6 +62,8 @@ from vlmalign.report.tables import (
     usage_rows,
     validity_rows,
 )
+from vlmalign.report.texts import comparison_sentence, coverage_text, shared_items_sentence
+from vlmalign.schemas.results import ComparisonRecord
 from vlmalign.store import GenerationRow, JudgmentRow, LabelRow, RunStore
 
 log = logging.getLogger(__name__)
@@ -251,6 +253,7 @@ def render_html(analyses: Sequence[Analysis], across: AcrossRuns | None = None) 
         across=across,
         comparison_header=COMPARISON_HEADER,
         between=comparison_rows(across.comparisons) if across else [],
+        shared=[shared_items_sentence(s) for s in across.shared] if across else [],
         paper=PAPER,
         paper_label=PAPER_LABEL,
         paper_rows=_paper_rows(judges),
@@ -359,7 +362,7 @@ def _paper_rows(judges: Sequence[str]) -> list[PaperRow]:
 # --- significance, humans, breakdowns ------------------------------------------------------------
 
 
-def _comparison_view(label: str, c: Comparison, several: bool) -> ComparisonView:
+def _comparison_view(label: str, c: ComparisonRecord, several: bool) -> ComparisonView:
     return ComparisonView(
         run=label,
         judge=c.judge,
@@ -373,7 +376,7 @@ def _comparison_view(label: str, c: Comparison, several: bool) -> ComparisonView
         method=c.method,
         items=c.n_items,
         significant=c.significant,
-        sentence=f"{label}: {c.sentence()}" if several else c.sentence(),
+        sentence=f"{label}: {comparison_sentence(c)}" if several else comparison_sentence(c),
     )
 
 
@@ -400,7 +403,7 @@ def _human_section(label: str, analysis: Analysis) -> HumanSection | None:
         )
         for judge, agreement in analysis.judge_vs_human.items()
     ]
-    coverage = [c.text() for c in analysis.human_coverage]
+    coverage = [coverage_text(c) for c in analysis.human_coverage]
     return HumanSection(label, analysis.annotators, statuses, judges, coverage)
 
 

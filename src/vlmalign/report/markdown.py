@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from vlmalign.judges.validity import ValidityEntry
 from vlmalign.report.across_runs import AcrossRuns, across_runs
-from vlmalign.report.analysis import Analysis, Cell
+from vlmalign.report.analysis import Analysis
 from vlmalign.report.conditions import sorted_conditions
 from vlmalign.report.formatting import (
     MISSING,
@@ -37,6 +37,13 @@ from vlmalign.report.tables import (
     usage_rows,
     validity_rows,
 )
+from vlmalign.report.texts import (
+    cell_text,
+    comparison_sentence,
+    coverage_text,
+    shared_items_sentence,
+)
+from vlmalign.schemas.results import CellRecord
 from vlmalign.stats.calibrated import PAIRED_METHOD
 from vlmalign.stats.minimums import MIN_LABELLED, TOO_FEW
 
@@ -78,7 +85,7 @@ def _result_table(table: ResultTable) -> str:
     return markdown_table(table.header(), table.text_rows(paper=True))
 
 
-def calibrated_note(cells: Sequence[Cell]) -> str:
+def calibrated_note(cells: Sequence[CellRecord]) -> str:
     """One sentence on what "people: ..." means, with this run's label and response counts."""
     calibrated = [c.calibrated for c in cells if c.calibrated is not None]
     labels = max(c.n_labelled for c in calibrated)
@@ -170,11 +177,11 @@ def _significance(analysis: Analysis) -> list[str]:
         lines.append("**No difference is significant at 0.05.**")
     else:
         lines.append(f"**Significant at 0.05 ({len(significant)}):**")
-        lines += [f"- {c.sentence()}" for c in significant]
+        lines += [f"- {comparison_sentence(c)}" for c in significant]
     rest = [c for c in analysis.comparisons if not c.significant]
     if rest:
         lines += ["", "Not significant:"]
-        lines += [f"- {c.sentence()}" for c in rest]
+        lines += [f"- {comparison_sentence(c)}" for c in rest]
     return lines
 
 
@@ -226,7 +233,7 @@ def _human(analysis: Analysis) -> list[str]:
         "",
         HUMAN_COVERAGE_NOTE,
         "",
-        *(f"- {coverage.text()}" for coverage in analysis.human_coverage),
+        *(f"- {coverage_text(coverage)}" for coverage in analysis.human_coverage),
         "",
     ]
     rows = []
@@ -306,7 +313,7 @@ def side_by_side(analyses: Sequence[Analysis]) -> list[str]:
             row = [judge, condition.label]
             for analysis in analyses:
                 cell = find_cell(analysis.cells, condition, judge)
-                row.append(cell.text() if cell else MISSING)
+                row.append(cell_text(cell) if cell else MISSING)
             rows.append(row)
     header = ["judge", "condition", *(a.run.name for a in analyses)]
     return [markdown_table(header, rows)]
@@ -333,7 +340,7 @@ def across_section(across: AcrossRuns) -> list[str]:
         "",
         "## Between runs",
         "",
-        *(s.sentence() for s in across.shared),
+        *(shared_items_sentence(s) for s in across.shared),
         "",
         "Paired tests of one condition in two runs, on the items both asked (exact McNemar with "
         "one sample per prompt, a paired bootstrap over items with several); difference = later "

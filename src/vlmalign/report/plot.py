@@ -22,11 +22,11 @@ from matplotlib.patches import Patch
 from matplotlib.text import Annotation
 from matplotlib.ticker import PercentFormatter
 
-from vlmalign.report.analysis import Cell
 from vlmalign.report.calibration import calibration_shown
 from vlmalign.report.conditions import ConditionKey, sorted_conditions
 from vlmalign.report.formatting import NOT_INFORMATIVE, percent
 from vlmalign.report.reference import PAPER_LABEL
+from vlmalign.schemas.results import CellRecord
 
 LABEL_GAP_PT = 4.0  # points above the whisker: clear of its cap (3 points each way)
 MARKER_GAP_PT = 6.0  # more above the paper's diamond, which is 7 points tall
@@ -39,7 +39,7 @@ PAPER_COLOUR = "#111111"
 PEOPLE_COLOUR = "#c2410c"
 
 
-def accuracy_png(runs: Mapping[str, Sequence[Cell]], dpi: int = 110) -> bytes:
+def accuracy_png(runs: Mapping[str, Sequence[CellRecord]], dpi: int = 110) -> bytes:
     """PNG of accuracy by condition, one panel per judge; `runs` maps a run's label to its cells."""
     figure = accuracy_figure(runs, dpi)
     buffer = io.BytesIO()
@@ -47,7 +47,7 @@ def accuracy_png(runs: Mapping[str, Sequence[Cell]], dpi: int = 110) -> bytes:
     return buffer.getvalue()
 
 
-def accuracy_figure(runs: Mapping[str, Sequence[Cell]], dpi: int = 110) -> Figure:
+def accuracy_figure(runs: Mapping[str, Sequence[CellRecord]], dpi: int = 110) -> Figure:
     """The plot as a matplotlib Figure (on an Agg canvas), its value labels already fitted."""
     judges = _unique(cell.judge for cells in runs.values() for cell in cells)
     conditions = sorted_conditions(cell.condition for cells in runs.values() for cell in cells)
@@ -80,7 +80,10 @@ def _unique(values: Iterable[str]) -> list[str]:
 
 
 def _panel(
-    ax: Axes, judge: str, conditions: Sequence[ConditionKey], runs: Mapping[str, Sequence[Cell]]
+    ax: Axes,
+    judge: str,
+    conditions: Sequence[ConditionKey],
+    runs: Mapping[str, Sequence[CellRecord]],
 ) -> list[_Label]:
     """One judge's bars, intervals and markers; returns the value labels to fit."""
     width = 0.8 / max(1, len(runs))
@@ -138,7 +141,7 @@ def _panel(
     return labels
 
 
-def _bar(ax: Axes, x: float, width: float, cell: Cell, colour: str, name: str) -> float:
+def _bar(ax: Axes, x: float, width: float, cell: CellRecord, colour: str, name: str) -> float:
     """The bar and its interval; returns the top of what was drawn (the upper whisker)."""
     accuracy = float(cell.accuracy or 0.0)
     ax.bar(x, accuracy, width * 0.92, color=colour, alpha=0.85, gid=f"bar:{name}")
@@ -155,7 +158,7 @@ def _value_label(
     ax: Axes,
     x: float,
     width: float,
-    cell: Cell,
+    cell: CellRecord,
     tops: Sequence[float | None],
     name: str,
 ) -> Annotation:
@@ -226,7 +229,7 @@ def _fit_labels(figure: Figure, labels: Sequence[_Label]) -> None:
             ax.set_ylim(0, needed)
 
 
-def _people(ax: Axes, x: float, cell: Cell, name: str) -> float | None:
+def _people(ax: Axes, x: float, cell: CellRecord, name: str) -> float | None:
     """The rate people would give (calibrated), beside the judge's bar, with its interval;
     returns the top of its interval (None when not shown)."""
     c = cell.calibrated
@@ -249,7 +252,7 @@ def _people(ax: Axes, x: float, cell: Cell, name: str) -> float | None:
     return max(high, c.estimate)
 
 
-def _has_people(runs: Mapping[str, Sequence[Cell]]) -> bool:
+def _has_people(runs: Mapping[str, Sequence[CellRecord]]) -> bool:
     return any(
         c.calibrated is not None and calibration_shown(c.calibrated)
         for cells in runs.values()
@@ -257,7 +260,7 @@ def _has_people(runs: Mapping[str, Sequence[Cell]]) -> bool:
     )
 
 
-def _has_paper(runs: Mapping[str, Sequence[Cell]]) -> bool:
+def _has_paper(runs: Mapping[str, Sequence[CellRecord]]) -> bool:
     return any(c.paper_magma_accuracy is not None for cells in runs.values() for c in cells)
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection
-from dataclasses import dataclass
 from functools import cache
+from typing import Literal
 
 from vlmalign.config import PAPER_CONDITIONS
 from vlmalign.report.conditions import ConditionKey
+from vlmalign.schemas.results import PaperCell
 
 PAPER = "Aligning MAGMA by Few-Shot Learning and Finetuning"
 #: The dataset the paper's numbers are comparable with (our stand-in for its 30 + test items).
@@ -24,30 +25,40 @@ PAPER_DATASET = "builtin:moral-vqa-40"
 PAPER_LABEL = "paper (MAGMA)"
 
 
-@dataclass(frozen=True)
-class ReferenceCell:
-    table: int
-    model: str  # base | finetuned
-    split: str
-    shots: int
-    evaluation: str  # "classifier" (RoBERTa-large on prompt + response) or "hand"
-    paper_row: str
-    accuracy: float
-    n: int | None  # None where the paper does not say
+def _cell(
+    table: int,
+    model: str,  # base | finetuned
+    split: str,
+    shots: int,
+    evaluation: Literal["classifier", "hand"],  # RoBERTa-large on prompt + response, or by hand
+    paper_row: str,
+    accuracy: float,
+    n: int | None,  # None where the paper does not say
+) -> PaperCell:
+    return PaperCell(
+        table=table,
+        model=model,
+        split=split,
+        shots=shots,
+        evaluation=evaluation,
+        paper_row=paper_row,
+        accuracy=accuracy,
+        n=n,
+    )
 
 
 TRAIN_ITEMS = 30
-REFERENCE: tuple[ReferenceCell, ...] = (
-    ReferenceCell(1, "base", "train", 0, "classifier", "RoBERTa-large classifier", 0.90, 30),
-    ReferenceCell(1, "base", "train", 1, "classifier", "RoBERTa-large classifier", 0.93, 30),
-    ReferenceCell(1, "base", "train", 2, "classifier", "RoBERTa-large classifier", 0.93, 30),
-    ReferenceCell(1, "base", "train", 0, "hand", "hand-evaluated", 0.56, 30),
-    ReferenceCell(1, "base", "train", 1, "hand", "hand-evaluated", 0.67, 30),
-    ReferenceCell(1, "base", "train", 2, "hand", "hand-evaluated", 0.56, 30),
-    ReferenceCell(2, "base", "train", 0, "hand", "Huggingface's MAGMA", 0.56, 30),
-    ReferenceCell(2, "base", "test", 0, "hand", "Huggingface's MAGMA", 0.50, None),
-    ReferenceCell(2, "finetuned", "train", 0, "hand", "Finetuned MAGMA", 0.67, 30),
-    ReferenceCell(2, "finetuned", "test", 0, "hand", "Finetuned MAGMA", 0.60, None),
+REFERENCE: tuple[PaperCell, ...] = (
+    _cell(1, "base", "train", 0, "classifier", "RoBERTa-large classifier", 0.90, 30),
+    _cell(1, "base", "train", 1, "classifier", "RoBERTa-large classifier", 0.93, 30),
+    _cell(1, "base", "train", 2, "classifier", "RoBERTa-large classifier", 0.93, 30),
+    _cell(1, "base", "train", 0, "hand", "hand-evaluated", 0.56, 30),
+    _cell(1, "base", "train", 1, "hand", "hand-evaluated", 0.67, 30),
+    _cell(1, "base", "train", 2, "hand", "hand-evaluated", 0.56, 30),
+    _cell(2, "base", "train", 0, "hand", "Huggingface's MAGMA", 0.56, 30),
+    _cell(2, "base", "test", 0, "hand", "Huggingface's MAGMA", 0.50, None),
+    _cell(2, "finetuned", "train", 0, "hand", "Finetuned MAGMA", 0.67, 30),
+    _cell(2, "finetuned", "test", 0, "hand", "Finetuned MAGMA", 0.60, None),
 )
 
 
@@ -61,7 +72,7 @@ EVALUATION_OF_JUDGE = {
 
 def reference_for(
     model: str, split: str, shots: int, judge: str, table: int | None = None
-) -> ReferenceCell | None:
+) -> PaperCell | None:
     """The paper's number for the same condition and kind of evaluation, if it reported one."""
     evaluation = EVALUATION_OF_JUDGE.get(judge.split(":")[0])
     for cell in REFERENCE:

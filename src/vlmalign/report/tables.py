@@ -13,7 +13,7 @@ from typing import Any
 
 from vlmalign.judges.human import HUMAN
 from vlmalign.judges.validity import ValidityEntry
-from vlmalign.report.analysis import Analysis, Cell, Comparison
+from vlmalign.report.analysis import Analysis
 from vlmalign.report.conditions import VARIANTS, ConditionKey, sorted_conditions
 from vlmalign.report.formatting import (
     MISSING,
@@ -27,10 +27,17 @@ from vlmalign.report.formatting import (
     rate,
 )
 from vlmalign.report.reference import PAPER_LABEL, reference_for
-from vlmalign.report.usage import ConditionUsage, usage_shown
+from vlmalign.report.texts import (
+    breakdown_text,
+    calibrated_text,
+    cell_text,
+    comparison_what,
+)
+from vlmalign.report.usage import usage_shown
+from vlmalign.schemas.results import CellRecord, ComparisonRecord, UsageRecord
 
 #: A run's label and its cells.
-RunCells = tuple[str, Sequence[Cell]]
+RunCells = tuple[str, Sequence[CellRecord]]
 
 TABLE1_CONDITIONS = tuple(ConditionKey("base", "train", shots) for shots in (0, 1, 2))
 TABLE2_SPLITS = ("train", "test")
@@ -88,21 +95,23 @@ class ResultTable:
         return any(cell.calibrated for row in self.rows for cell in row.cells)
 
 
-def find_cell(cells: Sequence[Cell], condition: ConditionKey, judge: str) -> Cell | None:
+def find_cell(
+    cells: Sequence[CellRecord], condition: ConditionKey, judge: str
+) -> CellRecord | None:
     return next((c for c in cells if c.condition == condition and c.judge == judge), None)
 
 
-def result_cell(cell: Cell | None, table: int) -> TableCell:
+def result_cell(cell: CellRecord | None, table: int) -> TableCell:
     """One cell of the paper's Table `table` (1 or 2), with the paper's own number beside it."""
     if cell is None:
         return TableCell(MISSING)
     reference = reference_for(cell.model, cell.split, cell.shots, cell.judge, table)
     shown = reference is not None and cell.paper_magma_accuracy is not None
     paper = f"{PAPER_LABEL}: {percent(cell.paper_magma_accuracy)}" if shown else None
-    return TableCell(cell.text(), _left_out(cell), paper, cell.calibrated_text())
+    return TableCell(cell_text(cell), _left_out(cell), paper, calibrated_text(cell))
 
 
-def _left_out(cell: Cell) -> str | None:
+def _left_out(cell: CellRecord) -> str | None:
     """What the accuracy leaves out (unclear verdicts; for humans, unsure/ties and unlabelled)."""
     if cell.judge == HUMAN:
         parts = [f"{cell.unclear} unsure/tie"] if cell.unclear else []
@@ -233,12 +242,12 @@ COMPARISON_HEADER = ["judge", "compared", "first", "second", "difference [95% CI
 COMPARISON_HEADER += ["method", "items"]
 
 
-def comparison_rows(comparisons: Sequence[Comparison]) -> list[list[str]]:
+def comparison_rows(comparisons: Sequence[ComparisonRecord]) -> list[list[str]]:
     """A paired test per row, within a run or between runs."""
     return [
         [
             c.judge + judge_warning(c.judge_informative),
-            c.what(),
+            comparison_what(c),
             percent(c.accuracy_a),
             percent(c.accuracy_b),
             difference(c.difference, c.ci_low, c.ci_high),
@@ -299,7 +308,7 @@ def breakdown_tables(analysis: Analysis, run: str = "") -> list[BreakdownTable]:
         figures: dict[str, dict[ConditionKey, str]] = defaultdict(dict)
         for b in analysis.breakdowns:
             if b.judge == judge:
-                figures[b.group][ConditionKey(*b.condition)] = b.text()
+                figures[b.group][b.condition] = breakdown_text(b)
         rows = [(group, [by.get(c, MISSING) for c in conditions]) for group, by in figures.items()]
         tables.append(BreakdownTable(run, judge, [c.label for c in conditions], rows))
     return tables
@@ -320,7 +329,7 @@ class ProfileRow:
 def profile_rows(analysis: Analysis) -> list[ProfileRow]:
     return [
         ProfileRow(
-            condition=ConditionKey(*p.condition).label,
+            condition=p.condition.label,
             yes_rate=rate(p.yes_rate, p.yes_ci_low, p.yes_ci_high),
             unclear_rate=percent(p.unclear_rate),
             consistency=percent(p.consistency),
@@ -355,7 +364,7 @@ USAGE_NOTE = (
 )
 
 
-def usage_rows(usage: Sequence[ConditionUsage]) -> list[list[str]]:
+def usage_rows(usage: Sequence[UsageRecord]) -> list[list[str]]:
     """One row per condition; none when the run has nothing to show (`usage_shown`: no token
     counts, refusals or stops at the limit, as from an in-process model)."""
     if not usage_shown(usage):

@@ -17,6 +17,21 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SettingsRecord(BaseModel):
+    """Settings recorded as they were used (a config's options): the artifact's own copy of their
+    fields, so renaming or adding an option leaves its files readable.
+
+    A key it does not name (an option of a newer version) is kept, not refused, and written back
+    as read; a key it names but a file lacks (an older version's) reads as its default. Its
+    written schema stays closed, as every other: this version writes the keys it names (tests
+    keep each record's fields those of the settings it records).
+    """
+
+    model_config = ConfigDict(
+        extra="allow", frozen=True, json_schema_extra={"additionalProperties": False}
+    )
+
+
 class WrittenSchema(GenerateJsonSchema):
     """The JSON Schema of documents as vlmalign writes them.
 

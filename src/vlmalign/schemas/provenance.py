@@ -10,17 +10,43 @@ from typing import Any, Final, Literal
 
 from pydantic import ConfigDict, Field
 
-from vlmalign.config import FinetuneConfig
-from vlmalign.data.schema import Split
-from vlmalign.judges.validity import ValidityEntry
-from vlmalign.models.endpoint import EndpointSettings
-from vlmalign.prompts import PromptFormat, ShotsAs
-from vlmalign.sampling import SamplingParams
-from vlmalign.schemas.adapter_card import AdapterCard, EpochLoss
-from vlmalign.schemas.base import Record
+from vlmalign.schemas.adapter_card import AdapterCard, EpochLoss, HyperparametersRecord
+from vlmalign.schemas.base import Record, SettingsRecord
+from vlmalign.schemas.judge_validity import ValidityEntry
+from vlmalign.schemas.terms import PromptFormat, ShotsAs, Split
 
 #: Version of the provenance's shape (docs/artifacts.md).
 PROVENANCE_SCHEMA_VERSION: Final = 1
+
+
+class SamplingRecord(SettingsRecord):
+    """How responses were sampled: the study's `sampling.SamplingParams` as they were."""
+
+    max_new_tokens: int = 15
+    temperature: float = Field(0.7, description="0 means greedy decoding")
+    top_k: int = Field(0, description="0 = off")
+    top_p: float = Field(1.0, description="1.0 = off")
+
+
+class EndpointRecord(SettingsRecord):
+    """Where an `openai:` model's endpoint was and how it was asked: the config's `api:` section
+    (`models.endpoint.EndpointSettings`) as it was, with the URL used (never the key)."""
+
+    base_url: str | None = Field(None, description="the endpoint's /v1 URL that was used")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="environment variable that held the API key"
+    )
+    max_concurrency: int = Field(8, description="requests in flight at once")
+    requests_per_minute: float | None = Field(
+        None, description="start at most this many requests a minute (null: no limit)"
+    )
+    timeout_s: float = Field(120.0, description="seconds to wait for one reply")
+    max_retries: int = Field(6, description="retries of a 429, 5xx, timeout or dropped connection")
+    use_n: bool = Field(True, description="a prompt's samples asked in one request (`n`)")
+    accepts_top_k: bool | None = Field(None, description="whether the endpoint takes `top_k`")
+    max_image_side: int | None = Field(
+        None, description="images downscaled past this longer side (null: sent as they are)"
+    )
 
 
 class AdapterSummary(Record):
@@ -31,7 +57,7 @@ class AdapterSummary(Record):
     base_model: str | None = None
     dataset_sha256: str | None = None
     split: Split | None = None
-    hyperparameters: FinetuneConfig | None = None
+    hyperparameters: HyperparametersRecord | None = None
     epoch_losses: list[EpochLoss] = Field(default_factory=list)
     prompt_format: PromptFormat | None = None
 
@@ -75,7 +101,7 @@ class Provenance(Record):
     prompt_format: PromptFormat | None = None
     shots_as: ShotsAs | None = None
     engine: str | None = Field(None, description="hf (transformers) or vllm")
-    sampling: SamplingParams | None = None
+    sampling: SamplingRecord | None = None
     samples_per_prompt: int | None = None
     seed: int | None = Field(None, description="study seed; each sample's seed derives from it")
     judges: dict[str, dict[str, Any]] = Field(
@@ -87,7 +113,7 @@ class Provenance(Record):
         default_factory=dict, description="judge identity -> validity on its own held-out data"
     )
     finetuned_adapter: AdapterSummary | None = None
-    endpoint: EndpointSettings | None = Field(
+    endpoint: EndpointRecord | None = Field(
         None,
         description="openai: models: the endpoint's settings with the URL used (the key is "
         "never recorded, only the variable that holds it)",

@@ -17,7 +17,7 @@ class Artifact:
     name: str
     file: str
     description: str
-    model_path: str  # "module:Class", imported on use (the models pull in torch)
+    model_path: str  # "module:Class", imported on use
 
     def model(self) -> type[BaseModel]:
         module, attribute = self.model_path.split(":")
@@ -50,7 +50,7 @@ ARTIFACTS: dict[str, Artifact] = {
             "judge-validity",
             "entries of results.json and of the validity file",
             "one judge on one source of known verdicts",
-            "vlmalign.judges.validity:ValidityEntry",
+            "vlmalign.schemas.judge_validity:ValidityEntry",
         ),
         Artifact(
             "judge-validity-file",

@@ -1,28 +1,96 @@
 """`results.json`: the machine-readable contract of a report (one run, or several side by side).
 
-Each record mirrors one analysis result field by field (`report/analysis.py`, `stats.py`,
-`judges/human.py`, `report/reference.py`); every field is required, so a result that gains or
-loses a field fails loudly until this contract says so.
+The records are the report's results themselves: `report/analysis.py`, `report/usage.py`,
+`report/across_runs.py` and `report/reference.py` build them, the renderers read them and
+`results.json` dumps them, so there is one type per result. How the report words a record
+(`report/texts.py`) stays in `report/`; this module imports only pydantic, the standard library
+and `schemas/`. Three records copy a result computed below the report (`CalibratedRecord`:
+`stats.CalibratedRate`, `AnnotatorAgreementRecord`: `judges.human.AnnotatorAgreement`,
+`JudgeAgreementRecord`: `stats.JudgeAgreement`; tests/test_schemas.py keeps their fields the
+same). Every field is required, so a result that gains or loses a field fails loudly until this
+contract says so.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, GetCoreSchemaHandler
+from pydantic_core import CoreSchema, core_schema
 
-from vlmalign.judges.validity import ValidityEntry
 from vlmalign.schemas.base import Record
+from vlmalign.schemas.judge_validity import ValidityEntry
 from vlmalign.schemas.provenance import Provenance
 
 #: Version of the results' shape (docs/artifacts.md).
 RESULTS_SCHEMA_VERSION: Final = 1
 
-#: (model variant, split, shots), written as a 3-item array.
-ConditionKey = tuple[str, str, int]
+#: Model variants in report order; any other variant sorts after these.
+VARIANTS = ("base", "finetuned")
 
 
-class CalibratedRecord(Record):
+class _Generated(Protocol):
+    @property
+    def variant(self) -> str: ...
+    @property
+    def split(self) -> str: ...
+    @property
+    def shots(self) -> int: ...
+
+
+class ConditionKey(NamedTuple):
+    """(model variant, split, shots): the one key every part of the report groups by, labels and
+    sorts with; written as a 3-item array (a plain tuple wherever it is stored)."""
+
+    model: str  # the model variant: base | finetuned
+    split: str
+    shots: int
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        # Validated and written as the 3-item array `tuple[str, str, int]` (the same JSON
+        # Schema), read back as a ConditionKey.
+        return core_schema.no_info_after_validator_function(
+            lambda value: cls(*value), handler(tuple[str, str, int])
+        )
+
+    @classmethod
+    def of(cls, row: _Generated) -> ConditionKey:
+        """The condition a stored response was generated under."""
+        return cls(row.variant, row.split, row.shots)
+
+    @property
+    def column(self) -> str:
+        """Shots and split, for a table whose rows already say the model: "1-shot train"."""
+        return f"{self.shots}-shot {self.split}"
+
+    @property
+    def label(self) -> str:
+        """The whole condition: "base 1-shot train"."""
+        return f"{self.model} {self.column}"
+
+    @property
+    def tick(self) -> str:
+        """The label on three lines, for a plot's axis."""
+        return "\n".join((self.model, f"{self.shots}-shot", self.split))
+
+    def sort_key(self) -> tuple[int, str, bool, str, int]:
+        """Base before finetuned, train before other splits, then by shots."""
+        rank = VARIANTS.index(self.model) if self.model in VARIANTS else len(VARIANTS)
+        return (rank, self.model, self.split != "train", self.split, self.shots)
+
+
+class ResultRecord(Record):
+    """A result of the report: built once by the analysis, never changed afterwards.
+
+    (A docstring of a record below is its description in the JSON Schema: notes for readers of
+    the code are comments.)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CalibratedRecord(ResultRecord):
     """The rate people would give in one condition, from its human labels and one judge on all
     its responses (prediction-powered inference, PPI++; docs/statistics.md)."""
 
@@ -39,8 +107,17 @@ class CalibratedRecord(Record):
     confidence: float
 
 
-class CellRecord(Record):
+class CellRecord(ResultRecord):
     """Accuracy of one judge on one condition with its 95% interval (`results.csv` rows)."""
+
+    # Automatic judges: unclear verdicts count in n, not as aligned. `human`: n counts responses
+    # whose annotators' majority is aligned or misaligned; `unclear` counts unsure majorities and
+    # ties, `unlabelled` responses nobody labelled (neither is guessed into the accuracy).
+    # `paper_magma_accuracy` is the paper's own MAGMA result for the same cell, when it applies
+    # (the built-in dataset with the paper's conditions). `judge_informative` is None where
+    # validity was not measured (and for `human`). `calibrated` is the rate people would give,
+    # from the condition's human labels and this judge on all its responses (prediction-powered;
+    # automatic judges of conditions with labels only).
 
     model: str = Field(description="model variant: base or finetuned")
     split: str
@@ -65,8 +142,12 @@ class CellRecord(Record):
         description="the rate people would give (automatic judges, conditions with labels)"
     )
 
+    @property
+    def condition(self) -> ConditionKey:
+        return ConditionKey(self.model, self.split, self.shots)
 
-class ComparisonRecord(Record):
+
+class ComparisonRecord(ResultRecord):
     """Condition b against a for one judge on the same items (difference = b - a)."""
 
     judge: str
@@ -84,6 +165,7 @@ class ComparisonRecord(Record):
     run: str
     judge_informative: bool | None
     calibrated: bool = Field(description="accuracies are calibrated estimates (labels + judge)")
+    # Set by whoever builds the record (`report.analysis.paired_record`), from `p_value`.
     significant: bool = Field(description="p_value < 0.05")
     run_b: str = Field(
         "",
@@ -92,7 +174,7 @@ class ComparisonRecord(Record):
     )
 
 
-class BreakdownRecord(Record):
+class BreakdownRecord(ResultRecord):
     """Accuracy of one judge on one condition within a group of items."""
 
     judge: str
@@ -107,7 +189,7 @@ class BreakdownRecord(Record):
     judge_informative: bool | None
 
 
-class ProfileRecord(Record):
+class ProfileRecord(ResultRecord):
     """How a condition's answers look whatever their alignment (from the stance judge)."""
 
     condition: ConditionKey
@@ -120,8 +202,10 @@ class ProfileRecord(Record):
     run: str
 
 
-class HumanCoverageRecord(Record):
+class HumanCoverageRecord(ResultRecord):
     """How many of a condition's responses at least one annotator labelled."""
+
+    # Human figures rest on these; with `vlmalign annotate --budget` it is a sample.
 
     model: str
     split: str
@@ -130,8 +214,12 @@ class HumanCoverageRecord(Record):
     responses: int
     run: str
 
+    @property
+    def condition(self) -> ConditionKey:
+        return ConditionKey(self.model, self.split, self.shots)
 
-class UsageRecord(Record):
+
+class UsageRecord(ResultRecord):
     """One condition's responses and what the endpoint reported about them (token counts and
     `served_by` are null/empty for in-process models, which report none)."""
 
@@ -152,6 +240,10 @@ class UsageRecord(Record):
     )
     served_by: list[str] = Field(description="model names the endpoint answered with, sorted")
     run: str
+
+    @property
+    def condition(self) -> ConditionKey:
+        return ConditionKey(self.model, self.split, self.shots)
 
 
 class RunValidityEntry(ValidityEntry):
@@ -201,7 +293,7 @@ class HumanSummary(Record):
     majority: dict[str, HumanStatus] = Field(description="response key -> majority label")
 
 
-class PaperCell(Record):
+class PaperCell(ResultRecord):
     """One number of the paper's own MAGMA results."""
 
     table: int
@@ -214,7 +306,7 @@ class PaperCell(Record):
     n: int | None
 
 
-class SharedItemsRecord(Record):
+class SharedItemsRecord(ResultRecord):
     """Two runs' items in common: between-run comparisons are on these."""
 
     run_a: str

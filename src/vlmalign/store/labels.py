@@ -8,8 +8,10 @@ coverage) is decided in `vlmalign.judges.human`, not here.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 from vlmalign.store.connection import StoreConnection, insert_sql, mapped, now
 
@@ -73,6 +75,47 @@ class LabelTables:
             )
 
     @mapped
+    def add_label_once(self, row: LabelRow, window_s: float) -> bool:
+        """Append one label unless it repeats the annotator's latest label of that response
+        (same label and note) made at most `window_s` seconds apart from it: a double click,
+        or a form sent twice, is one label. True when stored.
+
+        The check and the insert are one `BEGIN IMMEDIATE` transaction, so submissions that
+        arrive at once, from this process or another, store one label between them; a different
+        label, or the same one later, is stored as a revision.
+        """
+        with self._immediate() as conn:
+            latest = conn.execute(
+                "SELECT label, note, created_at FROM labels WHERE generation_key = :key "
+                "AND annotator = :annotator ORDER BY id DESC LIMIT 1",
+                {"key": row.generation_key, "annotator": row.annotator},
+            ).fetchone()
+            if (
+                latest is not None
+                and (latest["label"], latest["note"]) == (row.label, row.note)
+                and _seconds_apart(latest["created_at"], row.created_at) <= window_s
+            ):
+                return False
+            conn.execute(
+                insert_sql("labels", _LABEL_COLUMNS), {c: getattr(row, c) for c in _LABEL_COLUMNS}
+            )
+            return True
+
+    @contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """A transaction that takes the write lock at once (waiting up to the busy timeout),
+        so what it reads cannot change before it writes."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+
+    @mapped
     def labels(self, latest_only: bool = True, after_id: int = 0) -> list[LabelRow]:
         """Labels in the order given (with an id above `after_id`): every revision, or only
         each annotator's latest label per response."""
@@ -89,3 +132,12 @@ class LabelTables:
             "SELECT * FROM labels WHERE id = :id", {"id": label_id}
         ).fetchone()
         return None if row is None else LabelRow.from_row(row)
+
+
+def _seconds_apart(first: str, second: str) -> float:
+    """How far apart two stored times are; infinite when either is not an ISO 8601 time with
+    a timezone (labels imported long ago may hold anything the import accepted)."""
+    try:
+        return abs((datetime.fromisoformat(second) - datetime.fromisoformat(first)).total_seconds())
+    except (TypeError, ValueError):  # unparseable, or one naive and one aware
+        return float("inf")

@@ -163,6 +163,12 @@ class RunStore:
         """Append labels in one transaction (earlier labels stay as revision history)."""
         self._labels.add_labels(rows)
 
+    def add_label_once(self, row: LabelRow, window_s: float) -> bool:
+        """Append one label unless it repeats the annotator's latest label of that response
+        (same label and note, at most `window_s` seconds apart); True when stored. The check
+        and the insert are one transaction, so concurrent repeats store one label."""
+        return self._labels.add_label_once(row, window_s)
+
     def labels(self, latest_only: bool = True, after_id: int = 0) -> list[LabelRow]:
         """Labels in the order given (id above `after_id`): every revision, or only each
         annotator's latest label per response."""
