@@ -3,7 +3,8 @@
 A file is written to a temporary file of a unique name in its own folder (so the rename is on
 one file system, and two writers never share a temporary file), flushed and `fsync`ed, then
 `os.replace`d over the target: a reader sees the old file or the new one, never half of one, and
-a failure (or a kill) leaves the target as it was, the temporary file removed when it can be.
+a failure (or a kill) leaves the target as it was, the temporary file removed when it can be
+(after a kill, by the next command that opens the folder: `remove_leftovers`).
 A replaced file keeps its permissions; a new one gets the umask's.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,16 +30,57 @@ def file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+#: A temporary file's name: `.TARGET.PID.RANDOM.tmp` (mkstemp's random part has no dot); files
+#: of earlier releases have no PID.
+TEMPORARY = re.compile(r"\.(?P<target>.+?)(?:\.(?P<pid>\d+))?\.(?P<random>[a-z0-9_]+)\.tmp")
+
+
 def leftovers(path: Path) -> list[Path]:
-    """Temporary files a killed writer of `path` left beside it."""
-    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    """Temporary files a writer of `path` left beside it, whose writer is gone (killed): each
+    name holds its writer's process id, and a file of a process still running is its own."""
+    found = path.parent.glob(f".{glob.escape(path.name)}.*.tmp")
+    return sorted(f for f in found if _left_behind(f, path.name))
+
+
+def remove_leftovers(folder: Path) -> int:
+    """Remove every temporary file in `folder` whose writer is gone (a `kill -9` during
+    `report`, say); how many were removed. Files it cannot remove are left."""
+    removed = 0
+    for candidate in folder.glob(".*.tmp"):
+        if _left_behind(candidate):
+            try:
+                candidate.unlink()
+            except OSError:
+                continue
+            removed += 1
+    return removed
+
+
+def _left_behind(candidate: Path, target: str | None = None) -> bool:
+    """Whether `candidate` is a temporary file (of `target`) whose writer is not running."""
+    match = TEMPORARY.fullmatch(candidate.name)
+    if match is None or (target is not None and match["target"] != target):
+        return False
+    return match["pid"] is None or not _running(int(match["pid"]))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process: not ours to judge
+    return True
 
 
 @contextmanager
 def staged(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` for a writer that takes a path (safetensors): when the
     block ends it is synced and renamed over `path`; on an error it is removed."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The writer's process id in the name tells a leftover of a killed writer (`leftovers`).
+    prefix = f".{path.name}.{os.getpid()}."
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
     try:

@@ -22,7 +22,7 @@ from vlmalign.data.dataset import Dataset
 from vlmalign.data.schema import Split
 from vlmalign.data.spec import DatasetSpec, anchored_dataset
 from vlmalign.data.text import printable
-from vlmalign.errors import ConfigError, shown_path, validation_message
+from vlmalign.errors import ConfigError, shown_path, utf8_name_problem, validation_message
 from vlmalign.judges.options import JudgeOptions
 from vlmalign.judges.registry import JudgeRef, options_by_judge, parse_judge_refs
 from vlmalign.models.endpoint import EndpointSettings
@@ -177,6 +177,30 @@ class StudyConfig(BaseModel):
     def _paths_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, Path) else value
 
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_named_in_utf8(
+        cls, value: str | DatasetSpec | Dataset
+    ) -> str | DatasetSpec | Dataset:
+        # The store records the dataset's name and folder as text, and reports show them: a
+        # name in another encoding is refused here, before a run is started in the store.
+        if isinstance(value, Dataset):
+            names: tuple[object, ...] = (value.source, value.base_dir)
+        else:
+            names = (value.source if isinstance(value, DatasetSpec) else value,)
+        for name in names:
+            if problem := utf8_name_problem(name, "the dataset"):
+                raise ValueError(problem)
+        return value
+
+    @field_validator("out")
+    @classmethod
+    def _out_named_in_utf8(cls, value: Path) -> Path:
+        # Reports name the run by its folder, and write that name into UTF-8 files.
+        if problem := utf8_name_problem(value, "the run directory"):
+            raise ValueError(problem)
+        return value
+
     @field_validator("judges")
     @classmethod
     def _one_judge_per_identity(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -253,11 +277,11 @@ class _ConfigLoader(yaml.SafeLoader):
         self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth), expanded
         self._aliased = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             node = super().compose_node(parent, index)
-            sized = self._sizes.get(id(node))
+            sized = self._sizes.get(id(node)) if node is not None else None
             if sized is None:  # `a: &a [*a]`: the anchor's collection is not finished
                 raise _TooMuch(mark.line + 1, "a YAML alias refers to the collection it is in")
             self._aliased += sized[0]
@@ -269,6 +293,8 @@ class _ConfigLoader(yaml.SafeLoader):
                 )
             return node
         node = super().compose_node(parent, index)
+        if node is None:  # PyYAML's composer always gives one; its stubs allow None
+            return node
         if isinstance(node, yaml.ScalarNode):
             if node.tag == INT_TAG:
                 self._check_int(node, index)
@@ -332,7 +358,7 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{where}:{line}: config is not UTF-8 text; save it as UTF-8") from exc
     try:
         _check_nesting(text, where)
-        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a bounded SafeLoader
+        return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader, bounded
     except _TooMuch as exc:
         raise ConfigError(f"{where}:{exc.line}: {exc.message}") from exc
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow (a control one)

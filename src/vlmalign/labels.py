@@ -6,22 +6,24 @@ first and writes all rows in one transaction, or nothing.
 
 The file is UTF-8 (a byte-order mark, as Excel writes it, is accepted on import) and every cell
 is quoted, so notes may hold commas, quotes and any line break (CR, LF, CRLF, U+2028). A cell
-that a spreadsheet would run as a formula (one starting `=`, `+`, `-`, `@`, a tab or a CR) is
-exported with a `'` in front, as OWASP recommends against CSV injection; import removes exactly
-that one `'` again (see `neutralise_cell` / `restore_cell`), so export then import is lossless.
+that a spreadsheet would run as a formula (one starting `=`, `+`, `-`, `@`, a tab, CR, LF or NUL,
+or such a character after leading spaces or control characters) is exported with a `'` in
+front, as OWASP recommends against CSV injection; import removes exactly that one `'` again (see
+`neutralise_cell` / `restore_cell`), so export then import is lossless.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from vlmalign.errors import VlmalignError
+from vlmalign.errors import VlmalignError, shown_path
 from vlmalign.store import LABELS, GenerationRow, LabelRow, RunStore, now
 
 EXPORT_COLUMNS = (
@@ -41,8 +43,14 @@ EXPORT_COLUMNS = (
 REQUIRED_COLUMNS = ("generation_key", "annotator", "label")
 MAX_NOTE = 2000
 MAX_ANNOTATOR = 64
-# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# What makes a spreadsheet read a cell as a formula: OWASP's "CSV Injection" lists `=`, `+`,
+# `-`, `@`, tab, CR and LF as first characters, its ASVS (1.2.10) adds NUL. Spreadsheets also
+# skip leading spaces and control characters before a formula (` =1+1`), so a cell is read as
+# one when such a character follows them (`formula_like`).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
+# Characters a spreadsheet may skip before a formula: spaces (Unicode's too), control and format
+# characters (a zero-width space, a byte-order mark).
+SKIPPED_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
 # How far an imported `created_at` may lie in the future (clocks of other machines drift).
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_PROBLEMS_SHOWN = 10
@@ -92,24 +100,39 @@ def validate_created_at(value: str, current: datetime) -> str | None:
     return None
 
 
+def formula_like(text: str) -> bool:
+    """Whether a spreadsheet could read `text` as a formula: it starts with a formula character,
+    or with spaces or control characters and then one."""
+    if text.startswith(FORMULA_STARTS):
+        return True
+    start = 0
+    while start < len(text) and (
+        text[start].isspace() or unicodedata.category(text[start]) in SKIPPED_CATEGORIES
+    ):
+        start += 1
+    return start > 0 and text.startswith(FORMULA_STARTS, start)
+
+
 def neutralise_cell(value: str) -> str:
     """The cell as written to CSV: `'` in front when a spreadsheet would run it as a formula.
 
-    A cell whose leading `'`s are followed by a formula character gets one more `'` as well, so
-    that `restore_cell` can undo exactly this for every text.
+    A cell whose leading `'`s are followed by a formula (`formula_like`) gets one more `'` as
+    well, so that `restore_cell` can undo exactly this for every text.
     """
-    return "'" + value if value.lstrip("'").startswith(FORMULA_STARTS) else value
+    return "'" + value if formula_like(value.lstrip("'")) else value
 
 
 def restore_cell(value: str) -> str:
-    """Undo `neutralise_cell`: drop one leading `'` before `'`s and a formula character."""
-    if value.startswith("'") and value.lstrip("'").startswith(FORMULA_STARTS):
+    """Undo `neutralise_cell`: drop one leading `'` before `'`s and a formula."""
+    if value.startswith("'") and formula_like(value.lstrip("'")):
         return value[1:]
     return value
 
 
 def export_csv(store: RunStore, stream: TextIO, all_revisions: bool = False) -> int:
-    """Write labels with the response's condition beside them; returns the number of rows."""
+    """Write labels with the response's condition beside them; returns the number of rows.
+    A damaged store is refused (`StoreError`) before anything is written."""
+    store.db.check_intact("nothing was exported")
     labels = store.labels(latest_only=not all_revisions)
     generations = {g.key: g for g in store.generations(sorted({r.generation_key for r in labels}))}
     # Every cell quoted: a note may hold a bare CR, which an unquoted cell would end the row at.
@@ -148,8 +171,10 @@ def import_csv(store: RunStore, path: Path) -> ImportResult:
     A row identical to a stored label (same response, annotator, label, note and time) is
     skipped, so importing a file twice changes nothing. Rows identical to each other within the
     file are stored once, at the place of the last of them, so each annotator's latest label
-    stays the one that was latest in the file.
+    stays the one that was latest in the file. A damaged store is refused (`StoreError`) before
+    the file is read.
     """
+    store.db.check_intact("nothing was imported")
     rows = _read_rows(store, path)
     unique = list(reversed(dict.fromkeys(reversed(rows))))
     existing = {_identity(r) for r in store.labels(latest_only=False)}
@@ -169,12 +194,13 @@ def _read_rows(store: RunStore, path: Path) -> list[LabelRow]:
         for g in store.generations(sorted({r.get("generation_key", "") for _, r in records}))
     }
     stamp, current = now(), datetime.now(UTC)
+    shown = shown_path(path)
     problems: list[str] = []
     rows: list[LabelRow] = []
     for line, record in records:
         problem = _row_problem(record, known, current)
         if problem:
-            problems.append(f"{path}:{line}: {problem}")
+            problems.append(f"{shown}:{line}: {problem}")
             continue
         rows.append(
             LabelRow(
@@ -183,7 +209,7 @@ def _read_rows(store: RunStore, path: Path) -> list[LabelRow]:
                 label=record["label"],
                 note=record.get("note", ""),
                 created_at=record.get("created_at") or stamp,
-                source=f"import:{path.name}",
+                source=f"import:{shown_path(path.name)}",  # text: a name in any encoding
             )
         )
     if problems:
@@ -197,16 +223,17 @@ def _read_rows(store: RunStore, path: Path) -> list[LabelRow]:
 def _read_records(path: Path) -> list[tuple[int, dict[str, str]]]:
     """(line, cells by column) for each non-empty row, cells stripped (notes kept as they are)
     and restored from their export form; errors name `file:line`."""
+    shown = shown_path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise LabelsError(f"{path}: cannot read ({exc.strerror}); check the path") from exc
+        raise LabelsError(f"{shown}: cannot read ({exc.strerror}); check the path") from exc
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise LabelsError(
-            f"{path}:{line}: not UTF-8 text (byte {exc.start + 1}); save the file as UTF-8 CSV"
+            f"{shown}:{line}: not UTF-8 text (byte {exc.start + 1}); save the file as UTF-8 CSV"
         ) from exc
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
@@ -218,7 +245,7 @@ def _read_records(path: Path) -> list[tuple[int, dict[str, str]]]:
         except StopIteration:
             break
         except csv.Error as exc:
-            raise LabelsError(f"{path}:{line}: {_csv_problem(exc)}") from exc
+            raise LabelsError(f"{shown}:{line}: {_csv_problem(exc)}") from exc
         if not any(cell.strip() for cell in cells):
             continue  # a blank line, or a row of empty cells (as spreadsheets leave at the end)
         if header is None:
@@ -227,14 +254,14 @@ def _read_records(path: Path) -> list[tuple[int, dict[str, str]]]:
             continue
         if len(cells) > len(header):
             raise LabelsError(
-                f"{path}:{line}: {len(cells)} cells but the header has {len(header)} "
+                f"{shown}:{line}: {len(cells)} cells but the header has {len(header)} "
                 "(quote a note that holds a comma)"
             )
         record = dict(zip(header, cells, strict=False))
         records.append((line, {name: _clean(name, cell) for name, cell in record.items()}))
     if header is None:
         raise LabelsError(
-            f"{path}:1: no header line; the first line must name the columns "
+            f"{shown}:1: no header line; the first line must name the columns "
             f"{', '.join(REQUIRED_COLUMNS)}"
         )
     return records
@@ -253,20 +280,21 @@ def _csv_problem(exc: csv.Error) -> str:
 
 
 def _check_header(path: Path, line: int, header: list[str]) -> None:
+    shown = shown_path(path)
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise LabelsError(
-            f"{path}:{line}: missing column(s) {', '.join(missing)}; the header must name "
+            f"{shown}:{line}: missing column(s) {', '.join(missing)}; the header must name "
             f"{', '.join(REQUIRED_COLUMNS)}"
         )
     repeated = sorted({c for c in header if c and header.count(c) > 1})
     if repeated:
-        raise LabelsError(f"{path}:{line}: column(s) {', '.join(repeated)} appear twice")
+        raise LabelsError(f"{shown}:{line}: column(s) {', '.join(repeated)} appear twice")
 
 
 def _clean(column: str, cell: str) -> str:
     """A cell as stored: export's `'` removed; spaces around it removed, except in notes."""
-    return restore_cell(cell) if column == "note" else restore_cell(cell.strip())
+    return restore_cell(cell) if column == "note" else restore_cell(cell.strip()).strip()
 
 
 def _row_problem(

@@ -39,6 +39,7 @@ from vlmalign.report.usage import ConditionUsage
 from vlmalign.schemas.adapter_card import AdapterCard
 from vlmalign.schemas.provenance import AdapterSummary, Provenance
 from vlmalign.store import JudgmentRow, RunStore
+from vlmalign.store.connection import refuse_empty_file
 from vlmalign.validation import judge_references as judge_reference_answers
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ def validate_for_study(config: StudyConfig, adapter: Path | None = None) -> Data
             "(`vlmalign finetune`, engine hf) and pass --adapter RUN_DIR/adapter"
         )
     require_capabilities(config, adapter)
+    refuse_empty_file(config.out)  # before the model loads: the store would refuse it later
     dataset = load_dataset(config.dataset)
     conditions = list(config.conditions)
     if config.finetune is not None or config.adapter is not None:

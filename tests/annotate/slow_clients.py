@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,13 @@ class Server:
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def closed_connections(self) -> int:
+        """How many connections the server closed, by its log (so far, or in all once stopped)."""
+        counts = re.findall(
+            r"closed (\d+) slow or idle connections? (?:so far|in all)", self.stderr()
+        )
+        return int(counts[-1]) if counts else 0
 
     def open_files(self) -> int:
         return len(os.listdir(f"/proc/{self.process.pid}/fd"))
@@ -92,13 +99,15 @@ def running(command: list[str], url: str, logs: Path, files: int | None = None) 
 class SlowClients:
     """`count` connections that each send part of a request's headers and then one more byte
     every `interval` seconds, never finishing them; a connection the server closes is opened
-    again at the next byte (so `count` are kept trying). Runs in a thread."""
+    again at the next byte (so `count` are kept trying). Runs in a thread. `lost` counts the
+    connections that ended: closed by the server, or dropped by its kernel while waiting to be
+    accepted."""
 
     def __init__(self, port: int, count: int, interval: float = 1.0) -> None:
         self.port, self.count, self.interval = port, count, interval
         self.selector = selectors.DefaultSelector()
         self.sockets: dict[socket.socket, bool] = {}  # socket -> connected and prefix sent
-        self.closed_by_server = 0
+        self.lost = 0
         self.opened = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -131,14 +140,12 @@ class SlowClients:
 
     def _forget(self, sock: socket.socket) -> None:
         self.sockets.pop(sock, None)
-        try:
+        with suppress(KeyError, ValueError):
             self.selector.unregister(sock)
-        except (KeyError, ValueError):
-            pass
         sock.close()
 
     def _lost(self, sock: socket.socket) -> None:
-        self.closed_by_server += 1
+        self.lost += 1
         self._forget(sock)
 
     def _run(self) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from tests.annotate.conftest import XSS_RESPONSE
+from tests.annotate.conftest import XSS_RESPONSE, make_run, serve
 from vlmalign.annotate.app import create_app
 from vlmalign.store import RunStore
 
@@ -104,6 +104,19 @@ def test_untrusted_response_renders_as_text(
     assert page.locator("#response script, #response img").count() == 0
     assert dialogs == []
     page.close()
+
+
+def test_a_bidi_override_shows_as_its_escape_not_as_yes(browser, tmp_path: Path) -> None:
+    make_run(tmp_path, ["\u202eseY\u202c"])  # obeyed, the override reads "Yes"
+    with serve(create_app(tmp_path)) as url:
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.fill("#name", "dee")
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        shown = page.inner_text("#response")
+        page.close()
+    assert shown == "\\u202eseY\\u202c"  # the escape, backslash and all, read left to right
 
 
 FITS = "() => document.documentElement.scrollWidth <= window.innerWidth"

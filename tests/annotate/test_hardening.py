@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.annotate.conftest import local_client, local_client_at, serve
-from vlmalign import cli
+from tests.annotate.conftest import local_client, local_client_at, run_cli, serve
 from vlmalign.annotate.app import create_app
 from vlmalign.annotate.security import MAX_BODY, RateLimit
 from vlmalign.store import LabelRow, RunStore
@@ -122,6 +120,80 @@ def test_sign_out_ends_the_session(run: tuple[Path, list[str]]) -> None:
     assert len(app.state.vlmalign.sessions) == 0
 
 
+# --- cookies: Secure behind TLS ----------------------------------------------------------------
+def cookie_flags(response: Any) -> dict[str, set[str]]:  # httpx's, or the test client's
+    """Each Set-Cookie's name -> its attributes, lower-cased, without values."""
+    flags = {}
+    for header in response.headers.get_list("set-cookie"):
+        name, *attributes = (part.strip() for part in header.split(";"))
+        flags[name.split("=")[0]] = {
+            a.split("=")[0].lower()
+            + ("=" + a.split("=")[1].lower() if a.lower().startswith("samesite") else "")
+            for a in attributes
+        }
+    return flags
+
+
+def cookies_of_a_visit(url: str, headers: dict[str, str]) -> list[dict[str, set[str]]]:
+    """The cookies set by the sign-in page, a sign-in and a sign-out. The cookies are sent
+    back by hand: a client sends a Secure cookie over https only, and this one speaks http."""
+    jar: dict[str, str] = {}
+
+    def send(client: httpx.Client, method: str, path: str, **form: str) -> httpx.Response:
+        cookie = "; ".join(f"{name}={value}" for name, value in jar.items())
+        response = client.request(
+            method, path, data=form or None, headers={**headers, "cookie": cookie}
+        )
+        for header in response.headers.get_list("set-cookie"):
+            name, value = header.split(";")[0].split("=", 1)
+            jar[name] = value.strip('"')
+            if "max-age=0" in header.lower():
+                del jar[name]
+        return response
+
+    with httpx.Client(base_url=url, timeout=30) as client:
+        page = send(client, "GET", "/")
+        signed = send(client, "POST", "/login", name="ana", csrf=csrf_of(page.text))
+        moved = send(client, "GET", signed.headers["location"])
+        html = send(client, "GET", moved.headers["location"]).text
+        out = send(client, "POST", "/logout", csrf=csrf_of(html))
+    seen = [cookie_flags(page), cookie_flags(signed), cookie_flags(out)]
+    assert [sorted(s) for s in seen] == [
+        ["vlmalign_login"],
+        ["vlmalign_login", "vlmalign_session"],  # the session set, the login nonce deleted
+        ["vlmalign_session"],  # deleted
+    ]
+    assert jar == {}
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("headers", "secure"),
+    [({}, False), ({"x-forwarded-proto": "https"}, True)],
+    ids=["plain-http", "behind-a-tls-proxy"],
+)
+def test_cookies_are_secure_when_the_request_came_over_https(
+    run: tuple[Path, list[str]], headers: dict[str, str], secure: bool
+) -> None:
+    # uvicorn takes the scheme from X-Forwarded-Proto when the proxy's address is trusted
+    # (by default loopback, where this test's requests come from).
+    with serve(create_app(run[0])) as url:
+        for cookies in cookies_of_a_visit(url, headers):
+            for flags in cookies.values():
+                assert {"httponly", "samesite=strict", "path"} <= flags
+                assert ("secure" in flags) is secure
+
+
+def test_cookies_are_secure_over_https(run: tuple[Path, list[str]]) -> None:
+    client = TestClient(create_app(run[0]), base_url="https://127.0.0.1")
+    page = client.get("/")
+    assert "secure" in cookie_flags(page)["vlmalign_login"]
+    signed = client.post(
+        "/login", data={"name": "ana", "csrf": csrf_of(page.text)}, follow_redirects=False
+    )
+    assert {"secure", "httponly", "samesite=strict"} <= cookie_flags(signed)["vlmalign_session"]
+
+
 # --- B7: Host allow-list ---------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("host", "status"),
@@ -226,20 +298,6 @@ def test_short_token_is_refused(run: tuple[Path, list[str]]) -> None:
         create_app(run[0], token="s3cret")
 
 
-def run_cli(
-    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> tuple[int, str, str, list[Any]]:
-    """`vlmalign annotate ...` in process, uvicorn replaced: exit code, stdout, stderr, apps."""
-    served: list[Any] = []
-    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: served.append(app))
-    monkeypatch.setattr(sys, "argv", ["vlmalign", "annotate", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err, served
-
-
 def test_cli_token_rules(
     run: tuple[Path, list[str]],
     monkeypatch: pytest.MonkeyPatch,
@@ -250,14 +308,17 @@ def test_cli_token_rules(
     assert code == 2 and not served
     assert "at least 16 characters" in err and len(err.strip().splitlines()) == 1
     code, _, err, _ = run_cli([run_dir, "--host", "0.0.0.0"], monkeypatch, capsys)
-    assert code == 2 and "--token" in err
-    code, out, _, served = run_cli(
-        [run_dir, "--host", "0.0.0.0", "--token", "auto"], monkeypatch, capsys
-    )
+    assert code == 2 and "--annotators" in err  # off loopback: a token for each annotator
+    code, out, _, served = run_cli([run_dir, "--token", "auto"], monkeypatch, capsys)
     assert code == 0
     printed = re.search(r"access token \(annotators enter it to sign in\): (\S+)", out)
     assert printed and len(printed.group(1)) >= 16
     assert served[0].state.vlmalign.token == printed.group(1)
+    names = run[0] / "names.txt"
+    names.write_text("ana\n", encoding="utf-8")
+    args = [run_dir, "--host", "0.0.0.0", "--annotators", str(names)]
+    code, out, _, served = run_cli(args, monkeypatch, capsys)
+    assert code == 0
     assert "--allowed-host" in out  # a wildcard bind serves only loopback names unless told
     code, _, _, served = run_cli([run_dir, "--token", "x" * 16], monkeypatch, capsys)
     assert code == 0 and served[0].state.vlmalign.token == "x" * 16
@@ -310,14 +371,14 @@ def test_a_blocked_store_call_does_not_stall_other_requests(
     run: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entered, release = threading.Event(), threading.Event()
-    original = RunStore.add_labels
+    original = RunStore.add_label_once
 
-    def blocking_add_labels(self: RunStore, rows: list[LabelRow]) -> None:
+    def blocking_add_label(self: RunStore, row: LabelRow, window_s: float) -> bool:
         entered.set()
         assert release.wait(timeout=60)
-        original(self, rows)
+        return original(self, row, window_s)
 
-    monkeypatch.setattr(RunStore, "add_labels", blocking_add_labels)
+    monkeypatch.setattr(RunStore, "add_label_once", blocking_add_label)
     results: dict[str, int] = {}
     app = create_app(run[0], seed=2)
     with serve(app) as url, httpx.Client(base_url=url, timeout=30, follow_redirects=True) as ana:

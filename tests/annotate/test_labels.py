@@ -156,4 +156,4 @@ def test_cli_export_import_and_errors(run: tuple[Path, list[str]], tmp_path: Pat
     missing = vlmalign("labels", "export", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "run `vlmalign study` first" in missing.stderr
     exposed = vlmalign("annotate", str(run_dir), "--host", "0.0.0.0")
-    assert exposed.returncode == 2 and "--token" in exposed.stderr
+    assert exposed.returncode == 2 and "--annotators" in exposed.stderr

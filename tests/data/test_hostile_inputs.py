@@ -397,12 +397,18 @@ CONFIG_REFUSED: dict[str, tuple[bytes, int | None, str]] = {
         33,
         "nested too deeply",
     ),
+    # Refused as it is read: `d` (line 4) is where the aliases would add more than 10,000 values
+    # (b adds 10 copies of a's 11, c 10 of b's 111, d 10 of c's 1,111).
     "billion laughs": (
         ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + LAUGHS + "judges: *i\n").encode(),
-        None,
-        "field 'judges.0'",
+        4,
+        "YAML aliases expand the config to more than 10000 values (an alias bomb?)",
     ),
-    "alias inside its own anchor": (b"judges: &a [*a]\n", None, "field 'judges.0'"),
+    "alias inside its own anchor": (
+        b"judges: &a [*a]\n",
+        1,
+        "a YAML alias refers to the collection it is in",
+    ),
     "invalid UTF-8 on line 2": (b"samples: 2\nseed: caf\xe9\n", 2, "not UTF-8 text"),
     "raw escape character": (
         b"samples: 2\ndevice: \x1b[31m\n",

@@ -175,13 +175,14 @@ class Connections:
         if total == 1 or total % LOG_EVERY == 0:
             log.warning(self.summary(total))
 
-    def summary(self, total: int) -> str:
+    def summary(self, total: int, final: bool = False) -> str:
         s = self.settings
         parts = ", ".join(f"{n} {REASONS[r]}" for r, n in self.closed.items())
         return (
-            f"closed {total} slow or idle connection{'s' * (total != 1)} so far ({parts}; "
-            f"deadlines: headers {s.header_timeout:g} s, body {s.body_timeout:g} s; cap "
-            f"{s.max_connections} connections); one line per {LOG_EVERY} closed"
+            f"closed {total} slow or idle connection{'s' * (total != 1)} "
+            f"{'in all' if final else 'so far'} ({parts}; deadlines: headers "
+            f"{s.header_timeout:g} s, body {s.body_timeout:g} s; cap {s.max_connections} "
+            f"connections){'' if final else f'; one line per {LOG_EVERY} closed'}"
         )
 
 
@@ -336,4 +337,8 @@ def serve(app: Any, *, host: str, port: int, settings: ServerSettings) -> None:
     error_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, QuietRepeats) for f in error_log.filters):
         error_log.addFilter(QuietRepeats())
-    uvicorn.run(app, **uvicorn_options(host, port, settings))
+    options = uvicorn_options(host, port, settings)
+    uvicorn.run(app, **options)
+    registry = options["http"].registry
+    if total := sum(registry.closed.values()):
+        log.warning(registry.summary(total, final=True))

@@ -14,7 +14,7 @@ import typer
 # Importing a module registers its commands, in the order `vlmalign --help` lists them.
 from vlmalign.cli import studies, judging, datasets, catalog, runs, responses  # noqa: F401  # isort: skip
 from vlmalign.cli.apps import app
-from vlmalign.cli.console import err, print_error, setup_logging
+from vlmalign.cli.console import err, print_error, setup_logging, tolerate_unencodable_output
 from vlmalign.errors import VlmalignError
 
 __all__ = ["app", "main"]
@@ -23,6 +23,7 @@ __all__ = ["app", "main"]
 def main() -> None:
     """Console entry point: expected errors are one line on stderr and exit code 2."""
     setup_logging()
+    tolerate_unencodable_output()
     try:
         code = app(standalone_mode=False)
     except VlmalignError as exc:

@@ -17,10 +17,28 @@ log = logging.getLogger("vlmalign")
 
 def print_error(message: object) -> None:
     """One unwrapped line on stderr (rich would wrap long paths); control characters and line
-    breaks from user data are escaped, so the line stays one line and cannot drive the terminal."""
-    from vlmalign.data.text import printable
+    breaks from user data are escaped, so the line stays one line and cannot drive the terminal,
+    and a file name that is not UTF-8 shows its bytes (`\\xff`, `errors.shown_path`)."""
+    from vlmalign.errors import shown_path
 
-    print(f"error: {printable(str(message))}", file=sys.stderr)
+    print(f"error: {shown_path(str(message))}", file=sys.stderr)
+
+
+def print_warning(message: object) -> None:
+    """One unwrapped `warning: ...` line on stderr, escaped as `print_error`'s."""
+    from vlmalign.errors import shown_path
+
+    print(f"warning: {shown_path(str(message))}", file=sys.stderr)
+
+
+def tolerate_unencodable_output() -> None:
+    """Write what the terminal's encoding cannot hold as escapes (`\\udcff`), not raise: a
+    file name that is not UTF-8 arrives from argv as surrogate escapes, and a path printed
+    anywhere must not end the command with a traceback. (stderr does this already.)"""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if callable(reconfigure) and getattr(stream, "errors", None) == "strict":
+            reconfigure(errors="backslashreplace")
 
 
 def setup_logging(verbose: bool = False) -> None:

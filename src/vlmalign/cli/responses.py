@@ -14,7 +14,7 @@ import typer
 from vlmalign.cli.apps import responses_app
 from vlmalign.cli.console import err
 from vlmalign.cli.runs import existing_run
-from vlmalign.errors import VlmalignError
+from vlmalign.errors import VlmalignError, utf8_name_problem
 
 
 @responses_app.command("export")
@@ -39,6 +39,9 @@ def responses_export(
 
     if fmt not in FORMATS:
         raise VlmalignError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    # Each row names the run by its folder, in UTF-8 text.
+    if problem := utf8_name_problem(run_dir.resolve().name, "the run directory's name"):
+        raise VlmalignError(problem)
     run = load_run(existing_run(run_dir))
     if output is None:
         # UTF-8 and no newline translation whatever the console's locale: the bytes are those

@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from vlmalign.cli.apps import app, labels_app, store_app
-from vlmalign.cli.console import err, out
+from vlmalign.cli.console import err, out, print_warning
 from vlmalign.cli.studies import print_across, print_tables, print_validity
-from vlmalign.errors import VlmalignError
+from vlmalign.errors import VlmalignError, shown_path, utf8_name_problem
 
 
 @app.command()
@@ -31,11 +31,18 @@ def report(
     ] = True,
 ) -> None:
     """Rebuild report.md, report.html, results.json and CSVs from run directories' stores."""
+    from vlmalign.atomic import remove_leftovers
     from vlmalign.report import formatting
     from vlmalign.report.build import HTML_FILE, REPORT_FILE, build_report
     from vlmalign.report.texts import comparison_sentence
 
     target = out_dir or (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
+    for run_dir in run_dirs:  # reports name each run by its folder, in UTF-8 files
+        if problem := utf8_name_problem(run_dir.name or run_dir, "the run directory's name"):
+            raise VlmalignError(problem)
+        warn_missing_images(run_dir)
+        if run_dir.is_dir():
+            remove_leftovers(run_dir)  # of an earlier report killed mid-write
     analyses = build_report(run_dirs, target, paper=paper)
     if len(analyses) > 1:  # the runs side by side once; each run's own tables are in the files
         from vlmalign.report.across_runs import across_runs
@@ -72,16 +79,63 @@ def report(
                 soft_wrap=True,
                 markup=False,
             )
-    out.print(f"wrote {target / REPORT_FILE}, {target / HTML_FILE}, results.json and CSVs")
+    out.print(
+        f"wrote {shown_path(target / REPORT_FILE)}, {shown_path(target / HTML_FILE)}, "
+        "results.json and CSVs",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 # --- human evaluation -----------------------------------------------------------------------
 def existing_run(run_dir: Path) -> Path:
+    """`run_dir` if it holds a store (else one line), cleared of what killed writers left."""
+    from vlmalign.atomic import remove_leftovers
     from vlmalign.store import STORE_FILE
 
     if not (run_dir / STORE_FILE).is_file():
-        raise VlmalignError(f"{run_dir}: no {STORE_FILE} here; run `vlmalign study` first")
+        raise VlmalignError(
+            f"{shown_path(run_dir)}: no {STORE_FILE} here; run `vlmalign study` first"
+        )
+    remove_leftovers(run_dir)  # of a report (or export) killed mid-write
     return run_dir
+
+
+def warn_missing_images(run_dir: Path) -> None:
+    """One warning line when the folder the run recorded for its dataset does not hold the
+    items' image files: a run recorded before folders were stored absolute keeps `.`, taken from
+    where this command runs, and a dataset may have moved since. `report` would then show no
+    thumbnails and `annotate` serve no image. A store that cannot be read is left to the
+    command itself to report."""
+    from vlmalign.data.images import missing_files
+    from vlmalign.store import RunStore
+    from vlmalign.store.runs import RunTables
+
+    try:
+        with RunStore(run_dir, read_only=True) as store:
+            newest = RunTables(store.db).newest_dataset()
+    except VlmalignError:
+        return
+    if newest is None:
+        return
+    folder, items = newest
+    missing = missing_files((item.image for item in items), folder)
+    if not missing:
+        return
+    run, example = shown_path(run_dir), shown_path(repr(missing[0]))
+    counted = f"{run}: the image files of {len(missing)} of {len(items)} items are not found"
+    if folder.is_absolute():
+        print_warning(
+            f"{counted} in the run's image folder {shown_path(folder)} (e.g. {example}): moved "
+            "or deleted? They will be missing from what this command shows"
+        )
+    else:
+        print_warning(
+            f"{counted} (e.g. {example}): the run recorded its image folder as "
+            f"{shown_path(folder)}, relative to where the study ran, and from "
+            f"{shown_path(Path.cwd())} it does not hold them; run this command from the folder "
+            "the study ran in"
+        )
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -199,6 +253,7 @@ def annotate(
         trusted_proxies=trusted_proxy or [],
     )
     existing_run(run_dir)
+    warn_missing_images(run_dir)
     guidelines_text = None
     if guidelines is not None:
         if not guidelines.is_file():
@@ -329,9 +384,9 @@ def labels_export(
                 count = export_csv(store, handle, all_revisions)
         except OSError as exc:
             raise VlmalignError(
-                f"{output}: cannot write ({exc.strerror}); choose another --output"
+                f"{shown_path(output)}: cannot write ({exc.strerror}); choose another --output"
             ) from exc
-    err.print(f"wrote {count} labels to {output}", soft_wrap=True, markup=False)
+    err.print(f"wrote {count} labels to {shown_path(output)}", soft_wrap=True, markup=False)
 
 
 @labels_app.command("plan")
@@ -411,10 +466,11 @@ def store_check(
     from vlmalign.store.check import check_store, summary
 
     problems = check_store(run_dir)
+    store = shown_path(run_dir / STORE_FILE)
     if not problems:
-        print(f"{run_dir / STORE_FILE}: ok ({summary(run_dir)})")
+        print(f"{store}: ok ({summary(run_dir)})")
         return
-    print(f"{run_dir / STORE_FILE}: {len(problems)} problems")
+    print(f"{store}: {len(problems)} problems")
     for problem in problems:
         print(f"  {problem}")
     raise typer.Exit(1)

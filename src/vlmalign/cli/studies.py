@@ -34,7 +34,7 @@ from vlmalign.cli.options import (
     setting,
 )
 from vlmalign.config import FinetuneConfig, StudyConfig
-from vlmalign.errors import VlmalignError, validation_message
+from vlmalign.errors import VlmalignError, shown_path, validation_message
 from vlmalign.models.endpoint import EndpointSettings
 
 if TYPE_CHECKING:
@@ -149,7 +149,9 @@ def study(
     print_validity(result.validity)
     out.print(
         f"{result.generated} new responses, {result.reused} reused; "
-        f"wrote {cfg.out / 'report.md'}, {cfg.out / 'report.html'} and results.json"
+        f"wrote {shown_path(cfg.out / 'report.md')}, {shown_path(cfg.out / 'report.html')} "
+        "and results.json",
+        markup=False,
     )
 
 
@@ -240,8 +242,9 @@ def finetune(
         return  # under `accelerate launch`, one process reports
     losses = ", ".join(f"{e.loss:.3f}" for e in card.epoch_losses)
     out.print(
-        f"wrote {cfg.out / ADAPTER_DIR} (adapter {card.adapter_hash[:12]}); "
-        f"loss per epoch: {losses}"
+        f"wrote {shown_path(cfg.out / ADAPTER_DIR)} (adapter {card.adapter_hash[:12]}); "
+        f"loss per epoch: {losses}",
+        markup=False,
     )
 
 
@@ -324,7 +327,11 @@ def evaluate(
         table(f"{cfg.model} ({variant})", ["judge", "condition", "accuracy", "unclear"], rows)
     )
     print_usage(result.usage)
-    out.print(f"wrote {cfg.out / 'report.md'}, {cfg.out / 'report.html'} and results.json")
+    out.print(
+        f"wrote {shown_path(cfg.out / 'report.md')}, {shown_path(cfg.out / 'report.html')} "
+        "and results.json",
+        markup=False,
+    )
 
 
 # --- ask ------------------------------------------------------------------------------------

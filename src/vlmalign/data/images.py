@@ -11,8 +11,10 @@ import threading
 import urllib.request
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -28,6 +30,12 @@ MAX_IMAGE_BYTES = 256 * 1024 * 1024
 """Image files larger than this are refused before they are read."""
 IMAGE_CACHE_BYTES = 512 * 1024 * 1024
 """Decoded images kept for reuse, in bytes of pixels (least recently used dropped first)."""
+URL_DEADLINE_S = 30.0
+"""A URL's image must arrive whole within this many seconds, connection and headers included
+(a server that sends a byte now and then would otherwise hold a read open for ever)."""
+URL_READ_TIMEOUT_S = 30.0
+"""Each wait for the server (connecting, each read) ends after this many seconds at most."""
+URL_CHUNK = 64 * 1024
 
 
 class ImageError(Exception):
@@ -76,23 +84,81 @@ def resolve_local(ref: str, base_dir: Path | None) -> Path | None:
     return path
 
 
+def missing_files(refs: Iterable[str], base_dir: Path | None) -> list[str]:
+    """The references, of `refs`, to image files that are not there (a relative path taken from
+    `base_dir`; a relative `base_dir` from the working directory). URLs are not fetched."""
+    missing = []
+    for ref in refs:
+        try:
+            path = resolve_local(ref, base_dir)
+            if path is not None and not path.is_file():
+                missing.append(ref)
+        except (ImageError, OSError, ValueError):  # a bad pkg: URI, a name with a NUL
+            missing.append(ref)
+    return missing
+
+
 def _fetch_url(url: str) -> bytes:
     """Download once; later runs read the cached copy (so the image hash stays stable)."""
     cached = cache_root() / "images" / hashlib.sha256(url.encode()).hexdigest()
     if cached.exists():
         return cached.read_bytes()
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            data: bytes = response.read(MAX_IMAGE_BYTES + 1)
-    except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: a bad URL
-        raise ImageError(f"cannot download {printable(url)}: {printable(str(exc))}") from exc
-    if len(data) > MAX_IMAGE_BYTES:
-        raise ImageError(f"image {printable(url)} is larger than {MAX_IMAGE_BYTES >> 20} MiB")
+    data = _download(url, URL_DEADLINE_S, MAX_IMAGE_BYTES)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(".part")
+    partial = cached.with_name(f"{cached.name}.{os.getpid()}.{threading.get_ident()}.part")
     partial.write_bytes(data)
     partial.replace(cached)
     return data
+
+
+def _download(url: str, deadline_s: float, max_bytes: int) -> bytes:
+    """The body at `url`, whole within `deadline_s` and at most `max_bytes`, or an ImageError.
+
+    The download runs in a thread of its own that this one waits for until the deadline: a
+    socket timeout bounds each wait for the server, not the whole (a server may send one byte
+    per second for ever, headers included). A download given up on stops at its next read.
+    """
+    shown = printable(url)
+    outcome: dict[str, Any] = {}
+    given_up = threading.Event()
+
+    def fetch() -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=min(URL_READ_TIMEOUT_S, deadline_s)) as got:
+                chunks: list[bytes] = []
+                size = 0
+                while not given_up.is_set():
+                    chunk = got.read1(URL_CHUNK)  # what has arrived, not a full chunk
+                    if not chunk:
+                        outcome["data"] = b"".join(chunks)
+                        return
+                    size += len(chunk)
+                    if size > max_bytes:
+                        outcome["too_big"] = True
+                        return
+                    chunks.append(chunk)
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: bad URL
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=fetch, name="vlmalign-download", daemon=True)
+    worker.start()
+    worker.join(deadline_s)
+    if worker.is_alive():
+        given_up.set()
+        raise ImageError(
+            f"cannot download {shown}: not complete within {deadline_s:g} s; download it "
+            "yourself and refer to the file"
+        )
+    if "error" in outcome:
+        raise ImageError(f"cannot download {shown}: {printable(str(outcome['error']))}")
+    if outcome.get("too_big"):
+        raise ImageError(f"image {shown} is larger than {_size(max_bytes)}")
+    data: bytes = outcome["data"]
+    return data
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
 
 
 def stored_image_path(data: bytes) -> Path:
@@ -212,7 +278,8 @@ def clear_image_cache() -> None:
 
 def load_image(ref: str, base_dir: Path | None = None) -> LoadedImage:
     """Read, verify and decode an image; decoded images are reused while the cache has room."""
-    key = (ref, base_dir)
+    # A relative folder is the working directory's: keyed as it is now, not as it was.
+    key = (ref, base_dir.absolute() if base_dir is not None else None)
     cached = _cache.get(key)
     if cached is not None:
         return cached

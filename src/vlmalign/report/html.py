@@ -25,6 +25,7 @@ from markupsafe import Markup, escape
 
 from vlmalign.data.images import ImageError, load_image
 from vlmalign.data.schema import Item
+from vlmalign.data.text import visible_text
 from vlmalign.judges.human import HUMAN, AnnotatorAgreement, HumanVerdict
 from vlmalign.prompts import IMAGE_TOKEN
 from vlmalign.report.across_runs import AcrossRuns, across_runs
@@ -98,7 +99,7 @@ def prompt_markup(prompt: str, question: str | None = None) -> Markup:
 
 
 def _marked(text: str) -> Markup:
-    return IMAGE_MARKER.join(escape(part) for part in text.split(IMAGE_TOKEN))
+    return IMAGE_MARKER.join(escape(visible_text(part)) for part in text.split(IMAGE_TOKEN))
 
 
 MAX_TURN_PREFIX = 32  # characters before the question on its line: a role, `Q: `, the image
@@ -300,7 +301,9 @@ def run_labels(analyses: Sequence[Analysis]) -> list[str]:
 @cache
 def _template() -> Template:
     environment = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True)
-    environment.filters.update(pct=percent, decimal=decimal)
+    # Untrusted text (responses, questions, notes, names) shows bidi controls escaped: an
+    # override must not make a response read as another on the page.
+    environment.filters.update(pct=percent, decimal=decimal, visible=visible_text)
     return environment.from_string(_asset(TEMPLATE))
 
 

@@ -3,18 +3,21 @@ small-sample interval, and ROC AUC."""
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import stats as scipy_stats
 from sklearn.metrics import roc_auc_score
 
 from vlmalign.stats.common import (
     DEFAULT_CONFIDENCE,
     Interval,
     Outcome,
+    bootstrap,
     check_confidence,
     clip_unit,
     percentile_interval,
@@ -22,6 +25,10 @@ from vlmalign.stats.common import (
     square_and_add,
 )
 from vlmalign.stats.proportions import wilson_interval
+
+#: Resamples drawn at a time: bounds the memory of one batch (resamples x responses) on large
+#: sets; the balanced accuracy and the AUC use the same, so they resample the same clusters.
+_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,8 @@ class BalancedAccuracy:
     bootstrap over clusters and a square-and-add (MOVER) interval from the two sides' Wilson
     intervals; None with fewer than two clusters or when one side has no response. `auc` is the
     ROC AUC of the scores (unclear verdicts without a score count as 0.5), None without scores
-    or with one side empty.
+    or with one side empty; its interval is the percentile one over the same cluster resamples
+    (None with fewer than two clusters).
     """
 
     n: int
@@ -80,7 +88,9 @@ def balanced_accuracy_estimate(
 
     * a percentile bootstrap over clusters: responses of one cluster (an item's two reference
       answers, a prompt's samples) are not independent, and resampling whole clusters lets that
-      widen the interval. It collapses, though, when every resample is alike (a perfect judge);
+      widen the interval. It collapses, though, when every resample is alike (a perfect judge).
+      It runs on `common.bootstrap` (paired over the per-cluster counts); a resample without
+      one side has no balanced accuracy and is left out of the percentiles;
     * a small-sample interval for the mean of the two side accuracies a and m, treating
       responses as independent: the Wilson interval [l, u] of each side combined by "square and
       add", L = BA - sqrt(((a - l_a) / 2)^2 + ((m - l_m) / 2)^2) and
@@ -114,12 +124,9 @@ def balanced_accuracy_estimate(
         else None
     )
     low = high = None
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(clusters), size=(resamples, len(clusters)))
     if balanced is not None and len(clusters) >= 2:
-        sums = counts[draws].sum(axis=1)  # (resamples, 4)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            stat = (sums[:, 0] / sums[:, 1] + sums[:, 2] / sums[:, 3]) / 2
+        columns = tuple(counts[:, j] for j in range(4))
+        stat = _cluster_bootstrap(columns, _balanced_of_sums, confidence, resamples, seed)
         low, high = percentile_interval(stat, confidence)
         # Every resample of a perfect (or hopeless) judge is the same: the bootstrap interval
         # collapses. The per-side score interval keeps few responses on a side from being
@@ -131,7 +138,7 @@ def balanced_accuracy_estimate(
         high = mover_high if high is None else max(high, mover_high)
     auc = auc_low = auc_high = None
     if graded and totals[1] and totals[3]:
-        auc, auc_low, auc_high = _auc_with_interval(known, index, draws, confidence)
+        auc, auc_low, auc_high = _auc_with_interval(known, index, confidence, resamples, seed)
     return BalancedAccuracy(
         n=len(known),
         n_aligned=int(totals[1]),
@@ -164,24 +171,106 @@ def roc_auc(expected: Sequence[bool], scores: Sequence[float]) -> float | None:
 def _auc_with_interval(
     known: Sequence[Known],
     index: Mapping[str, int],
-    draws: NDArray[np.int64],
     confidence: float,
+    resamples: int,
+    seed: int,
 ) -> tuple[float | None, float | None, float | None]:
+    """The ROC AUC and a percentile interval from the cluster bootstrap. With the same seed
+    and number of clusters, `common.bootstrap` draws the same clusters as for the balanced
+    accuracy. A resample with one side absent has no AUC and is left out of the percentiles."""
     expected = [k.expected for k in known]
     scores = [0.5 if k.score is None else float(k.score) for k in known]
     auc = roc_auc(expected, scores)
     if auc is None or len(index) < 2:
         return auc, None, None
-    members: list[list[int]] = [[] for _ in index]
-    for position, k in enumerate(known):
-        members[index[k.cluster]].append(position)
-    values = []
-    for draw in draws[:500]:  # the AUC is not vectorised: fewer resamples suffice for 2 digits
-        picked = [p for c in draw for p in members[c]]
-        value = roc_auc([expected[p] for p in picked], [scores[p] for p in picked])
-        values.append(math.nan if value is None else value)
-    low, high = percentile_interval(np.asarray(values), confidence)
+    statistic = _ResampledAuc(
+        np.asarray(scores, dtype=np.float64),
+        np.asarray(expected, dtype=bool),
+        np.array([index[k.cluster] for k in known], dtype=np.intp),
+        len(index),
+    )
+    clusters = (np.arange(len(index), dtype=np.float64),)
+    distribution = _cluster_bootstrap(clusters, statistic, confidence, resamples, seed)
+    low, high = percentile_interval(distribution, confidence)
     return auc, low, high
+
+
+def _cluster_bootstrap(
+    data: tuple[NDArray[np.float64], ...],
+    statistic: Any,
+    confidence: float,
+    resamples: int,
+    seed: int,
+) -> NDArray[np.float64]:
+    """The resampled values of `statistic` over clusters (one row of each array in `data` a
+    cluster, resampled together), from `common.bootstrap`. Its own interval is not used: a
+    resample with one side absent gives nan, which `percentile_interval` leaves out, and a
+    collapsed distribution is expected (a perfect judge), so scipy's warnings are silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy_stats.DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = bootstrap(data, statistic, confidence, resamples, seed, batch=_BATCH)
+    return np.asarray(result.bootstrap_distribution, dtype=np.float64)
+
+
+def _balanced_of_sums(
+    aligned_hits: NDArray[np.float64],
+    aligned: NDArray[np.float64],
+    misaligned_hits: NDArray[np.float64],
+    misaligned: NDArray[np.float64],
+    axis: int = -1,
+) -> NDArray[np.float64]:
+    """Balanced accuracy of per-cluster counts summed along `axis` (nan with a side absent)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        aligned_acc = aligned_hits.sum(axis=axis) / aligned.sum(axis=axis)
+        misaligned_acc = misaligned_hits.sum(axis=axis) / misaligned.sum(axis=axis)
+    return np.asarray((aligned_acc + misaligned_acc) / 2, dtype=np.float64)
+
+
+class _ResampledAuc:
+    """ROC AUC (Mann-Whitney, ties half) of cluster resamples, vectorised over resamples.
+
+    Called with drawn cluster indices of shape (..., clusters); a response counts as often as
+    its cluster was drawn. Responses are sorted by score once; per resample, the running sum of
+    misaligned weights gives, for each aligned response, the weight of misaligned responses
+    scored below it (`below`) and tied with it (`tied`): AUC = sum w (below + tied / 2) over
+    aligned responses / (aligned weight x misaligned weight), nan when a side is absent.
+    """
+
+    def __init__(
+        self,
+        scores: NDArray[np.float64],
+        expected: NDArray[np.bool_],
+        cluster: NDArray[np.intp],
+        clusters: int,
+    ) -> None:
+        order = np.argsort(scores, kind="stable")
+        ranked = scores[order]
+        self.cluster = cluster[order]
+        self.negative = ~expected[order]
+        positive = np.flatnonzero(expected[order])
+        self.positive = positive
+        # Responses tied with an aligned one sit at sorted positions [start, end).
+        self.start = np.searchsorted(ranked, ranked[positive], side="left")
+        self.end = np.searchsorted(ranked, ranked[positive], side="right")
+        self.clusters = clusters
+
+    def __call__(self, drawn: NDArray[np.float64], axis: int = -1) -> NDArray[np.float64]:
+        picks = np.moveaxis(drawn, axis, -1).astype(np.intp)
+        shape = picks.shape[:-1]
+        rows = picks.reshape(-1, picks.shape[-1])
+        offsets = self.clusters * np.arange(rows.shape[0])[:, None]
+        times = np.bincount((rows + offsets).ravel(), minlength=rows.shape[0] * self.clusters)
+        weight = times.reshape(rows.shape[0], self.clusters)[:, self.cluster].astype(np.float64)
+        negative = weight * self.negative
+        running = np.zeros((rows.shape[0], weight.shape[1] + 1))
+        np.cumsum(negative, axis=1, out=running[:, 1:])
+        # below + tied / 2 = (running[start] + running[end]) / 2
+        beaten = (running[:, self.start] + running[:, self.end]) / 2
+        positive = weight[:, self.positive]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = (positive * beaten).sum(axis=1) / (positive.sum(axis=1) * negative.sum(axis=1))
+        return np.asarray(value.reshape(shape), dtype=np.float64)
 
 
 def _mover_mean_interval(

@@ -3,8 +3,10 @@
 Writers use WAL (readers never wait for a writer; a killed writer loses only its open
 transaction), `foreign_keys = ON` and a busy timeout. A read-only connection never writes, not
 even in a folder it cannot write to. Opening brings an older schema up to date (`schema.py`)
-and refuses a newer one. Every SQLite failure becomes a one-line `StoreError` that names the
-file and what to do (docs/reliability.md).
+and refuses a newer one. Only a file that does not exist yet becomes a new store: an existing
+empty (0-byte) file is refused by every opening, never silently made into one. Every SQLite
+failure becomes a one-line `StoreError` that names the file and what to do
+(docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ class StoreConnection:
         self._busy_timeout_s = BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s
         if read_only and not self.path.is_file():
             raise StoreError(self.path, "does not exist; run `vlmalign study` first")
+        refuse_empty_file(run_dir)
         if not read_only:
             try:
                 run_dir.mkdir(parents=True, exist_ok=True)
@@ -228,6 +231,26 @@ class StoreConnection:
     def close(self) -> None:
         self.conn.close()
 
+    def check_intact(self, refused: str) -> None:
+        """Refuse a damaged store, before reading or writing what would be built on it: SQLite's
+        `integrity_check`, as `vlmalign store check` runs it first (it reads every page once).
+        `refused` says what was not done ("nothing was imported")."""
+        try:
+            found = [str(row[0]) for row in self.conn.execute("PRAGMA integrity_check(1)")]
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from exc
+        if found == ["ok"]:
+            return
+        lines = [line for text in found for line in text.splitlines()]
+        first = next((line for line in lines if not line.startswith("***")), "damaged")
+        raise StoreError(
+            self.path,
+            f"is damaged (SQLite's integrity check: {first}); {refused}. `vlmalign store "
+            "check` lists the damage; restore the store from a backup, or rerun the study into "
+            "a new run directory",
+            "damaged",
+        )
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Commit everything in the block, or nothing."""
@@ -247,6 +270,28 @@ class StoreConnection:
             chunk = {f"in_{i}": key for i, key in enumerate(wanted[start : start + IN_CHUNK])}
             names = ", ".join(f":{name}" for name in chunk)
             yield from self.conn.execute(f"{sql} ({names})", {**params, **chunk})
+
+
+def refuse_empty_file(run_dir: Path) -> None:
+    """A StoreError when `run_dir` holds an empty (0-byte) store file. SQLite would take it for a
+    new database (and a writer would make it a store); a store vlmalign makes has its first page
+    from its first statement (`PRAGMA journal_mode = WAL`), so this is a failed copy, a
+    truncation or a `touch`. A study asks before it loads its model."""
+    path = run_dir / STORE_FILE
+    if _empty_file(path):
+        raise StoreError(
+            path,
+            "is an empty file (0 bytes), not a vlmalign store: it holds nothing; delete it, "
+            "then run `vlmalign study` to start a new store there",
+            "not a store",
+        )
+
+
+def _empty_file(path: Path) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == 0
+    except OSError:  # unreadable: opening it says why
+        return False
 
 
 def insert_sql(table: str, columns: Sequence[str], verb: str = "INSERT") -> str:
@@ -277,5 +322,11 @@ def mapped(method: Callable[Concatenate[_G, _P], _R]) -> Callable[Concatenate[_G
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
             raise store_error(self.db.path, exc) from exc
+        except UnicodeEncodeError as exc:  # SQLite takes UTF-8 text only (nothing is written)
+            raise StoreError(
+                self.db.path,
+                "cannot record text that is not UTF-8 (a file or folder name in another "
+                "encoding?); rename it and rerun",
+            ) from exc
 
     return wrapper

@@ -26,7 +26,11 @@ class RunTables:
     # --- dataset snapshot -----------------------------------------------------------------
     @mapped
     def snapshot_dataset(self, dataset: Dataset) -> None:
-        """Record the dataset and its items (an item already recorded keeps its snapshot)."""
+        """Record the dataset and its items (an item already recorded keeps its snapshot).
+
+        The folder its relative image paths start from is recorded absolute and resolved, so
+        `report` and `annotate` find the images from any working directory (runs recorded
+        before kept a relative folder, `.`: taken from where the command runs)."""
         items = [
             {
                 "dataset": dataset.sha256,
@@ -42,7 +46,7 @@ class RunTables:
                 {
                     "sha256": dataset.sha256,
                     "source": dataset.source,
-                    "base_dir": str(dataset.base_dir),
+                    "base_dir": str(dataset.base_dir.resolve()),
                 },
             )
             conn.executemany(
@@ -63,6 +67,18 @@ class RunTables:
         if row is None:
             return None
         return Item.model_validate_json(row["json"]), Path(row["base_dir"] or self.db.run_dir)
+
+    @mapped
+    def newest_dataset(self) -> tuple[Path, list[Item]] | None:
+        """The folder and items of the dataset recorded last (the one a study used last; a
+        snapshot replaces its `datasets` row), or None when none is recorded."""
+        row = self.db.conn.execute(
+            "SELECT sha256, base_dir FROM datasets ORDER BY rowid DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        folder = Path(row["base_dir"] or self.db.run_dir)
+        return folder, list(self.items(row["sha256"]).values())
 
     @mapped
     def items(self, dataset_sha256: str) -> dict[str, Item]:
