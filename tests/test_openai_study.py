@@ -146,8 +146,10 @@ def test_a_killed_study_resumes_asking_only_for_what_is_missing(tmp_path: Path) 
     assert again.returncode == 0, again.stderr
     responses = stored(run, "SELECT COUNT(*) FROM generations")[0][0]
     assert responses == TRAIN * 3 + TEST
-    # every answer the server gave was stored, except at most those in flight at the kill
-    assert stats["answered"] <= responses + concurrency
+    # Every answer the server gave was stored, except those lost at the kill: at most a group
+    # that had arrived but was not yet written, and the requests in flight behind it (the
+    # writer overlaps the next group's requests), `concurrency` each.
+    assert stats["answered"] <= responses + 2 * concurrency
     assert all(value == 1.0 for value in cells(run).values())
 
 

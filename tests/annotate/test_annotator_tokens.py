@@ -111,6 +111,11 @@ def test_tokens_are_printed_once_and_only_their_hashes_kept(
     assert fresh.verify("alice", renewed["alice"]) and not fresh.verify("alice", tokens["alice"])
 
 
+def wrong_last(token: str) -> str:
+    """`token` with its last character changed (to another one, whatever it was)."""
+    return token[:-1] + ("y" if token.endswith("x") else "x")
+
+
 def test_each_annotator_signs_in_with_their_own_token_only(
     run: tuple[Path, list[str]],
     names: Path,
@@ -132,7 +137,7 @@ def test_each_annotator_signs_in_with_their_own_token_only(
         for name, token in [
             ("alice", ""),  # no token
             ("alice", tokens["bob"]),  # another annotator's token
-            ("alice", tokens["alice"][:-1] + "x"),  # a wrong one
+            ("alice", wrong_last(tokens["alice"])),  # a wrong one
             ("mallory", tokens["alice"]),  # a name not in the file, with a real token
             ("mallory", ""),
         ]:
