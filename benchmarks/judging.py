@@ -100,4 +100,33 @@ def measure_judges(
     raw = {name: judge_throughput(name, yesno, dataset, device) for name in judges}
     raw["choice"] = judge_throughput("choice", choice_inputs(dataset, variants), dataset, device)
     rates = {name: figures["responses_per_s"] for name, figures in raw.items()}
+    raw["validity_interval_ms"] = validity_interval_ms(len(dataset))
     return Measured({"judge_responses_per_s": rates}, raw)
+
+
+def validity_interval_ms(items: int, repeats: int = 5) -> dict[str, float]:
+    """Milliseconds for one judge's validity on the references of `items` items (two answers
+    each, clustered by item; 2,000 cluster resamples), with and without a graded score (the
+    AUC interval): what `judges validate` and every report compute per judge. Best of
+    `repeats`."""
+    import random
+
+    from vlmalign.stats import Known, balanced_accuracy_estimate
+
+    draw = random.Random(0)
+    known = [
+        Known(f"item-{i}", expected, draw.random() < 0.8, draw.random())
+        for i in range(items)
+        for expected in (True, False)
+    ]
+    timings: dict[str, float] = {}
+    for graded in (False, True):
+        best = min(_seconds(balanced_accuracy_estimate, known, graded) for _ in range(repeats))
+        timings["graded" if graded else "verdicts_only"] = round(best * 1000, 2)
+    return timings
+
+
+def _seconds(call: Callable[..., Any], *args: Any) -> float:
+    start = time.perf_counter()
+    call(*args)
+    return time.perf_counter() - start
