@@ -126,7 +126,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("reports and app", ("vlmalign.report", "vlmalign.annotate")),
-    ("orchestration", ("vlmalign.study", "vlmalign.api")),
+    ("orchestration", ("vlmalign.study", "vlmalign.study_checks", "vlmalign.api")),
     ("entry points", ("vlmalign.cli", "vlmalign.__main__", "vlmalign.plugins")),
 )
 

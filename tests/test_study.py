@@ -289,7 +289,7 @@ def test_resume_with_a_changed_finetune_setting_trains_and_answers_anew(
 )
 def test_a_study_needs_of_its_model_what_it_asks(settings, adapter, refused) -> None:
     from vlmalign.errors import ModelError
-    from vlmalign.study import require_capabilities
+    from vlmalign.study_checks import require_capabilities
 
     checked = StudyConfig(**settings)
     if refused is None:

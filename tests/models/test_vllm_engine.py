@@ -131,7 +131,7 @@ def test_vllm_needs_a_gpu(hf_dir, fake_vllm, monkeypatch) -> None:
 
 
 def test_a_vllm_study_cannot_finetune() -> None:
-    from vlmalign.study import validate_for_study
+    from vlmalign.study_checks import validate_for_study
 
     with pytest.raises(ConfigError, match="only generates"):
         validate_for_study(StudyConfig(engine="vllm"))

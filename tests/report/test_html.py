@@ -22,10 +22,11 @@ from PIL import Image
 from tests.report.conftest import build_run
 from vlmalign.data.images import ImageError
 from vlmalign.judges.validity import ValidityEntry
-from vlmalign.report import html as report_html
+from vlmalign.report import item_cards as report_cards
 from vlmalign.report.analysis import Analysis, analyse
 from vlmalign.report.conditions import ConditionKey
-from vlmalign.report.html import prompt_markup, render_html
+from vlmalign.report.html import render_html
+from vlmalign.report.item_cards import prompt_markup
 from vlmalign.report.markdown import render_markdown
 from vlmalign.report.plot import accuracy_png
 from vlmalign.report.reference import reference_for
@@ -356,7 +357,7 @@ def test_missing_image_shows_a_placeholder_and_images_load_once(
     analysis: Analysis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    real = report_html.load_image
+    real = report_cards.load_image
 
     def fake_load(ref: str, base_dir: Path | None = None) -> Any:
         calls.append(ref)
@@ -364,7 +365,7 @@ def test_missing_image_shows_a_placeholder_and_images_load_once(
             raise ImageError(f"image file not found: {ref}")
         return real(ref, base_dir)
 
-    monkeypatch.setattr(report_html, "load_image", fake_load)
+    monkeypatch.setattr(report_cards, "load_image", fake_load)
     page = render_html([analysis])
     cats = [item for item in analysis.run.items.values() if "chelsea" in item.image]
     assert cats and page.count('class="thumb missing"') == len(cats)

@@ -16,7 +16,7 @@ from tests.report.test_html import open_report  # noqa: F401  (the fixture)
 from vlmalign.data.dataset import load_dataset
 from vlmalign.prompts import IMAGE_TOKEN, build_prompt, plain_rendering
 from vlmalign.report.analysis import Analysis, analyse
-from vlmalign.report.html import prompt_markup
+from vlmalign.report.item_cards import prompt_markup
 from vlmalign.report.run_data import load_run
 from vlmalign.store import GenerationRow
 

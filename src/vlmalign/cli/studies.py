@@ -214,7 +214,7 @@ def finetune(
     from vlmalign.finetune import ADAPTER_DIR
     from vlmalign.finetune import finetune as train
     from vlmalign.models.registry import load_trainable
-    from vlmalign.study import validate_for_study
+    from vlmalign.study_checks import validate_for_study
 
     # --seed, --split and --batch-size set the finetune section's fields, not the study's.
     study_settings = given(ctx, StudyConfig, besides=FinetuneConfig.model_fields)
